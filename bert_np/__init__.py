@@ -1,0 +1,11 @@
+"""bert_np: BERT written from scratch in NumPy, every forward and backward pass by hand."""
+from .config import BertConfig
+from .hf import CheckpointError
+from .kernels import get_backend, set_backend
+from .modeling import (BertForMaskedLM, BertForPreTraining, BertForSequenceClassification,
+                       BertModel)
+
+__version__ = "0.1.0"
+
+__all__ = ["BertConfig", "BertModel", "BertForPreTraining", "BertForMaskedLM",
+           "BertForSequenceClassification", "CheckpointError", "set_backend", "get_backend"]

@@ -1,0 +1,122 @@
+"""BertConfig: the hyper-parameters of a BERT model, with Hugging Face's `config.json` field names.
+
+A config is validated when it is made, so an impossible model (hidden size not divisible by the
+number of heads, a negative size, an unknown activation) fails here with a message that names the
+field, not later inside a matrix product.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+
+# name -> (num_hidden_layers, hidden_size, num_attention_heads); intermediate size is 4 * hidden.
+# tiny..medium are the compact BERTs of Turc et al. (2019); base and large are Devlin et al. (2019).
+PRESETS = {
+    "tiny": (2, 128, 2),
+    "mini": (4, 256, 4),
+    "small": (4, 512, 8),
+    "medium": (8, 512, 8),
+    "base": (12, 768, 12),
+    "large": (24, 1024, 16),
+}
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    num_labels: int = 2
+    classifier_dropout: float | None = None
+    id2label: dict | None = None
+    # fields of a config.json that bert_np does not use, kept so that a round trip loses nothing
+    extra: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        positive = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                    "intermediate_size", "max_position_embeddings", "type_vocab_size", "num_labels")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by "
+                             f"num_attention_heads ({self.num_attention_heads})")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"BertConfig.hidden_act {self.hidden_act!r} is not supported; "
+                             f"choose one of {ACTIVATIONS}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"BertConfig.{name} must be in [0, 1), got {value!r}")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"BertConfig.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"BertConfig.pad_token_id ({self.pad_token_id}) must be in [0, vocab_size)")
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "BertConfig":
+        """A standard size by name (tiny mini small medium base large); fields can be overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        layers, hidden, heads = PRESETS[name]
+        fields = dict(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                      intermediate_size=4 * hidden)
+        fields.update(overrides)
+        return cls(**fields)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BertConfig":
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        if kwargs.get("id2label") is not None and "num_labels" not in d:
+            kwargs["num_labels"] = len(kwargs["id2label"])
+        extra = {k: v for k, v in d.items() if k not in known and k != "label2id"}
+        return cls(**kwargs, extra=extra)
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
+        with open(path, encoding="utf-8") as f:
+            try:
+                d = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} is not valid JSON: {e}") from None
+        if d.get("model_type", "bert") != "bert":
+            raise ValueError(f"{path} describes a {d['model_type']!r} model, not a BERT")
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict:
+        d = dict(self.extra)
+        d.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
+        d["model_type"] = "bert"
+        # transformers reads the number of labels from id2label, so it is always written
+        id2label = self.id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        d["id2label"] = {str(k): v for k, v in id2label.items()}
+        d["label2id"] = {v: int(k) for k, v in id2label.items()}
+        return d
+
+    def to_json_file(self, path: str | os.PathLike, architecture: str | None = None) -> None:
+        d = self.to_dict()
+        if architecture is not None:
+            d["architectures"] = [architecture]
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(d, f, indent=2, sort_keys=True)
+            f.write("\n")

@@ -1,0 +1,11 @@
+"""One file per layer, each a pair of pure functions: `X_forward` returns (output, cache) and
+`X_backward` takes the upstream gradient and that cache and returns the input gradient (and the
+parameter gradients). The forward and backward formulas are in each module's docstring."""
+from .activations import ACTIVATIONS, gelu_backward, gelu_forward, tanh_backward, tanh_forward
+from .attention import attention_backward, attention_forward, padding_mask_bias
+from .dropout import dropout_backward, dropout_forward
+from .embeddings import embedding_backward, embedding_forward
+from .layernorm import layernorm_backward, layernorm_forward
+from .linear import linear_backward, linear_forward
+from .losses import (IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward, mse_backward,
+                     mse_forward)

@@ -1,0 +1,96 @@
+"""Multi-head self-attention with a padding mask (BertSelfAttention in Hugging Face).
+
+forward, with A heads of size D = H / A:
+    Q = x Wq^T + bq,  K = x Wk^T + bk,  V = x Wv^T + bv       (B, T, H) each, split to (B, A, T, D)
+    S = Q K^T                                                 (B, A, T, T) raw scores
+    P = softmax(S / sqrt(D) + M)                              M = 0 for a real key, dtype-min for padding
+    P' = dropout(P)
+    C = P' V                                                  (B, A, T, D), merged back to (B, T, H)
+backward, line by line in reverse:
+    dP' = dC V^T         dV = P'^T dC
+    dP  = dropout_backward(dP')
+    dS  = P * (dP - sum_j dP * P) / sqrt(D)                  (softmax backward, row by row)
+    dQ  = dS K           dK = dS^T Q
+    dx  = dQ Wq + dK Wk + dV Wv, and the weight gradients of the three projections
+The derivation of the softmax backward is in notebooks/04_attention_backward.ipynb.
+"""
+import math
+
+import numpy as np
+
+from ..kernels import accelerated
+from .dropout import dropout_backward, dropout_forward
+from .linear import linear_backward, linear_forward
+
+
+def padding_mask_bias(attention_mask, dtype):
+    """attention_mask (B, T) of 1 (attend) / 0 (padding) -> additive bias (B, 1, 1, T).
+
+    Padding gets the most negative finite number of the dtype, as transformers does; a row whose
+    keys are all padding then gets uniform attention (every score equals that number) and no NaN.
+    """
+    bias = np.where(attention_mask[:, None, None, :] > 0, 0.0, np.finfo(dtype).min)
+    return bias.astype(dtype)
+
+
+@accelerated("attention_softmax_forward")
+def attention_softmax_forward(scores, mask_bias, scale):
+    """P = softmax(scale * S + M) over the last axis; scores (B, A, T, T), mask_bias (B, 1, 1, T)."""
+    z = scores * scale + mask_bias                            # (B, A, T, T)
+    z -= z.max(axis=-1, keepdims=True)                        # the softmax ignores a shift
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+@accelerated("attention_softmax_backward")
+def attention_softmax_backward(dprobs, probs, scale):
+    """dS = scale * P * (dP - sum_j dP_j P_j)."""
+    row_dot = (dprobs * probs).sum(axis=-1, keepdims=True)    # (B, A, T, 1)
+    return (scale * probs) * (dprobs - row_dot)
+
+
+def split_heads(x, num_heads):
+    """(B, T, H) -> (B, A, T, D)"""
+    B, T, H = x.shape
+    return x.reshape(B, T, num_heads, H // num_heads).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x):
+    """(B, A, T, D) -> (B, T, H)"""
+    B, A, T, D = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(B, T, A * D)
+
+
+def attention_forward(x, wq, bq, wk, bk, wv, bv, mask_bias, num_heads, dropout_p=0.0, rng=None):
+    """Returns (context (B, T, H), cache)."""
+    q, cache_q = linear_forward(x, wq, bq)                    # (B, T, H)
+    k, cache_k = linear_forward(x, wk, bk)
+    v, cache_v = linear_forward(x, wv, bv)
+    q, k, v = (split_heads(t, num_heads) for t in (q, k, v))  # (B, A, T, D)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = np.matmul(q, k.transpose(0, 1, 3, 2))           # (B, A, T, T)
+    probs = attention_softmax_forward(scores, mask_bias, scale)
+    probs_dropped, cache_drop = dropout_forward(probs, dropout_p, rng)
+    context = merge_heads(np.matmul(probs_dropped, v))        # (B, T, H)
+    cache = (cache_q, cache_k, cache_v, q, k, v, probs, probs_dropped, cache_drop, scale)
+    return context, cache
+
+
+def attention_backward(dcontext, cache):
+    """Returns (dx, (dwq, dbq, dwk, dbk, dwv, dbv))."""
+    cache_q, cache_k, cache_v, q, k, v, probs, probs_dropped, cache_drop, scale = cache
+    num_heads = q.shape[1]
+    dctx = split_heads(dcontext, num_heads)                   # (B, A, T, D)
+    dprobs_dropped = np.matmul(dctx, v.transpose(0, 1, 3, 2))  # C = P' V  ->  dP' = dC V^T
+    dv = np.matmul(probs_dropped.transpose(0, 1, 3, 2), dctx)  # C = P' V  ->  dV = P'^T dC
+    dprobs = dropout_backward(dprobs_dropped, cache_drop)     # P' = dropout(P)
+    dscores = attention_softmax_backward(dprobs, probs, scale)  # P = softmax(S / sqrt(D) + M)
+    dq = np.matmul(dscores, k)                                # S = Q K^T  ->  dQ = dS K
+    dk = np.matmul(dscores.transpose(0, 1, 3, 2), q)          # S = Q K^T  ->  dK = dS^T Q
+    dx, dwq, dbq = linear_backward(merge_heads(dq), cache_q)  # Q = x Wq^T + bq
+    dx_k, dwk, dbk = linear_backward(merge_heads(dk), cache_k)
+    dx_v, dwv, dbv = linear_backward(merge_heads(dv), cache_v)
+    dx += dx_k
+    dx += dx_v
+    return dx, (dwq, dbq, dwk, dbk, dwv, dbv)

@@ -1,0 +1,29 @@
+"""Linear (fully connected) layer, weights stored [out, in] as in PyTorch and Hugging Face.
+
+forward:   y = x W^T + b                        x (N, in)  W (out, in)  b (out,)  y (N, out)
+backward:  dx = dy W        dW = dy^T x        db = sum_n dy
+Any leading dimensions of x (B, T, ...) are folded into N.
+"""
+import numpy as np
+
+from ..kernels import accelerated
+
+
+@accelerated("linear_forward")
+def linear_forward(x, w, b):
+    """y = x @ w.T + b; returns (y, cache) with cache = (x, w)."""
+    y = np.matmul(x, w.T)                                     # (..., out)
+    y += b
+    return y, (x, w)
+
+
+@accelerated("linear_backward")
+def linear_backward(dy, cache):
+    """Returns (dx, dw, db) for y = x @ w.T + b."""
+    x, w = cache
+    x2 = x.reshape(-1, x.shape[-1])                           # (N, in)
+    dy2 = dy.reshape(-1, dy.shape[-1])                        # (N, out)
+    dx = np.matmul(dy, w)                                     # y = x W^T   ->  dx = dy W
+    dw = np.matmul(dy2.T, x2)                                 # y = x W^T   ->  dW = dy^T x
+    db = dy2.sum(axis=0)                                      # y = ... + b ->  db = sum_n dy
+    return dx, dw, db

@@ -1,0 +1,138 @@
+"""The BERT encoder: embeddings, N post-LN transformer layers, pooler.
+
+Each forward is a list of layer calls that returns its output and a cache; each backward walks the
+same list in reverse, one line per forward line, and adds parameter gradients into `grads` (a dict
+with the keys of `params`) with `+=`, so tied or shared weights need no special case.
+
+Parameter names are Hugging Face's state_dict keys; `prefix` is "bert." inside the task models and
+"" for a bare BertModel.
+
+    embeddings:  x = LayerNorm(E_word[ids] + E_pos[0..T-1] + E_type[types]);  x = dropout(x)
+    layer:       h = LayerNorm(dropout(Attention(x) Wo^T + bo) + x)
+                 y = LayerNorm(dropout(act(h Wi^T + bi) Wo2^T + bo2) + h)
+    pooler:      pooled = tanh(h[:, 0] Wp^T + bp)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .layers import (ACTIVATIONS, attention_backward, attention_forward, dropout_backward,
+                     dropout_forward, embedding_backward, embedding_forward, layernorm_backward,
+                     layernorm_forward, linear_backward, linear_forward, tanh_backward,
+                     tanh_forward)
+
+
+def add_grads(grads, name, dw, db):
+    """grads[name.weight] += dw; grads[name.bias] += db."""
+    grads[name + ".weight"] += dw
+    grads[name + ".bias"] += db
+
+
+def embeddings_forward(input_ids, token_type_ids, params, prefix, cfg, rng):
+    """input_ids, token_type_ids (B, T) -> (x (B, T, H), cache)."""
+    p = prefix + "embeddings."
+    T = input_ids.shape[1]
+    x = embedding_forward(input_ids, params[p + "word_embeddings.weight"])            # (B, T, H)
+    x = x + params[p + "position_embeddings.weight"][:T]                               # (B, T, H)
+    x += embedding_forward(token_type_ids, params[p + "token_type_embeddings.weight"])
+    x, cache_ln = layernorm_forward(x, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"],
+                                    cfg.layer_norm_eps)
+    x, cache_drop = dropout_forward(x, cfg.hidden_dropout_prob, rng)
+    return x, (input_ids, token_type_ids, cache_ln, cache_drop)
+
+
+def embeddings_backward(dx, cache, grads, prefix):
+    p = prefix + "embeddings."
+    input_ids, token_type_ids, cache_ln, cache_drop = cache
+    dx = dropout_backward(dx, cache_drop)
+    dx, dw, db = layernorm_backward(dx, cache_ln)
+    add_grads(grads, p + "LayerNorm", dw, db)
+    embedding_backward(dx, token_type_ids, grads[p + "token_type_embeddings.weight"])
+    grads[p + "position_embeddings.weight"][:dx.shape[1]] += dx.sum(axis=0)           # (T, H)
+    embedding_backward(dx, input_ids, grads[p + "word_embeddings.weight"])
+
+
+def layer_forward(x, mask_bias, params, prefix, cfg, rng):
+    """One transformer layer: (B, T, H) -> (B, T, H); `prefix` ends with "encoder.layer.{i}."."""
+    def w(name):
+        return params[prefix + name + ".weight"], params[prefix + name + ".bias"]
+    act_forward, _ = ACTIVATIONS[cfg.hidden_act]
+    p_drop = cfg.hidden_dropout_prob
+    # self-attention sublayer
+    ctx, c_attn = attention_forward(x, *w("attention.self.query"), *w("attention.self.key"),
+                                    *w("attention.self.value"), mask_bias, cfg.num_attention_heads,
+                                    cfg.attention_probs_dropout_prob, rng)          # (B, T, H)
+    a, c_ao = linear_forward(ctx, *w("attention.output.dense"))                      # (B, T, H)
+    a, c_ad = dropout_forward(a, p_drop, rng)
+    h, c_aln = layernorm_forward(a + x, *w("attention.output.LayerNorm"), cfg.layer_norm_eps)
+    # feed-forward sublayer
+    i, c_i = linear_forward(h, *w("intermediate.dense"))                              # (B, T, I)
+    g, c_g = act_forward(i)                                                           # (B, T, I)
+    o, c_o = linear_forward(g, *w("output.dense"))                                    # (B, T, H)
+    o, c_od = dropout_forward(o, p_drop, rng)
+    y, c_oln = layernorm_forward(o + h, *w("output.LayerNorm"), cfg.layer_norm_eps)  # (B, T, H)
+    return y, (c_attn, c_ao, c_ad, c_aln, c_i, c_g, c_o, c_od, c_oln)
+
+
+def layer_backward(dy, cache, grads, prefix, cfg):
+    """Reverse of layer_forward, line by line; returns dx."""
+    _, act_backward = ACTIVATIONS[cfg.hidden_act]
+    c_attn, c_ao, c_ad, c_aln, c_i, c_g, c_o, c_od, c_oln = cache
+    # feed-forward sublayer
+    d_sum, dw, db = layernorm_backward(dy, c_oln)           # y = LN(o + h)
+    add_grads(grads, prefix + "output.LayerNorm", dw, db)
+    do = dropout_backward(d_sum, c_od)                      # o = dropout(o)
+    dg, dw, db = linear_backward(do, c_o)                   # o = g Wo2^T + bo2
+    add_grads(grads, prefix + "output.dense", dw, db)
+    di = act_backward(dg, c_g)                              # g = act(i)
+    dh, dw, db = linear_backward(di, c_i)                   # i = h Wi^T + bi
+    add_grads(grads, prefix + "intermediate.dense", dw, db)
+    dh += d_sum                                             # residual: y = LN(o + h)
+    # self-attention sublayer
+    d_sum, dw, db = layernorm_backward(dh, c_aln)           # h = LN(a + x)
+    add_grads(grads, prefix + "attention.output.LayerNorm", dw, db)
+    da = dropout_backward(d_sum, c_ad)                      # a = dropout(a)
+    dctx, dw, db = linear_backward(da, c_ao)                # a = ctx Wo^T + bo
+    add_grads(grads, prefix + "attention.output.dense", dw, db)
+    dx, (dwq, dbq, dwk, dbk, dwv, dbv) = attention_backward(dctx, c_attn)  # ctx = Attention(x)
+    add_grads(grads, prefix + "attention.self.query", dwq, dbq)
+    add_grads(grads, prefix + "attention.self.key", dwk, dbk)
+    add_grads(grads, prefix + "attention.self.value", dwv, dbv)
+    dx += d_sum                                             # residual: h = LN(a + x)
+    return dx
+
+
+def pooler_forward(h, params, prefix):
+    """pooled = tanh(h[:, 0] Wp^T + bp): (B, T, H) -> (B, H)."""
+    p = prefix + "pooler.dense"
+    z, c_dense = linear_forward(h[:, 0], params[p + ".weight"], params[p + ".bias"])  # (B, H)
+    pooled, c_tanh = tanh_forward(z)
+    return pooled, (h.shape, c_dense, c_tanh)
+
+
+def pooler_backward(dpooled, cache, grads, prefix):
+    """Returns dh (B, T, H), non-zero only at position 0."""
+    h_shape, c_dense, c_tanh = cache
+    dz = tanh_backward(dpooled, c_tanh)
+    dh0, dw, db = linear_backward(dz, c_dense)
+    add_grads(grads, prefix + "pooler.dense", dw, db)
+    dh = np.zeros(h_shape, dtype=dh0.dtype)
+    dh[:, 0] = dh0
+    return dh
+
+
+def encoder_forward(input_ids, token_type_ids, mask_bias, params, prefix, cfg, rng):
+    """Embeddings then every layer: returns (last_hidden_state (B, T, H), cache)."""
+    x, c_emb = embeddings_forward(input_ids, token_type_ids, params, prefix, cfg, rng)
+    c_layers = []
+    for i in range(cfg.num_hidden_layers):
+        x, c = layer_forward(x, mask_bias, params, f"{prefix}encoder.layer.{i}.", cfg, rng)
+        c_layers.append(c)
+    return x, (c_emb, c_layers)
+
+
+def encoder_backward(dh, cache, grads, prefix, cfg):
+    c_emb, c_layers = cache
+    for i in reversed(range(cfg.num_hidden_layers)):
+        dh = layer_backward(dh, c_layers[i], grads, f"{prefix}encoder.layer.{i}.", cfg)
+    embeddings_backward(dh, c_emb, grads, prefix)

@@ -1,0 +1,382 @@
+"""The four model classes: BertModel, BertForPreTraining, BertForMaskedLM,
+BertForSequenceClassification.
+
+Each holds `params`, a flat dict keyed by the Hugging Face state_dict names, and offers
+    forward(input_ids, token_type_ids=None, attention_mask=None, training=False) -> dict of outputs
+    loss_and_grads(..., labels=..., training=False) -> (loss, grads with the keys of params)
+    from_pretrained(directory) / save_pretrained(directory)
+The layers live in bert_np/layers, the encoder in model.py and the heads in heads.py; a class only
+wires them together and checks its inputs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import hf
+from .config import BertConfig
+from .heads import (classifier_head_backward, classifier_head_forward, mlm_head_backward,
+                    mlm_head_forward, nsp_head_backward, nsp_head_forward)
+from .layers import (IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward, mse_backward,
+                     mse_forward, padding_mask_bias)
+from .model import encoder_backward, encoder_forward, pooler_backward, pooler_forward
+
+logger = logging.getLogger("bert_np")
+
+
+# ---- parameter shapes and initialisation -------------------------------------------------------
+
+def encoder_shapes(cfg: BertConfig, prefix: str, pooler: bool) -> dict[str, tuple]:
+    """name -> shape of the embeddings, the layers and (optionally) the pooler."""
+    H, I = cfg.hidden_size, cfg.intermediate_size
+    e = prefix + "embeddings."
+    shapes = {e + "word_embeddings.weight": (cfg.vocab_size, H),
+              e + "position_embeddings.weight": (cfg.max_position_embeddings, H),
+              e + "token_type_embeddings.weight": (cfg.type_vocab_size, H),
+              e + "LayerNorm.weight": (H,), e + "LayerNorm.bias": (H,)}
+    for i in range(cfg.num_hidden_layers):
+        p = f"{prefix}encoder.layer.{i}."
+        for name, (n_out, n_in) in {"attention.self.query": (H, H), "attention.self.key": (H, H),
+                                    "attention.self.value": (H, H), "attention.output.dense": (H, H),
+                                    "intermediate.dense": (I, H), "output.dense": (H, I)}.items():
+            shapes[p + name + ".weight"] = (n_out, n_in)
+            shapes[p + name + ".bias"] = (n_out,)
+        for name in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes[p + name + ".weight"] = (H,)
+            shapes[p + name + ".bias"] = (H,)
+    if pooler:
+        shapes[prefix + "pooler.dense.weight"] = (H, H)
+        shapes[prefix + "pooler.dense.bias"] = (H,)
+    return shapes
+
+
+def mlm_head_shapes(cfg: BertConfig) -> dict[str, tuple]:
+    H = cfg.hidden_size
+    p = "cls.predictions."
+    return {p + "bias": (cfg.vocab_size,), p + "transform.dense.weight": (H, H),
+            p + "transform.dense.bias": (H,), p + "transform.LayerNorm.weight": (H,),
+            p + "transform.LayerNorm.bias": (H,)}
+
+
+def init_param(name: str, shape: tuple, cfg: BertConfig, rng, dtype) -> np.ndarray:
+    """As transformers initialises BERT: LayerNorm ones/zeros, biases zero, every weight matrix
+    and embedding N(0, initializer_range), the padding token's embedding row zero."""
+    if "LayerNorm" in name:
+        return (np.ones if name.endswith("weight") else np.zeros)(shape, dtype=dtype)
+    if name.endswith("bias"):
+        return np.zeros(shape, dtype=dtype)
+    w = rng.normal(0.0, cfg.initializer_range, size=shape).astype(dtype)
+    if name.endswith("word_embeddings.weight"):
+        w[cfg.pad_token_id] = 0.0
+    return w
+
+
+# ---- input checking ----------------------------------------------------------------------------
+
+def _as_int_array(name: str, x) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def check_inputs(cfg: BertConfig, input_ids, token_type_ids, attention_mask):
+    """Validate and normalise the model inputs; every problem names the argument."""
+    input_ids = _as_int_array("input_ids", input_ids)
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be 2-D (batch, seq_len), got shape {input_ids.shape}")
+    B, T = input_ids.shape
+    if B == 0 or T == 0:
+        raise ValueError(f"input_ids is an empty batch (shape {input_ids.shape})")
+    if T > cfg.max_position_embeddings:
+        raise ValueError(f"input_ids has sequence length {T}, longer than max_position_embeddings "
+                         f"({cfg.max_position_embeddings})")
+    _check_range("input_ids", input_ids, cfg.vocab_size, "vocab_size")
+    if token_type_ids is None:
+        token_type_ids = np.zeros_like(input_ids)
+    else:
+        token_type_ids = _as_int_array("token_type_ids", token_type_ids)
+        _check_shape("token_type_ids", token_type_ids, input_ids.shape)
+        _check_range("token_type_ids", token_type_ids, cfg.type_vocab_size, "type_vocab_size")
+    if attention_mask is None:
+        attention_mask = np.ones_like(input_ids)
+    else:
+        attention_mask = _as_int_array("attention_mask", attention_mask)
+        _check_shape("attention_mask", attention_mask, input_ids.shape)
+        if not np.isin(attention_mask, (0, 1)).all():
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+    return input_ids, token_type_ids, attention_mask
+
+
+def _check_shape(name, arr, shape):
+    if arr.shape != shape:
+        raise ValueError(f"{name} has shape {arr.shape}, expected {shape} to match input_ids")
+
+
+def _check_range(name, arr, upper, upper_name):
+    if arr.min() < 0 or arr.max() >= upper:
+        bad = arr[(arr < 0) | (arr >= upper)][0]
+        raise ValueError(f"{name} holds {bad}, outside [0, {upper_name}={upper})")
+
+
+def check_token_labels(labels, shape, num_classes, name="labels"):
+    labels = _as_int_array(name, labels)
+    _check_shape(name, labels, shape)
+    bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= num_classes))
+    if bad.any():
+        raise ValueError(f"{name} holds {labels[bad][0]}, outside [0, {num_classes}) and not "
+                         f"the ignore index {IGNORE_INDEX}")
+    return labels
+
+
+# ---- the classes --------------------------------------------------------------------------------
+
+class BertPreTrainedModel:
+    """What every model class shares: parameters, dtype, dropout generator, checkpoint I/O."""
+
+    base_prefix = "bert."
+    has_pooler = True
+
+    def __init__(self, config: BertConfig, seed: int = 0, dtype=np.float32):
+        if not isinstance(config, BertConfig):
+            raise TypeError(f"config must be a BertConfig, got {type(config).__name__}")
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        init_rng = np.random.default_rng(seed)
+        self.params = {name: init_param(name, shape, config, init_rng, self.dtype)
+                       for name, shape in self.param_shapes(config).items()}
+        self.rng = np.random.default_rng([seed, 1])   # dropout, when training=True
+        self.loading_info = None
+
+    @classmethod
+    def param_shapes(cls, cfg: BertConfig) -> dict[str, tuple]:
+        return encoder_shapes(cfg, cls.base_prefix, cls.has_pooler)
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.params.values())
+
+    def zero_grads(self) -> dict[str, np.ndarray]:
+        return {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    # -- shared pieces of forward / backward --
+
+    def _encode(self, input_ids, token_type_ids, attention_mask, training):
+        cfg = self.config
+        input_ids, token_type_ids, attention_mask = check_inputs(cfg, input_ids, token_type_ids,
+                                                                 attention_mask)
+        rng = self.rng if training else None
+        mask_bias = padding_mask_bias(attention_mask, self.dtype)                    # (B, 1, 1, T)
+        h, c_enc = encoder_forward(input_ids, token_type_ids, mask_bias, self.params,
+                                   self.base_prefix, cfg, rng)                       # (B, T, H)
+        pooled, c_pool = (pooler_forward(h, self.params, self.base_prefix)
+                          if self.has_pooler else (None, None))                      # (B, H)
+        return h, pooled, (c_enc, c_pool), rng
+
+    def _backward_encoder(self, dh, dpooled, cache, grads):
+        c_enc, c_pool = cache
+        if dpooled is not None:
+            dh = dh + pooler_backward(dpooled, c_pool, grads, self.base_prefix)
+        encoder_backward(dh, c_enc, grads, self.base_prefix, self.config)
+
+    def _base_outputs(self, h, pooled):
+        out = {"last_hidden_state": h}
+        if pooled is not None:
+            out["pooler_output"] = pooled
+        return out
+
+    # -- checkpoints --
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, dtype=np.float32, seed: int = 0,
+                        strict: bool = False, **config_overrides):
+        """Load config.json and weights from a Hugging Face directory.
+
+        Heads absent from the checkpoint are initialised (and listed in a warning and in
+        `model.loading_info`); strict=True refuses any difference. `config_overrides` set config
+        fields, for example num_labels for a new classification head."""
+        directory = Path(directory)
+        config_path = directory / hf.CONFIG_NAME
+        if not config_path.exists():
+            raise hf.CheckpointError(f"{directory} has no {hf.CONFIG_NAME}")
+        config = BertConfig.from_json_file(config_path)
+        if config_overrides:
+            fields = config.to_dict()
+            fields.update(config_overrides)
+            if "num_labels" in config_overrides and "id2label" not in config_overrides:
+                fields.pop("id2label", None)
+            config = BertConfig.from_dict(fields)
+        model = cls(config, seed=seed, dtype=dtype)
+        expected = {k: v.shape for k, v in model.params.items()}
+        state = hf.normalize_state_dict(hf.read_state_dict(directory), expected, cls.base_prefix)
+        initialised, ignored = hf.check_state_dict(state, expected, strict, str(directory))
+        for key in expected:
+            if key in state:
+                model.params[key] = np.array(state[key], dtype=model.dtype)
+        model.loading_info = {"initialised": initialised, "ignored": ignored}
+        if initialised:
+            logger.warning("%s: not in %s, initialised: %s", cls.__name__, directory,
+                           ", ".join(initialised))
+        if ignored:
+            logger.warning("%s: in %s but not used: %s", cls.__name__, directory, ", ".join(ignored))
+        return model
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write config.json + model.safetensors that transformers' from_pretrained loads."""
+        config = self.config.to_dict()
+        config["architectures"] = [type(self).__name__]
+        config["dtype"] = self.dtype.name
+        hf.write_checkpoint(directory, config, self.params)
+
+
+class BertModel(BertPreTrainedModel):
+    """The bare encoder with pooler; keys without the "bert." prefix, like a HF BertModel."""
+
+    base_prefix = ""
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
+        h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training)
+        return self._base_outputs(h, pooled)
+
+    def loss_and_grads(self, *args, **kwargs):
+        raise TypeError("BertModel has no loss; use a task model, or backpropagate your own "
+                        "gradient of last_hidden_state through bert_np.model.encoder_backward")
+
+
+class BertForPreTraining(BertPreTrainedModel):
+    """Encoder + MLM head (decoder tied to the word embeddings) + NSP head."""
+
+    @classmethod
+    def param_shapes(cls, cfg):
+        shapes = super().param_shapes(cfg)
+        shapes.update(mlm_head_shapes(cfg))
+        shapes["cls.seq_relationship.weight"] = (2, cfg.hidden_size)
+        shapes["cls.seq_relationship.bias"] = (2,)
+        return shapes
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
+        h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training)
+        out = self._base_outputs(h, pooled)
+        out["prediction_logits"], _ = mlm_head_forward(h, self.params, self.config)  # (B, T, V)
+        out["seq_relationship_logits"], _ = nsp_head_forward(pooled, self.params)    # (B, 2)
+        return out
+
+    def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
+                       next_sentence_label=None, training=False):
+        """loss = MLM cross-entropy (mean over labels != -100) + NSP cross-entropy.
+
+        The MLM head runs only at the labelled positions (gathered before the vocabulary
+        projection, as the original BERT does); the loss equals HF's over the full logits."""
+        if labels is None and next_sentence_label is None:
+            raise ValueError("loss_and_grads needs labels (MLM) and/or next_sentence_label (NSP)")
+        h, pooled, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training)
+        B, T, H = h.shape
+        grads = self.zero_grads()
+        loss, dh, dpooled = 0.0, np.zeros_like(h), None
+        if labels is not None:
+            mlm_loss, dh_masked, positions = self._mlm_loss(h, labels, grads)
+            loss += mlm_loss
+            dh.reshape(B * T, H)[positions] += dh_masked
+        if next_sentence_label is not None:
+            nsp_labels = check_token_labels(next_sentence_label, (B,), 2, "next_sentence_label")
+            logits, c_nsp = nsp_head_forward(pooled, self.params)
+            nsp_loss, c_ce = cross_entropy_forward(logits, nsp_labels)
+            loss += nsp_loss
+            dpooled = nsp_head_backward(cross_entropy_backward(1.0, c_ce), c_nsp, grads)
+        self._backward_encoder(dh, dpooled, cache, grads)
+        return loss, grads
+
+    def _mlm_loss(self, h, labels, grads):
+        """MLM loss at the labelled positions; returns (loss, dh at those positions, positions)."""
+        B, T, H = h.shape
+        labels = check_token_labels(labels, (B, T), self.config.vocab_size).reshape(-1)
+        positions = np.flatnonzero(labels != IGNORE_INDEX)                            # (P,)
+        h_masked = h.reshape(B * T, H)[positions]                                     # (P, H)
+        logits, c_mlm = mlm_head_forward(h_masked, self.params, self.config)         # (P, V)
+        loss, c_ce = cross_entropy_forward(logits, labels[positions])
+        dh_masked = mlm_head_backward(cross_entropy_backward(1.0, c_ce), c_mlm, grads, self.config)
+        return loss, dh_masked, positions
+
+
+class BertForMaskedLM(BertForPreTraining):
+    """Encoder (no pooler, as in HF) + MLM head; output `logits` (B, T, V)."""
+
+    has_pooler = False
+
+    @classmethod
+    def param_shapes(cls, cfg):
+        shapes = encoder_shapes(cfg, cls.base_prefix, cls.has_pooler)
+        shapes.update(mlm_head_shapes(cfg))
+        return shapes
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
+        h, _, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training)
+        out = self._base_outputs(h, None)
+        out["logits"], _ = mlm_head_forward(h, self.params, self.config)              # (B, T, V)
+        return out
+
+    def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
+                       training=False):
+        """loss = MLM cross-entropy, mean over labels != -100."""
+        if labels is None:
+            raise ValueError("BertForMaskedLM.loss_and_grads needs labels")
+        h, _, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training)
+        B, T, H = h.shape
+        grads = self.zero_grads()
+        loss, dh_masked, positions = self._mlm_loss(h, labels, grads)
+        dh = np.zeros_like(h)
+        dh.reshape(B * T, H)[positions] += dh_masked
+        self._backward_encoder(dh, None, cache, grads)
+        return loss, grads
+
+
+class BertForSequenceClassification(BertPreTrainedModel):
+    """Encoder + pooler + dropout + linear classifier. Cross-entropy for num_labels >= 2, mean
+    squared error (regression) for num_labels == 1, as transformers decides it."""
+
+    @classmethod
+    def param_shapes(cls, cfg):
+        shapes = super().param_shapes(cfg)
+        shapes["classifier.weight"] = (cfg.num_labels, cfg.hidden_size)
+        shapes["classifier.bias"] = (cfg.num_labels,)
+        return shapes
+
+    @property
+    def _classifier_dropout(self):
+        cfg = self.config
+        return cfg.hidden_dropout_prob if cfg.classifier_dropout is None else cfg.classifier_dropout
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
+        h, pooled, _, rng = self._encode(input_ids, token_type_ids, attention_mask, training)
+        out = self._base_outputs(h, pooled)
+        out["logits"], _ = classifier_head_forward(pooled, self.params, self._classifier_dropout, rng)
+        return out
+
+    def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
+                       training=False):
+        if labels is None:
+            raise ValueError("BertForSequenceClassification.loss_and_grads needs labels")
+        h, pooled, cache, rng = self._encode(input_ids, token_type_ids, attention_mask, training)
+        B = h.shape[0]
+        grads = self.zero_grads()
+        logits, c_head = classifier_head_forward(pooled, self.params, self._classifier_dropout, rng)
+        if self.config.num_labels == 1:
+            target = np.asarray(labels, dtype=self.dtype).reshape(-1)
+            if target.shape != (B,):
+                raise ValueError(f"labels must have shape ({B},) for regression, got {np.shape(labels)}")
+            loss, c_loss = mse_forward(logits[:, 0], target)
+            dlogits = mse_backward(1.0, c_loss)[:, None]                                # (B, 1)
+        else:
+            target = check_token_labels(labels, (B,), self.config.num_labels)
+            loss, c_loss = cross_entropy_forward(logits, target)
+            dlogits = cross_entropy_backward(1.0, c_loss)                                # (B, C)
+        dpooled = classifier_head_backward(dlogits, c_head, grads)
+        self._backward_encoder(np.zeros_like(h), dpooled, cache, grads)
+        return loss, grads
