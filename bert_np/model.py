@@ -41,7 +41,7 @@ def embeddings_forward(input_ids, token_type_ids, params, prefix, cfg, rng):
     return x, (input_ids, token_type_ids, cache_ln, cache_drop)
 
 
-def embeddings_backward(dx, cache, grads, prefix):
+def embeddings_backward(dx, cache, grads, prefix, cfg):
     p = prefix + "embeddings."
     input_ids, token_type_ids, cache_ln, cache_drop = cache
     dx = dropout_backward(dx, cache_drop)
@@ -49,7 +49,7 @@ def embeddings_backward(dx, cache, grads, prefix):
     add_grads(grads, p + "LayerNorm", dw, db)
     embedding_backward(dx, token_type_ids, grads[p + "token_type_embeddings.weight"])
     grads[p + "position_embeddings.weight"][:dx.shape[1]] += dx.sum(axis=0)           # (T, H)
-    embedding_backward(dx, input_ids, grads[p + "word_embeddings.weight"])
+    embedding_backward(dx, input_ids, grads[p + "word_embeddings.weight"], cfg.pad_token_id)
 
 
 def layer_forward(x, mask_bias, params, prefix, cfg, rng):
@@ -135,4 +135,4 @@ def encoder_backward(dh, cache, grads, prefix, cfg):
     c_emb, c_layers = cache
     for i in reversed(range(cfg.num_hidden_layers)):
         dh = layer_backward(dh, c_layers[i], grads, f"{prefix}encoder.layer.{i}.", cfg)
-    embeddings_backward(dh, c_emb, grads, prefix)
+    embeddings_backward(dh, c_emb, grads, prefix, cfg)

@@ -32,3 +32,24 @@ def minilm_dir():
         return paths.minilm_dir()
     except FileNotFoundError as e:
         _unavailable(str(e))
+
+
+_PARITY_ROWS = []
+
+
+@pytest.fixture
+def parity_report():
+    """Tests append (measure, case, worst error); the table is printed at the end of the run."""
+    return _PARITY_ROWS
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _PARITY_ROWS:
+        return
+    worst = {}
+    for measure, case, err in _PARITY_ROWS:
+        if err >= worst.get(measure, (-1.0, ""))[0]:
+            worst[measure] = (err, case)
+    terminalreporter.write_sep("-", "parity with transformers: worst measured error per measure")
+    for measure, (err, case) in sorted(worst.items()):
+        terminalreporter.write_line(f"{measure:36s} {err:9.2e}   ({case})")

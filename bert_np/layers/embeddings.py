@@ -3,6 +3,8 @@
 forward:   y[b, t] = E[ids[b, t]]                      ids (B, T)  E (V, H)  y (B, T, H)
 backward:  dE[v] += sum over (b, t) with ids[b, t] == v of dy[b, t]
 Several tokens can share an id, so the backward is a scatter-add (np.add.at), not an assignment.
+With a padding id (PyTorch's `padding_idx`, which transformers sets to pad_token_id for the word
+embeddings) the lookups of that id add nothing: the padding row keeps its value during training.
 BERT's input embedding is the sum of three lookups (word, position, token type); see model.py.
 """
 import numpy as np
@@ -13,6 +15,11 @@ def embedding_forward(ids, table):
     return table[ids]                                        # (B, T, H)
 
 
-def embedding_backward(dy, ids, dtable):
-    """Adds the gradient of y = table[ids] into dtable (V, H), in place."""
-    np.add.at(dtable, ids.reshape(-1), dy.reshape(-1, dy.shape[-1]))
+def embedding_backward(dy, ids, dtable, padding_id=None):
+    """Adds the gradient of y = table[ids] into dtable (V, H), in place, skipping padding_id."""
+    ids = ids.reshape(-1)                                     # (B*T,)
+    dy = dy.reshape(-1, dy.shape[-1])                         # (B*T, H)
+    if padding_id is not None:
+        keep = ids != padding_id
+        ids, dy = ids[keep], dy[keep]
+    np.add.at(dtable, ids, dy)

@@ -1,0 +1,1 @@
+"""Data: pretraining instances, fine-tuning task datasets, batching."""

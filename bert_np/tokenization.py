@@ -1,0 +1,327 @@
+"""BERT WordPiece tokenization: a thin wrapper over the Hugging Face `tokenizers` library.
+
+The pipeline is the one BERT was trained with, and the one `transformers.BertTokenizerFast` builds:
+
+    text -> BertNormalizer     clean control characters, put spaces around CJK ideographs,
+                               lower-case and strip accents (only for uncased vocabularies)
+         -> BertPreTokenizer   split on whitespace and punctuation
+         -> WordPiece          greedy longest-match-first pieces, "##" marks a continuation
+         -> template           [CLS] A [SEP]  or  [CLS] A [SEP] B [SEP], segment ids 0...0 1...1
+
+Lower-casing follows the vocabulary's model: bert-base-uncased lower-cases and strips accents;
+bert-base-chinese ships `tokenizer_config.json` with `do_lower_case: false`, so neither happens
+(as in transformers, `strip_accents` follows `lowercase` unless set) and an English word with a
+capital letter that is not in its vocabulary becomes [UNK]. The five special tokens are also
+registered as "added tokens", so a literal "[MASK]" in the text becomes the mask id, exactly as in
+transformers.
+
+`train_wordpiece` learns a new vocabulary from text files with the same normaliser.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
+from tokenizers.models import WordPiece
+
+VOCAB_NAME = "vocab.txt"
+CONFIG_NAME = "tokenizer_config.json"
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # also the id order of a freshly trained vocabulary
+CONTINUATION_PREFIX = "##"
+MAX_INPUT_CHARS_PER_WORD = 100  # longer words become [UNK], as in BERT
+
+
+class Encoding(NamedTuple):
+    """One encoded example: `[CLS] A [SEP] (B [SEP])` ids and their segment ids, both length T."""
+    input_ids: list[int]
+    token_type_ids: list[int]
+
+
+def read_vocab(path: str | Path) -> dict[str, int]:
+    """Read a vocab.txt (one token per line, id = line number) into `{token: id}`.
+
+    Only the line break is stripped: bert-base-chinese has tokens such as "\\u2028" that
+    `str.splitlines` or `strip` would destroy.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"vocabulary file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        tokens = [line.rstrip("\n") for line in f]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    if len(vocab) != len(tokens):
+        duplicates = [t for t, n in Counter(tokens).items() if n > 1][:5]
+        raise ValueError(f"vocabulary {path} lists some tokens twice, e.g. {duplicates}")
+    missing = [token for token in SPECIAL_TOKENS if token not in vocab]
+    if missing:
+        raise ValueError(f"vocabulary {path} lacks the special token(s) {missing}; "
+                         f"a BERT vocabulary needs all of {list(SPECIAL_TOKENS)}")
+    return vocab
+
+
+def write_vocab(vocab: dict[str, int], path: str | Path) -> Path:
+    """Write `{token: id}` as vocab.txt, one token per line in id order."""
+    tokens = sorted(vocab, key=vocab.__getitem__)
+    Path(path).write_text("".join(token + "\n" for token in tokens), encoding="utf-8")
+    return Path(path)
+
+
+def read_tokenizer_config(model_dir: str | Path) -> dict:
+    """The `tokenizer_config.json` of a model directory, or {} when there is none."""
+    path = Path(model_dir) / CONFIG_NAME
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def bert_normalizer(lowercase: bool, strip_accents: bool | None = None,
+                    handle_chinese_chars: bool = True) -> normalizers.BertNormalizer:
+    """BERT's normaliser; `strip_accents=None` means "strip accents iff lower-casing"."""
+    return normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=handle_chinese_chars,
+                                      strip_accents=strip_accents, lowercase=lowercase)
+
+
+class BertTokenizer:
+    """WordPiece tokenizer whose ids equal `transformers.BertTokenizerFast` on the same vocabulary.
+
+    Build it with `from_vocab(path, lowercase=...)` or `from_pretrained(model_dir)`.
+    """
+
+    def __init__(self, vocab: dict[str, int], lowercase: bool = True,
+                 strip_accents: bool | None = None, handle_chinese_chars: bool = True):
+        missing = [token for token in SPECIAL_TOKENS if token not in vocab]
+        if missing:
+            raise ValueError(f"vocabulary lacks the special token(s) {missing}")
+        self.vocab = dict(vocab)
+        self.lowercase = lowercase
+        self.strip_accents = strip_accents
+        self.handle_chinese_chars = handle_chinese_chars
+        self._tokenizer = Tokenizer(WordPiece(self.vocab, unk_token=UNK,
+                                              max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
+        self._tokenizer.normalizer = bert_normalizer(lowercase, strip_accents, handle_chinese_chars)
+        self._tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        self._tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{CLS}:0 $A:0 {SEP}:0", pair=f"{CLS}:0 $A:0 {SEP}:0 $B:1 {SEP}:1",
+            special_tokens=[(CLS, self.vocab[CLS]), (SEP, self.vocab[SEP])])
+        self._tokenizer.decoder = decoders.WordPiece(prefix=CONTINUATION_PREFIX, cleanup=True)
+        self._tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
+        self._id_to_token = {index: token for token, index in self.vocab.items()}
+
+    # ---- construction and saving -------------------------------------------------------------
+
+    @classmethod
+    def from_vocab(cls, path: str | Path, lowercase: bool = True,
+                   strip_accents: bool | None = None) -> "BertTokenizer":
+        """A tokenizer for the vocab.txt at `path` (uncased: lowercase=True)."""
+        return cls(read_vocab(path), lowercase=lowercase, strip_accents=strip_accents)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path,
+                        lowercase: bool | None = None) -> "BertTokenizer":
+        """A tokenizer for a model directory with vocab.txt and optionally tokenizer_config.json.
+
+        `do_lower_case`, `strip_accents` and `tokenize_chinese_chars` come from the config (the
+        defaults when absent are those of transformers: True, None, True); `lowercase` overrides.
+        """
+        model_dir = Path(model_dir)
+        if not (model_dir / VOCAB_NAME).is_file():
+            raise ValueError(f"{model_dir} holds no {VOCAB_NAME}")
+        config = read_tokenizer_config(model_dir)
+        return cls(read_vocab(model_dir / VOCAB_NAME),
+                   lowercase=config.get("do_lower_case", True) if lowercase is None else lowercase,
+                   strip_accents=config.get("strip_accents"),
+                   handle_chinese_chars=config.get("tokenize_chinese_chars", True))
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write vocab.txt and tokenizer_config.json into `out_dir`; returns the directory."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_vocab(self.vocab, out_dir / VOCAB_NAME)
+        config = {"do_lower_case": self.lowercase, "strip_accents": self.strip_accents,
+                  "tokenize_chinese_chars": self.handle_chinese_chars,
+                  "tokenizer_class": "BertTokenizer"}
+        (out_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        return out_dir
+
+    # ---- vocabulary ----------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def pad_id(self) -> int:
+        return self.vocab[PAD]
+
+    @property
+    def unk_id(self) -> int:
+        return self.vocab[UNK]
+
+    @property
+    def cls_id(self) -> int:
+        return self.vocab[CLS]
+
+    @property
+    def sep_id(self) -> int:
+        return self.vocab[SEP]
+
+    @property
+    def mask_id(self) -> int:
+        return self.vocab[MASK]
+
+    @property
+    def special_ids(self) -> tuple[int, ...]:
+        """Ids of [PAD] [UNK] [CLS] [SEP] [MASK]."""
+        return tuple(self.vocab[token] for token in SPECIAL_TOKENS)
+
+    def convert_tokens_to_ids(self, tokens: Sequence[str]) -> list[int]:
+        """Token strings to ids; tokens outside the vocabulary become [UNK]."""
+        return [self.vocab.get(token, self.unk_id) for token in tokens]
+
+    def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
+        """Ids to token strings."""
+        bad = [int(i) for i in ids if int(i) not in self._id_to_token]
+        if bad:
+            raise ValueError(f"ids {bad[:5]} are outside the vocabulary of {self.vocab_size}")
+        return [self._id_to_token[int(i)] for i in ids]
+
+    # ---- encoding ------------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[str]:
+        """WordPiece tokens of `text`, without [CLS]/[SEP]."""
+        return self._backend_encode([_checked_text(text)], add_special_tokens=False)[0].tokens
+
+    def encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
+        """Ids of each text without [CLS]/[SEP] and without truncation (for corpus reading)."""
+        texts = [_checked_text(t) for t in texts]
+        return [e.ids for e in self._backend_encode(texts, add_special_tokens=False)]
+
+    def encode(self, text_a: str, text_b: str | None = None, max_length: int | None = None,
+               truncation: bool = True) -> Encoding:
+        """`[CLS] A [SEP]` or `[CLS] A [SEP] B [SEP]` with segment ids 0 for the first part and
+        1 for `B [SEP]`.
+
+        With `max_length` and `truncation`, tokens are cut from the end of the longer text first
+        ("longest_first", as transformers does); with `truncation=False` a longer result is an
+        error.
+        """
+        return self.encode_many([text_a], None if text_b is None else [text_b],
+                                max_length, truncation)[0]
+
+    def encode_many(self, texts_a: Sequence[str], texts_b: Sequence[str] | None = None,
+                    max_length: int | None = None, truncation: bool = True) -> list[Encoding]:
+        """`encode` for many texts (or text pairs) at once, each keeping its own length."""
+        n_special = 2 if texts_b is None else 3
+        if max_length is not None and max_length < n_special:
+            raise ValueError(f"max_length={max_length} leaves no room for the {n_special} "
+                             "special tokens")
+        encodings = [Encoding(e.ids, e.type_ids) for e in self._backend_encode(
+            _checked_pairs(texts_a, texts_b), max_length=max_length if truncation else None)]
+        too_long = [len(e.input_ids) for e in encodings
+                    if max_length is not None and len(e.input_ids) > max_length]
+        if too_long:
+            raise ValueError(f"an encoding has {too_long[0]} tokens, more than max_length="
+                             f"{max_length}, and truncation=False")
+        return encodings
+
+    def encode_batch(self, texts_a: Sequence[str], texts_b: Sequence[str] | None = None,
+                     max_length: int | None = None, truncation: bool = True,
+                     pad_to_multiple_of: int | None = None) -> dict[str, np.ndarray]:
+        """Encode a batch and pad it to its longest member (rounded up to a multiple of
+        `pad_to_multiple_of` if given): int64 arrays `input_ids`, `token_type_ids`,
+        `attention_mask` (1 = real token, 0 = [PAD]), all (B, T)."""
+        encodings = self.encode_many(texts_a, texts_b, max_length, truncation)
+        return {"input_ids": pad_sequences([e.input_ids for e in encodings], self.pad_id,
+                                           pad_to_multiple_of),
+                "token_type_ids": pad_sequences([e.token_type_ids for e in encodings], 0,
+                                                pad_to_multiple_of),
+                "attention_mask": pad_sequences([[1] * len(e.input_ids) for e in encodings], 0,
+                                                pad_to_multiple_of)}
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        """Text of `ids`: "##" pieces joined to their word, spaces before punctuation removed."""
+        self.convert_ids_to_tokens(ids)  # validates the ids
+        return self._tokenizer.decode([int(i) for i in ids],
+                                      skip_special_tokens=skip_special_tokens)
+
+    def _backend_encode(self, inputs: list, add_special_tokens: bool = True,
+                        max_length: int | None = None) -> list:
+        """Run the `tokenizers` backend on texts or (text_a, text_b) pairs. Truncation is state of
+        the backend object, so every call sets it explicitly before encoding."""
+        if max_length is None:
+            self._tokenizer.no_truncation()
+        else:
+            self._tokenizer.enable_truncation(max_length, strategy="longest_first")
+        return self._tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens)
+
+    def __repr__(self) -> str:
+        return (f"BertTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase}, "
+                f"strip_accents={self.strip_accents})")
+
+
+def pad_sequences(sequences: Sequence[Sequence[int]], pad_value: int,
+                  pad_to_multiple_of: int | None = None) -> np.ndarray:
+    """Stack sequences into an int64 (B, T) array, T = the longest length rounded up to a multiple
+    of `pad_to_multiple_of`; the tail of each row is `pad_value`."""
+    if len(sequences) == 0:
+        raise ValueError("cannot pad an empty batch")
+    if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
+        raise ValueError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of}")
+    longest = max(len(s) for s in sequences)
+    multiple = pad_to_multiple_of or 1
+    T = -(-longest // multiple) * multiple
+    out = np.full((len(sequences), T), pad_value, dtype=np.int64)  # (B, T)
+    for row, sequence in zip(out, sequences):
+        row[:len(sequence)] = sequence
+    return out
+
+
+def train_wordpiece(files: Sequence[str | Path], vocab_size: int, out_dir: str | Path,
+                    lowercase: bool = True, min_frequency: int = 2,
+                    limit_alphabet: int = 1000) -> BertTokenizer:
+    """Learn a WordPiece vocabulary of at most `vocab_size` tokens from plain-text files (read line
+    by line, normalised and pre-tokenised as BERT does) and write `out_dir`/vocab.txt and
+    tokenizer_config.json. Ids 0-4 are [PAD] [UNK] [CLS] [SEP] [MASK]. Pairs seen fewer than
+    `min_frequency` times are not merged; at most `limit_alphabet` single characters are kept.
+    Returns the tokenizer of the new vocabulary."""
+    missing = [str(f) for f in files if not Path(f).is_file()]
+    if not files or missing:
+        raise ValueError(f"training files not found: {missing}" if missing
+                         else "train_wordpiece needs at least one training file")
+    if vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size={vocab_size} leaves no room beyond the "
+                         f"{len(SPECIAL_TOKENS)} special tokens")
+    tokenizer = Tokenizer(WordPiece(unk_token=UNK))
+    tokenizer.normalizer = bert_normalizer(lowercase)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                        special_tokens=list(SPECIAL_TOKENS),
+                                        limit_alphabet=limit_alphabet,
+                                        continuing_subword_prefix=CONTINUATION_PREFIX,
+                                        show_progress=False)
+    tokenizer.train([str(f) for f in files], trainer)
+    trained = BertTokenizer(tokenizer.get_vocab(), lowercase=lowercase)
+    trained.save(out_dir)
+    return trained
+
+
+def _checked_text(text) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"expected a text string, got {type(text).__name__}")
+    return text
+
+
+def _checked_pairs(texts_a: Sequence[str], texts_b: Sequence[str] | None) -> list:
+    """The backend's input: a list of texts, or of (text_a, text_b) pairs."""
+    if isinstance(texts_a, str) or (texts_b is not None and isinstance(texts_b, str)):
+        raise ValueError("expected a list of texts; use encode for a single text")
+    texts_a = [_checked_text(t) for t in texts_a]
+    if texts_b is None:
+        return texts_a
+    texts_b = [_checked_text(t) for t in texts_b]
+    if len(texts_a) != len(texts_b):
+        raise ValueError(f"{len(texts_a)} first texts but {len(texts_b)} second texts")
+    return list(zip(texts_a, texts_b))
