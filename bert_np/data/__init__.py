@@ -1,1 +1,1 @@
-"""Data: pretraining instances, fine-tuning task datasets, batching."""
+"""Data for bert_np: pretraining instances (next-sentence pairs, 80/10/10 masking) and batching."""

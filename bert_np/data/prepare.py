@@ -21,11 +21,12 @@ Splits and malformed rows, per dataset:
   dev is 2,500 train reviews picked at random (seed `SPLIT_SEED`) and removed from train, so
   train has 22,500. `<br />` tags are replaced by spaces. Strict: a review whose file name rating
   disagrees with its pos/neg folder, or a count other than 12,500 per folder, raises.
-- CLUE TNEWS: the full train set is not available here, only a partial one (11,999 rows). Our test
-  is CLUE's labelled dev.json (10,000 rows); CLUE's test.json is unlabelled and unused. Partial
-  train rows whose sentence also appears in dev.json (our test) or earlier in the partial train
-  are dropped and counted; 10% of the rest (seed `SPLIT_SEED`) is our dev. Label ids 100..116
-  map to 0..14 in the order of labels.json. Strict on malformed JSON and unknown labels.
+- CLUE TNEWS: CLUE's test.json is unlabelled and unused; our test is CLUE's labelled dev.json
+  (10,000 rows). Our train and dev come from CLUE's train.json (53,360 rows) when it is there, and
+  otherwise from the partial train_processed.json (11,999 rows, the only one in the shared data):
+  rows whose sentence also appears in dev.json (our test) or earlier in train are dropped and
+  counted, and 10% of the rest (seed `SPLIT_SEED`) is our dev. Label ids 100..116 map to 0..14 in
+  the order of labels.json. Strict on malformed JSON and unknown labels.
 - zh_sentiment (online_shopping_10_cats.csv inside its zip): empty reviews and repeated reviews
   (keeping the first occurrence) are dropped and counted; the rest is split 80/10/10 into
   train / dev / test at random (seed `SPLIT_SEED`). Strict on a wrong column count or a label
@@ -339,6 +340,18 @@ def tnews_row(record: object, label_index: dict[str, int], where: str) -> dict:
     return make_row(require_text(record["sentence"], where), label=label_index[label])
 
 
+def read_tnews_train(folder: Path, label_index: dict[str, int]) -> list[dict]:
+    """CLUE's full train.json (JSON lines) if present, else the partial train_processed.json (one
+    JSON array)."""
+    full = folder / "train.json"
+    if full.exists():
+        return [tnews_row(record, label_index, f"{full}:{lineno}")
+                for lineno, record in read_json_lines(full)]
+    partial = folder / "train_processed.json"
+    return [tnews_row(record, label_index, f"{partial}: element {i}")
+            for i, record in enumerate(read_json_array(partial))]
+
+
 def drop_seen_sentences(rows: list[dict], seen: set[str], dropped: Counter) -> list[dict]:
     """Rows whose text is neither in `seen` (counted as overlapping the test split) nor repeated
     from an earlier row (counted as a duplicate)."""
@@ -346,9 +359,9 @@ def drop_seen_sentences(rows: list[dict], seen: set[str], dropped: Counter) -> l
     for row in rows:
         text = row["text_a"]
         if text in seen:
-            dropped["partial train row whose sentence is in CLUE dev (our test)"] += 1
+            dropped["train row whose sentence is in CLUE dev (our test)"] += 1
         elif text in earlier:
-            dropped["repeated sentence within the partial train"] += 1
+            dropped["repeated sentence within train"] += 1
         else:
             kept.append(row)
             earlier.add(text)
@@ -356,17 +369,16 @@ def drop_seen_sentences(rows: list[dict], seen: set[str], dropped: Counter) -> l
 
 
 def convert_tnews(src_dir: Path) -> Converted:
-    """TNEWS: test = CLUE dev; train / dev = 90% / 10% of the deduplicated partial train."""
+    """TNEWS: test = CLUE dev; train / dev = 90% / 10% of the deduplicated CLUE train."""
     folder = Path(src_dir) / "tnews"
     label_index = {lid: i for i, lid in enumerate(read_tnews_label_ids(folder / "labels.json"))}
     test = [tnews_row(record, label_index, f"{folder / 'dev.json'}:{lineno}")
             for lineno, record in read_json_lines(folder / "dev.json")]
-    partial = [tnews_row(record, label_index, f"{folder / 'train_processed.json'}: element {i}")
-               for i, record in enumerate(read_json_array(folder / "train_processed.json"))]
     dropped = Counter()
-    partial = drop_seen_sentences(partial, {row["text_a"] for row in test}, dropped)
-    n_dev = round(TNEWS_DEV_FRACTION * len(partial))
-    train, dev = random_split(partial, [len(partial) - n_dev, n_dev])
+    rows = drop_seen_sentences(read_tnews_train(folder, label_index),
+                               {row["text_a"] for row in test}, dropped)
+    n_dev = round(TNEWS_DEV_FRACTION * len(rows))
+    train, dev = random_split(rows, [len(rows) - n_dev, n_dev])
     return Converted({"train": train, "dev": dev, "test": test}, dropped)
 
 
@@ -450,10 +462,12 @@ def make_sst2_demo(src_dir: Path, out_dir: Path, n_train: int = DEMO_TRAIN_SIZE,
     return demo
 
 
-def main(argv: list[str] | None = None, task: str | None = None) -> int:
+def main(argv: list[str] | None = None, task: str | None = None,
+         description: str = "Convert a dataset to train/dev/test.jsonl.") -> int:
     """Command line: convert one task (given as `task`, or as the first argument) from --src
     (default $BERT_NP_DATA) into --out, and print the row counts."""
-    parser = argparse.ArgumentParser(description="Convert a dataset to train/dev/test.jsonl.")
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     if task is None:
         parser.add_argument("task", choices=sorted(CONVERTERS))
     parser.add_argument("--src", default=os.environ.get("BERT_NP_DATA"),

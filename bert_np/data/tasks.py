@@ -13,6 +13,7 @@ JSONL file in the same format is read with `load_jsonl`, which names file and li
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -111,8 +112,9 @@ def get_task(task: str | Task) -> Task:
 def parse_label(value: object, num_labels: int, where: str) -> int | float:
     """A class id in [0, num_labels) or, for num_labels == 1, a real-valued score."""
     if num_labels == 1:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise DataFormatError(f"{where}: label {value!r} is not a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise DataFormatError(f"{where}: label {value!r} is not a finite number")
         return float(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise DataFormatError(f"{where}: label {value!r} is not an integer class id")
