@@ -1,1 +1,2 @@
-"""Data for bert_np: pretraining instances (next-sentence pairs, 80/10/10 masking) and batching."""
+"""Data: pretraining instances (next-sentence pairs, 80/10/10 masking), fine-tuning task datasets,
+batching."""

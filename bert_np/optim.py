@@ -1,0 +1,105 @@
+"""AdamW, the warmup + linear-decay learning-rate schedule, and global-norm gradient clipping.
+
+AdamW (Loshchilov & Hutter), in the form torch.optim.AdamW computes it, at step t = 1, 2, ...:
+    p <- p - lr * wd * p                          decoupled weight decay (not on biases/LayerNorm)
+    m <- b1 m + (1 - b1) g                        first moment
+    v <- b2 v + (1 - b2) g^2                      second moment
+    p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+Schedule (transformers' get_linear_schedule_with_warmup), for the k-th update, k = 0, 1, ...:
+    lr_k = lr * k / warmup                        while k < warmup
+    lr_k = lr * max(0, (total - k) / (total - warmup))   afterwards
+Clipping: g <- g * min(1, max_norm / (||g||_2 + 1e-6)), ||g||_2 over all parameters together.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def decays(name: str) -> bool:
+    """Weight decay applies to weight matrices and embeddings, not to biases or LayerNorm."""
+    return not (name.endswith("bias") or "LayerNorm" in name)
+
+
+def clip_grad_norm(grads: dict, max_norm: float) -> float:
+    """Scale all gradients in place so their global L2 norm is at most max_norm; returns the
+    norm before clipping."""
+    total = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
+    scale = max_norm / (total + 1e-6)
+    if scale < 1.0:
+        for g in grads.values():
+            g *= scale
+    return total
+
+
+def linear_warmup_decay(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Multiplier of the base learning rate for update number `step` (0-based)."""
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+class AdamW:
+    """AdamW over a dict of parameters, updated in place by `step(grads)`.
+
+    `schedule` (optional) maps the 0-based update number to a multiplier of `lr`, for example
+    `lambda k: linear_warmup_decay(k, warmup, total)`."""
+
+    def __init__(self, params: dict, lr: float = 1e-4, betas=(0.9, 0.999), eps: float = 1e-6,
+                 weight_decay: float = 0.01, schedule=None):
+        if lr < 0 or eps <= 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"invalid AdamW settings: lr={lr}, betas={betas}, eps={eps}, "
+                             f"weight_decay={weight_decay}")
+        self.params = params
+        self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
+        self.schedule = schedule
+        self.t = 0
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+
+    def current_lr(self) -> float:
+        """The learning rate the next step will use."""
+        return self.lr * (self.schedule(self.t) if self.schedule else 1.0)
+
+    def step(self, grads: dict) -> None:
+        if grads.keys() != self.params.keys():
+            missing = sorted(self.params.keys() - grads.keys())
+            extra = sorted(grads.keys() - self.params.keys())
+            raise ValueError(f"gradients do not match the parameters: missing {missing}, extra {extra}")
+        lr = self.current_lr()
+        self.t += 1
+        b1, b2 = self.betas
+        step_size = lr / (1 - b1 ** self.t)
+        inv_sqrt_bc2 = 1.0 / np.sqrt(1 - b2 ** self.t)
+        for name, p in self.params.items():
+            g, m, v = grads[name], self.m[name], self.v[name]
+            if self.weight_decay and decays(name):
+                p *= 1 - lr * self.weight_decay            # p <- p - lr wd p
+            m *= b1
+            m += (1 - b1) * g                              # m <- b1 m + (1 - b1) g
+            v *= b2
+            v += (1 - b2) * (g * g)                        # v <- b2 v + (1 - b2) g^2
+            denom = np.sqrt(v)
+            denom *= inv_sqrt_bc2
+            denom += self.eps                              # sqrt(v) / sqrt(1 - b2^t) + eps
+            p -= step_size * (m / denom)
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit for bit: step count, moments, hyper-parameters."""
+        return {"t": self.t, "lr": self.lr, "betas": self.betas, "eps": self.eps,
+                "weight_decay": self.weight_decay,
+                "m": {k: v.copy() for k, v in self.m.items()},
+                "v": {k: v.copy() for k, v in self.v.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("m", "v"):
+            if state[key].keys() != self.params.keys():
+                raise ValueError(f"optimizer state {key!r} does not match the parameters")
+            for name, value in state[key].items():
+                if value.shape != self.params[name].shape:
+                    raise ValueError(f"optimizer state {key}[{name}] has shape {value.shape}, "
+                                     f"parameter has {self.params[name].shape}")
+        self.t = int(state["t"])
+        self.lr, self.betas = float(state["lr"]), tuple(state["betas"])
+        self.eps, self.weight_decay = float(state["eps"]), float(state["weight_decay"])
+        self.m = {k: np.array(v, dtype=self.params[k].dtype) for k, v in state["m"].items()}
+        self.v = {k: np.array(v, dtype=self.params[k].dtype) for k, v in state["v"].items()}
