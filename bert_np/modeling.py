@@ -135,6 +135,16 @@ def check_token_labels(labels, shape, num_classes, name="labels"):
     return labels
 
 
+def _count_correct(stats, name, logits, labels):
+    """stats[name_correct], stats[name_total] += argmax hits and count over labels != -100."""
+    if stats is None:
+        return
+    kept = labels != IGNORE_INDEX
+    stats[name + "_correct"] = stats.get(name + "_correct", 0) + int(
+        (logits.argmax(-1) == labels)[kept].sum())
+    stats[name + "_total"] = stats.get(name + "_total", 0) + int(kept.sum())
+
+
 # ---- the classes --------------------------------------------------------------------------------
 
 class BertPreTrainedModel:
@@ -269,11 +279,12 @@ class BertForPreTraining(BertPreTrainedModel):
         return out
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
-                       next_sentence_label=None, training=False):
+                       next_sentence_label=None, training=False, stats=None):
         """loss = MLM cross-entropy (mean over labels != -100) + NSP cross-entropy.
 
         The MLM head runs only at the labelled positions (gathered before the vocabulary
-        projection, as the original BERT does); the loss equals HF's over the full logits."""
+        projection, as the original BERT does); the loss equals HF's over the full logits.
+        A dict passed as `stats` receives the counts of correct MLM and NSP predictions."""
         if labels is None and next_sentence_label is None:
             raise ValueError("loss_and_grads needs labels (MLM) and/or next_sentence_label (NSP)")
         h, pooled, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training)
@@ -281,7 +292,7 @@ class BertForPreTraining(BertPreTrainedModel):
         grads = self.zero_grads()
         loss, dh, dpooled = 0.0, np.zeros_like(h), None
         if labels is not None:
-            mlm_loss, dh_masked, positions = self._mlm_loss(h, labels, grads)
+            mlm_loss, dh_masked, positions = self._mlm_loss(h, labels, grads, stats)
             loss += mlm_loss
             dh.reshape(B * T, H)[positions] += dh_masked
         if next_sentence_label is not None:
@@ -289,11 +300,31 @@ class BertForPreTraining(BertPreTrainedModel):
             logits, c_nsp = nsp_head_forward(pooled, self.params)
             nsp_loss, c_ce = cross_entropy_forward(logits, nsp_labels)
             loss += nsp_loss
+            _count_correct(stats, "nsp", logits, nsp_labels)
             dpooled = nsp_head_backward(cross_entropy_backward(1.0, c_ce), c_nsp, grads)
         self._backward_encoder(dh, dpooled, cache, grads)
         return loss, grads
 
-    def _mlm_loss(self, h, labels, grads):
+    def evaluate(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
+                 next_sentence_label=None):
+        """Forward only: (loss, stats) as loss_and_grads would give them, without the backward."""
+        h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, False)
+        B, T, H = h.shape
+        loss, stats = 0.0, {}
+        if labels is not None:
+            labels = check_token_labels(labels, (B, T), self.config.vocab_size).reshape(-1)
+            positions = np.flatnonzero(labels != IGNORE_INDEX)                        # (P,)
+            logits, _ = mlm_head_forward(h.reshape(B * T, H)[positions], self.params, self.config)
+            loss += cross_entropy_forward(logits, labels[positions])[0]
+            _count_correct(stats, "mlm", logits, labels[positions])
+        if next_sentence_label is not None:
+            nsp_labels = check_token_labels(next_sentence_label, (B,), 2, "next_sentence_label")
+            logits, _ = nsp_head_forward(pooled, self.params)
+            loss += cross_entropy_forward(logits, nsp_labels)[0]
+            _count_correct(stats, "nsp", logits, nsp_labels)
+        return loss, stats
+
+    def _mlm_loss(self, h, labels, grads, stats=None):
         """MLM loss at the labelled positions; returns (loss, dh at those positions, positions)."""
         B, T, H = h.shape
         labels = check_token_labels(labels, (B, T), self.config.vocab_size).reshape(-1)
@@ -301,6 +332,7 @@ class BertForPreTraining(BertPreTrainedModel):
         h_masked = h.reshape(B * T, H)[positions]                                     # (P, H)
         logits, c_mlm = mlm_head_forward(h_masked, self.params, self.config)         # (P, V)
         loss, c_ce = cross_entropy_forward(logits, labels[positions])
+        _count_correct(stats, "mlm", logits, labels[positions])
         dh_masked = mlm_head_backward(cross_entropy_backward(1.0, c_ce), c_mlm, grads, self.config)
         return loss, dh_masked, positions
 
@@ -323,14 +355,14 @@ class BertForMaskedLM(BertForPreTraining):
         return out
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
-                       training=False):
-        """loss = MLM cross-entropy, mean over labels != -100."""
+                       training=False, stats=None):
+        """loss = MLM cross-entropy, mean over labels != -100 (`stats`: see BertForPreTraining)."""
         if labels is None:
             raise ValueError("BertForMaskedLM.loss_and_grads needs labels")
         h, _, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training)
         B, T, H = h.shape
         grads = self.zero_grads()
-        loss, dh_masked, positions = self._mlm_loss(h, labels, grads)
+        loss, dh_masked, positions = self._mlm_loss(h, labels, grads, stats)
         dh = np.zeros_like(h)
         dh.reshape(B * T, H)[positions] += dh_masked
         self._backward_encoder(dh, None, cache, grads)
@@ -360,7 +392,8 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return out
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
-                       training=False):
+                       training=False, stats=None):
+        """A dict passed as `stats` receives the batch's logits."""
         if labels is None:
             raise ValueError("BertForSequenceClassification.loss_and_grads needs labels")
         h, pooled, cache, rng = self._encode(input_ids, token_type_ids, attention_mask, training)
@@ -377,6 +410,8 @@ class BertForSequenceClassification(BertPreTrainedModel):
             target = check_token_labels(labels, (B,), self.config.num_labels)
             loss, c_loss = cross_entropy_forward(logits, target)
             dlogits = cross_entropy_backward(1.0, c_loss)                                # (B, C)
+        if stats is not None:
+            stats["logits"] = logits
         dpooled = classifier_head_backward(dlogits, c_head, grads)
         self._backward_encoder(np.zeros_like(h), dpooled, cache, grads)
         return loss, grads

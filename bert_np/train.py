@@ -1,0 +1,143 @@
+"""What pretraining and fine-tuning share: one optimisation step, training checkpoints that resume
+bit for bit, a JSONL log, and a guard against non-finite losses.
+
+A training checkpoint is a directory
+    config.json, model.safetensors   the model, loadable by transformers and by from_pretrained
+    vocab.txt                        the tokenizer's vocabulary (when there is one)
+    optimizer.safetensors            AdamW's moments m/<name>, v/<name>
+    trainer_state.json               step, AdamW's step count and settings, the random generators'
+                                     states and the data position: everything a resumed run needs
+written into a temporary directory and renamed into place, so a crash mid-save never leaves a
+half-written checkpoint behind; `latest` names the newest complete one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .hf import atomic_write_bytes
+from .optim import AdamW, clip_grad_norm
+
+LATEST = "latest"
+STATE_NAME = "trainer_state.json"
+OPTIMIZER_NAME = "optimizer.safetensors"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+def train_step(model, optimizer: AdamW, batch: dict, max_grad_norm: float | None, step: int,
+               stats: dict | None = None) -> tuple[float, float]:
+    """Forward, backward, clip, AdamW update. Returns (loss, gradient norm before clipping).
+
+    Raises NonFiniteLossError before touching the parameters if the loss or a gradient is not
+    finite, so the model stays as it was after the last good step."""
+    loss, grads = model.loss_and_grads(**batch, training=True, stats=stats)
+    norm = clip_grad_norm(grads, max_grad_norm if max_grad_norm else math.inf)
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        raise NonFiniteLossError(f"step {step}: loss {loss}, gradient norm {norm}")
+    optimizer.step(grads)
+    return loss, norm
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    return rng.bit_generator.state
+
+
+def set_rng_state(rng: np.random.Generator, state: dict) -> None:
+    rng.bit_generator.state = state
+
+
+def save_training_checkpoint(out_dir: str | os.PathLike, name: str, model, optimizer: AdamW,
+                             state: dict, tokenizer=None, keep: int = 2) -> Path:
+    """Write out_dir/name atomically, point out_dir/latest at it, keep the newest `keep`."""
+    from safetensors.numpy import save_file
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / name
+    tmp = out_dir / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if tokenizer is not None:
+        tokenizer.save(tmp)
+    opt = optimizer.state_dict()
+    moments = {f"{kind}/{k}": v for kind in ("m", "v") for k, v in opt.pop(kind).items()}
+    save_file(moments, str(tmp / OPTIMIZER_NAME))
+    full_state = dict(state, optimizer=opt, model_rng=rng_state(model.rng), saved_at=time.time())
+    (tmp / STATE_NAME).write_text(json.dumps(full_state, indent=1), encoding="utf-8")
+    if final.exists():
+        old = out_dir / f".{name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    atomic_write_bytes(out_dir / LATEST, lambda p: Path(p).write_text(name, encoding="utf-8"))
+    _prune(out_dir, keep)
+    return final
+
+
+def _prune(out_dir: Path, keep: int) -> None:
+    """Delete all but the newest `keep` step checkpoints (directories named step-N)."""
+    steps = sorted((int(p.name.split("-")[1]), p) for p in out_dir.glob("step-*")
+                   if p.is_dir() and p.name.split("-")[1].isdigit())
+    for _, path in steps[:-keep] if keep > 0 else []:
+        shutil.rmtree(path)
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    pointer = Path(out_dir) / LATEST
+    if not pointer.exists():
+        return None
+    path = Path(out_dir) / pointer.read_text(encoding="utf-8").strip()
+    return path if (path / STATE_NAME).exists() else None
+
+
+def load_training_checkpoint(directory: str | os.PathLike, model, optimizer: AdamW) -> dict:
+    """Restore the parameters, AdamW and the model's dropout generator; return the saved state."""
+    from safetensors.numpy import load_file
+    directory = Path(directory)
+    state = json.loads((directory / STATE_NAME).read_text(encoding="utf-8"))
+    loaded = type(model).from_pretrained(directory, dtype=model.dtype, strict=True)
+    for k in model.params:
+        model.params[k][...] = loaded.params[k]  # in place: the optimizer holds these arrays
+    moments = load_file(str(directory / OPTIMIZER_NAME))
+    opt = dict(state["optimizer"])
+    for kind in ("m", "v"):
+        opt[kind] = {k: moments[f"{kind}/{k}"] for k in model.params}
+    optimizer.load_state_dict(opt)
+    set_rng_state(model.rng, state["model_rng"])
+    return state
+
+
+class JsonlLog:
+    """Append-only log, one JSON object per line, flushed at every record."""
+
+    def __init__(self, path: str | os.PathLike, truncate_after_step: int | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if truncate_after_step is not None and self.path.exists():
+            # on resume, drop records written after the checkpoint we resume from
+            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= truncate_after_step]
+            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        elif truncate_after_step is None and self.path.exists():
+            self.path.unlink()
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip()]

@@ -1,0 +1,104 @@
+"""`bert-np pretrain` end to end on Google's sample_text.txt: checkpoints, exact resume, a NaN stop.
+
+Resume is compared bit for bit (==, no tolerance): the resumed run must see the same batches, the
+same dropout masks and the same optimizer state, so every logged loss is the same float.
+"""
+import json
+
+import numpy as np
+import pytest
+
+import bert_np
+from bert_np import train
+from bert_np.pretrain import PretrainSettings, pretrain
+
+
+@pytest.fixture
+def settings(data_dir, tmp_path):
+    cfg = bert_np.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    cfg.to_json_file(tmp_path / "config.json")
+    corpus = str(data_dir / "pretrain_corpus" / "sample_text.txt")
+
+    def make(out, **kw):
+        fields = dict(corpus=[corpus], eval_corpus=[corpus], config=str(tmp_path / "config.json"),
+                      vocab=str(data_dir / "vocab" / "bert-base-uncased" / "vocab.txt"),
+                      out=str(tmp_path / out), steps=8, batch_size=4, max_seq_length=48,
+                      warmup_steps=2, lr=1e-3, checkpoint_every=3, eval_every=4, eval_batches=2)
+        fields.update(kw)
+        return PretrainSettings(**fields)
+    return make
+
+
+def train_losses(out_dir):
+    records = [json.loads(line) for line in open(out_dir / "log.jsonl")]
+    return [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
+
+
+def crash_at(monkeypatch, step_to_crash, error):
+    real_step = train.train_step
+
+    def flaky(model, optimizer, batch, max_grad_norm, step, stats=None):
+        if step == step_to_crash:
+            raise error
+        return real_step(model, optimizer, batch, max_grad_norm, step, stats)
+    monkeypatch.setattr("bert_np.pretrain.train_step", flaky)
+
+
+def test_run_writes_checkpoints_log_and_plot(settings):
+    s = settings("run")
+    result = pretrain(s, progress=False)
+    out = s.out
+    assert result["step"] == 8
+    assert (train.latest_checkpoint(out).name == "step-8")
+    assert sorted(p.name for p in (train.Path(out)).glob("step-*")) == ["step-6", "step-8"]  # keep 2
+    assert (train.Path(out) / "curves.png").stat().st_size > 0
+    model = bert_np.BertForPreTraining.from_pretrained(train.Path(out) / "final", strict=True)
+    assert model.config.hidden_size == 32
+    assert 0.0 <= result["last_eval"]["mlm_acc"] <= 1.0
+
+
+def test_resume_after_a_crash_is_bit_exact(settings, monkeypatch):
+    uninterrupted = settings("a")
+    pretrain(uninterrupted, progress=False)
+    interrupted = settings("b")
+    crash_at(monkeypatch, 5, KeyboardInterrupt())  # dies during step 5; last checkpoint: step 3
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(interrupted, progress=False)
+    monkeypatch.undo()
+    assert train.latest_checkpoint(interrupted.out).name == "step-3"
+    pretrain(interrupted, resume=True, progress=False)
+    a, b = train_losses(train.Path(uninterrupted.out)), train_losses(train.Path(interrupted.out))
+    assert [s for s, _ in b] == list(range(1, 9))
+    assert a == b  # exact equality of every loss
+    pa = bert_np.BertForPreTraining.from_pretrained(train.Path(uninterrupted.out) / "final").params
+    pb = bert_np.BertForPreTraining.from_pretrained(train.Path(interrupted.out) / "final").params
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(settings, monkeypatch):
+    s = settings("nan")
+    crash_at(monkeypatch, 5, train.NonFiniteLossError("step 5: loss nan, gradient norm nan"))
+    with pytest.raises(train.NonFiniteLossError, match=r"step 5.*last good checkpoint is .*step-3"):
+        pretrain(s, progress=False)
+    good = train.latest_checkpoint(s.out)
+    assert good.name == "step-3"
+    bert_np.BertForPreTraining.from_pretrained(good, strict=True)
+
+
+def test_train_step_refuses_a_nan_loss_before_updating(settings):
+    model = bert_np.BertForPreTraining(bert_np.BertConfig.preset("tiny", vocab_size=50), seed=0)
+    model.params["bert.embeddings.LayerNorm.weight"][0] = np.nan
+    before = {k: v.copy() for k, v in model.params.items()}
+    opt = bert_np.optim.AdamW(model.params, lr=0.1)
+    ids = np.array([[2, 5, 7, 3]])
+    batch = dict(input_ids=ids, labels=np.array([[-100, 5, -100, -100]]), next_sentence_label=[0])
+    with pytest.raises(train.NonFiniteLossError, match="step 7"):
+        train.train_step(model, opt, batch, 1.0, step=7)
+    assert all(np.array_equal(before[k], model.params[k], equal_nan=True) for k in before)
+
+
+def test_resume_refuses_changed_settings(settings):
+    pretrain(settings("c", steps=3), progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        pretrain(settings("c", steps=3, lr=5e-4), resume=True, progress=False)
