@@ -1,5 +1,5 @@
 """bert_np: BERT written from scratch in NumPy, every forward and backward pass by hand."""
-from . import optim
+from . import optim, paths
 from .config import BertConfig
 from .hf import CheckpointError
 from .kernels import get_backend, set_backend

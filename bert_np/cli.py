@@ -66,11 +66,96 @@ def _run_train_tokenizer(a):
     print(f"wrote {a.out}/vocab.txt with {tok.vocab_size} tokens")
 
 
+def _add_finetune(sub):
+    p = sub.add_parser("finetune", help="fine-tune a sequence classifier on a task")
+    p.add_argument("--task", required=True, help="sst2 mrpc cola stsb rte imdb tnews zh_sentiment")
+    p.add_argument("--model", required=True, help="a Hugging Face model directory, or a preset "
+                   "name to start from random weights")
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-train-examples", type=int, default=None)
+    p.add_argument("--max-eval-examples", type=int, default=None)
+    p.add_argument("--train-file", default=None, help="JSONL instead of the task's train split")
+    p.add_argument("--dev-file", default=None, help="JSONL instead of the task's dev split")
+    p.add_argument("--vocab", default=None, help="vocab.txt when --model has none")
+    p.set_defaults(func=_run_finetune)
+
+
+def _run_finetune(a):
+    from .finetune import FinetuneSettings, finetune
+    settings = FinetuneSettings(
+        task=a.task, model=a.model, out=a.out, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size,
+        max_seq_length=a.max_seq_length, warmup_ratio=a.warmup_ratio, weight_decay=a.weight_decay,
+        seed=a.seed, max_train_examples=a.max_train_examples,
+        max_eval_examples=a.max_eval_examples, train_file=a.train_file, dev_file=a.dev_file,
+        vocab=a.vocab)
+    result = finetune(settings)
+    print(json.dumps(result, indent=1))
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="metrics of a fine-tuned model on a task split")
+    p.add_argument("--model", required=True, help="a fine-tuned model directory")
+    p.add_argument("--task", required=True)
+    p.add_argument("--split", default="dev", choices=["train", "dev", "test"])
+    p.add_argument("--file", default=None, help="a JSONL file instead of the task's split")
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(a):
+    from .finetune import evaluate_saved
+    print(json.dumps(evaluate_saved(a.model, a.task, a.split, a.max_seq_length, a.file), indent=1))
+
+
+def _add_predict(sub):
+    p = sub.add_parser("predict", help="classify a text (or a text pair) with a fine-tuned model")
+    p.add_argument("text", nargs="+", help="one or more texts")
+    p.add_argument("--text-b", default=None, help="second text of a pair (one text only)")
+    p.add_argument("--model", required=True, help="a fine-tuned model directory")
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(a):
+    from .finetune import load_for_inference, predict_texts
+    if a.text_b is not None and len(a.text) != 1:
+        raise ValueError("--text-b goes with exactly one text")
+    model, tokenizer = load_for_inference(a.model)
+    scores = predict_texts(model, tokenizer, a.text, None if a.text_b is None else [a.text_b],
+                           a.max_seq_length)
+    names = model.config.id2label or {}
+    for text, row in zip(a.text, scores):
+        if model.config.num_labels == 1:
+            print(f"{row[0]:.4f}\t{text}")
+        else:
+            k = int(row.argmax())
+            print(f"{names.get(str(k), names.get(k, k))}\t{row[k]:.4f}\t{text}")
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="fine-tune all-MiniLM-L6-v2 on the shipped SST-2 sample")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=2)
+    p.set_defaults(func=lambda a: __import__("bert_np.demo", fromlist=["run_demo"]).run_demo(
+        out=a.out, epochs=a.epochs))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bert-np", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo(sub)
     _add_pretrain(sub)
     _add_train_tokenizer(sub)
+    _add_finetune(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Convert GLUE MRPC (Microsoft Research Paraphrase Corpus, sentence pairs) into train/dev/test.jsonl.
+"""Convert GLUE MRPC (Microsoft Research Paraphrase Corpus) into train/dev/test.jsonl.
 
     python data_scripts/prepare_mrpc.py --src $BERT_NP_DATA --out DIR
 

@@ -1,4 +1,4 @@
-"""Convert GLUE SST-2 (Stanford Sentiment Treebank, binary sentence sentiment) into train/dev/test.jsonl.
+"""Convert GLUE SST-2 (Stanford Sentiment Treebank, binary sentiment) into train/dev/test.jsonl.
 
     python data_scripts/prepare_sst2.py --src $BERT_NP_DATA --out DIR
 

@@ -1,4 +1,4 @@
-"""Convert GLUE STS-B (Semantic Textual Similarity Benchmark, regression in [0, 5]) into train/dev/test.jsonl.
+"""Convert GLUE STS-B (sentence similarity, a score in [0, 5]) into train/dev/test.jsonl.
 
     python data_scripts/prepare_stsb.py --src $BERT_NP_DATA --out DIR
 

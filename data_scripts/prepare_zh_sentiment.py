@@ -1,4 +1,4 @@
-"""Convert Chinese e-commerce review sentiment (online_shopping_10_cats, SophonPlus) into train/dev/test.jsonl.
+"""Convert Chinese e-commerce review sentiment (online_shopping_10_cats) into train/dev/test.jsonl.
 
     python data_scripts/prepare_zh_sentiment.py --src $BERT_NP_DATA --out DIR
 

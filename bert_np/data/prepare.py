@@ -19,8 +19,10 @@ Splits and malformed rows, per dataset:
   `msr_paraphrase_test.txt` (the same 1,725 pairs in the order of GLUE's test.tsv).
 - IMDB: train / test are the official 25,000 / 25,000 reviews read from the tar.gz as a stream;
   dev is 2,500 train reviews picked at random (seed `SPLIT_SEED`) and removed from train, so
-  train has 22,500. `<br />` tags are replaced by spaces. Strict: a review whose file name rating
-  disagrees with its pos/neg folder, or a count other than 12,500 per folder, raises.
+  train has 22,500. `<br />` tags are replaced by spaces. Reviews are not deduplicated (the
+  official train set repeats 97 reviews, so 14 dev texts also occur in train). Strict: a review
+  whose file name rating disagrees with its pos/neg folder, or a count other than 12,500 per
+  folder, raises.
 - CLUE TNEWS: CLUE's test.json is unlabelled and unused; our test is CLUE's labelled dev.json
   (10,000 rows). Our train and dev come from CLUE's train.json (53,360 rows) when it is there, and
   otherwise from the partial train_processed.json (11,999 rows, the only one in the shared data):
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import os
@@ -425,7 +428,7 @@ def convert_zh_sentiment(src_dir: Path) -> Converted:
 # ----------------------------------------------------------------------------- entry points
 
 CONVERTERS: dict[str, Callable[[Path], Converted]] = {
-    **{name: (lambda src_dir, name=name: convert_glue(name, src_dir)) for name in GLUE},
+    **{name: functools.partial(convert_glue, name) for name in GLUE},
     "imdb": convert_imdb,
     "tnews": convert_tnews,
     "zh_sentiment": convert_zh_sentiment,
