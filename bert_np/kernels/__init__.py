@@ -23,10 +23,15 @@ from typing import Callable
 
 BACKENDS = ("numpy", "numba", "auto")
 
-# operations whose Numba kernel beat NumPy in bench/kernels.py (see the README's table)
-AUTO_NUMBA: frozenset[str] = frozenset()
+# operations whose Numba kernel beat NumPy in bench/kernels.py (see the README's table); the GEMM
+# (linear_forward / linear_backward) reaches ~0.3-0.4x OpenBLAS there, so "auto" keeps np.matmul
+AUTO_NUMBA: frozenset[str] = frozenset({
+    "attention_softmax_forward", "attention_softmax_backward",
+    "layernorm_forward", "layernorm_backward",
+    "gelu_forward", "gelu_backward",
+})
 
-_KERNEL_MODULES: tuple[str, ...] = ()
+_KERNEL_MODULES: tuple[str, ...] = ("gemm", "softmax", "layernorm", "gelu")
 _kernels: dict[str, Callable] = {}
 _loaded = False
 _backend = "auto"

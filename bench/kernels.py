@@ -1,0 +1,131 @@
+"""Numba kernels against their NumPy references, on the shapes of BERT tiny..base at B=32, T=128.
+
+GEMM: GFLOP/s of the Numba GEMM and of np.matmul (OpenBLAS) for the three products of a Linear
+layer, and their ratio. Softmax, LayerNorm, GELU: the speed-up of the fused kernel over the NumPy
+reference, forward and backward. Every figure is the best of several runs, the kernel and the
+reference alternating, because a shared virtual machine's speed drifts from second to second.
+The first lines say how long loading the kernels took: compilation on the first run, the on-disk
+cache (cache=True) afterwards.
+
+    python bench/kernels.py            # float32, the dtype used for training
+OpenBLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when it loads; unset them for this command if
+they are set (they can select a slower kernel); the BLAS kernel in use is printed below.
+"""
+import math
+import os
+import platform
+import time
+
+import numba
+import numpy as np
+
+from bert_np import kernels
+from bert_np.kernels.gemm import matmul
+from bert_np.config import PRESETS
+from bert_np.layers import activations, attention, layernorm
+
+B, T = 32, 128
+N = B * T
+DTYPE = np.float32
+REPEATS = 5
+
+
+def best_of(fn_a, fn_b, repeats=REPEATS):
+    """Best wall time of fn_a and of fn_b, alternating them `repeats` times after a warm-up."""
+    fn_a(), fn_b()
+    best_a = best_b = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter(); fn_a(); best_a = min(best_a, time.perf_counter() - t)   # noqa: E702
+        t = time.perf_counter(); fn_b(); best_b = min(best_b, time.perf_counter() - t)   # noqa: E702
+    return best_a, best_b
+
+
+def machine():
+    try:
+        from threadpoolctl import threadpool_info
+        blas = ", ".join(f"{i['internal_api']} {i.get('architecture', '?')} kernel, "
+                         f"{i['num_threads']} threads" for i in threadpool_info()
+                         if i["user_api"] == "blas")
+    except ImportError:
+        blas = "threadpoolctl not installed"
+    env = {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")}
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; numpy "
+            f"{np.__version__} ({blas}); OPENBLAS env {env or 'unset'}; numba {numba.__version__}, "
+            f"{numba.get_num_threads()} threads ({numba.threading_layer()} layer)")
+
+
+def load_kernels():
+    start = time.perf_counter()
+    kernels._load_kernels()
+    return time.perf_counter() - start
+
+
+def gemm_shapes():
+    """(label, rows, in, out) of the Linear layers of each preset; small and medium share theirs."""
+    seen = {}
+    for name, (_, H, _) in PRESETS.items():
+        if name != "large":
+            seen.setdefault(H, []).append(name)
+    for H, names in seen.items():
+        label = "/".join(names)
+        yield f"{label} H->H", N, H, H
+        yield f"{label} H->4H", N, H, 4 * H
+        yield f"{label} 4H->H", N, 4 * H, H
+
+
+def gemm_rows(rng):
+    for label, n, d_in, d_out in gemm_shapes():
+        x = rng.standard_normal((n, d_in), dtype=DTYPE)
+        w = rng.standard_normal((d_out, d_in), dtype=DTYPE)
+        dy = rng.standard_normal((n, d_out), dtype=DTYPE)
+        gflop = 2 * n * d_in * d_out / 1e9
+        for product, a, b in (("x W^T", x, w.T), ("dY^T X", dy.T, x), ("dY W", dy, w)):
+            t_numba, t_blas = best_of(lambda: matmul(a, b), lambda: np.matmul(a, b))
+            yield label, product, gflop / t_numba, gflop / t_blas, t_blas / t_numba
+
+
+def fused_rows(rng, preset="base"):
+    """(op, shape, speed-up forward, speed-up backward, speed-up forward + backward)."""
+    _, H, A = PRESETS[preset]
+    scores = rng.standard_normal((B, A, T, T), dtype=DTYPE)
+    mask = attention.padding_mask_bias((rng.random((B, T)) < 0.9).astype(np.int64), DTYPE)
+    scale = 1.0 / math.sqrt(H // A)                          # a Python float, as in attention.py
+    x_h = rng.standard_normal((N, H), dtype=DTYPE)
+    x_i = rng.standard_normal((N, 4 * H), dtype=DTYPE)
+    w, b = rng.standard_normal(H, dtype=DTYPE), rng.standard_normal(H, dtype=DTYPE)
+    cases = {
+        f"softmax (B,A,T,T)=({B},{A},{T},{T})": (
+            attention.attention_softmax_forward, (scores, mask, scale),
+            attention.attention_softmax_backward, lambda y: (scores, y, scale)),
+        f"layernorm ({N},{H})": (
+            layernorm.layernorm_forward, (x_h, w, b, 1e-12),
+            layernorm.layernorm_backward, lambda out: (x_h, out[1])),
+        f"gelu ({N},{4 * H})": (
+            activations.gelu_forward, (x_i,),
+            activations.gelu_backward, lambda out: (x_i, out[1])),
+    }
+    for label, (fwd, fwd_args, bwd, bwd_args) in cases.items():
+        kernel_fwd, kernel_bwd = kernels._kernels[fwd.op_name], kernels._kernels[bwd.op_name]
+        out = fwd.reference(*fwd_args)
+        t_kf, t_rf = best_of(lambda: kernel_fwd(*fwd_args), lambda: fwd.reference(*fwd_args))
+        t_kb, t_rb = best_of(lambda: kernel_bwd(*bwd_args(out)), lambda: bwd.reference(*bwd_args(out)))
+        yield label, t_rf / t_kf, t_rb / t_kb, (t_rf + t_rb) / (t_kf + t_kb), t_kf + t_kb, t_rf + t_rb
+
+
+def main():
+    load_time = load_kernels()
+    rng = np.random.default_rng(0)
+    print(f"machine: {machine()}")
+    print(f"loading the kernels: {load_time:.1f} s (compiles on the first run, then the cache)")
+    print(f"\nGEMM, float32, {N} rows (B={B}, T={T}); GFLOP/s, best of {REPEATS}")
+    print(f"{'layer':<26}{'product':<9}{'numba':>8}{'OpenBLAS':>10}{'ratio':>8}")
+    for label, product, g_numba, g_blas, ratio in gemm_rows(rng):
+        print(f"{label:<26}{product:<9}{g_numba:8.1f}{g_blas:10.1f}{ratio:8.2f}")
+    print("\nFused kernels vs NumPy reference, float32, BERT-base shapes; speed-up (x)")
+    print(f"{'op':<34}{'fwd':>7}{'bwd':>7}{'fwd+bwd':>9}{'numba ms':>10}{'numpy ms':>10}")
+    for label, s_f, s_b, s_fb, t_k, t_r in fused_rows(rng):
+        print(f"{label:<34}{s_f:7.2f}{s_b:7.2f}{s_fb:9.2f}{1e3 * t_k:10.1f}{1e3 * t_r:10.1f}")
+
+
+if __name__ == "__main__":
+    main()

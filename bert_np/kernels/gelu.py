@@ -1,0 +1,86 @@
+"""Exact (erf) GELU forward and backward, element-wise, fused into one pass.
+
+forward:   y = x * Phi(x),           Phi(x) = (1 + erf(x / sqrt 2)) / 2
+backward:  dx = dy * (Phi(x) + x * phi(x)),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+
+Why it is fast: the NumPy reference builds 4 (forward) to 8 (backward) temporaries the size of the
+(B, T, I) activations, one ufunc at a time. Here every element is read once and its result written
+once, the blocks of 4096 elements are split over the cores with `prange`, and the backward's
+exp(-x^2/2), whose argument is always <= 0, uses the vectorised exp of vecmath.py. erf is libm's (a scalar
+call per element, in double precision), which is what bounds the speed-up.
+"""
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ..layers import activations as reference
+from . import register
+from .common import FLOAT_TYPES, supported
+from .vecmath import exp_constants, exp_constants_type, exp_nonpositive, exponent_layout
+
+BLOCK = 4096   # elements per step; the backward's three scratch rows of this size stay in L1/L2
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+_FORWARD_SIGNATURES = [f"void({t}[::1], {t}[::1])" for t in FLOAT_TYPES]
+_BACKWARD_SIGNATURES = [
+    f"void({t}[::1], {t}[::1], {t}[::1], {t}[:, :, ::1], {i}[:, :, ::1], {exp_constants_type(t)}, "
+    f"int64, int64)" for t, i in (("float32", "int32"), ("float64", "int64"))]
+
+
+@njit(_FORWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
+def _gelu(x, y):
+    """y = x * Phi(x); x, y (n,)."""
+    for blk in prange((x.shape[0] + BLOCK - 1) // BLOCK):
+        for i in range(blk * BLOCK, min((blk + 1) * BLOCK, x.shape[0])):
+            y[i] = x[i] * 0.5 * (1.0 + math.erf(x[i] * _INV_SQRT_2))
+
+
+@njit(_BACKWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
+def _gelu_backward(dy, x, dx, scratch, scratch_bits, consts, mantissa_bits, exponent_bias):
+    """dx = dy * (Phi(x) + x phi(x)); dy, x, dx (n,); scratch (chunks, 3, BLOCK) per-chunk rows.
+
+    Chunk c of the n elements is done BLOCK elements at a time in its own scratch rows.
+    """
+    n = x.shape[0]
+    n_chunks = scratch.shape[0]
+    for c in prange(n_chunks):
+        for lo in range(c * n // n_chunks, (c + 1) * n // n_chunks, BLOCK):
+            m = min(BLOCK, (c + 1) * n // n_chunks - lo)
+            z, pdf, pow2 = scratch[c, 0, :m], scratch[c, 1, :m], scratch[c, 2, :m]
+            for i in range(m):
+                z[i] = -0.5 * x[lo + i] * x[lo + i]           # <= 0
+            exp_nonpositive(z, pdf, pow2, scratch_bits[c, 2, :m], consts, mantissa_bits,
+                            exponent_bias)                    # exp(-x^2 / 2)
+            for i in range(m):
+                cdf = 0.5 * (1.0 + math.erf(x[lo + i] * _INV_SQRT_2))   # Phi(x)
+                dx[lo + i] = dy[lo + i] * (cdf + x[lo + i] * _INV_SQRT_2PI * pdf[i])
+
+
+@register("gelu_forward")
+def gelu_forward(x):
+    """Returns (y, x) like the reference."""
+    if not supported(x):
+        return reference.gelu_forward.reference(x)
+    x1 = np.ascontiguousarray(x).reshape(-1)
+    y = np.empty_like(x1)
+    _gelu(x1, y)
+    return y.reshape(x.shape), x
+
+
+@register("gelu_backward")
+def gelu_backward(dy, x):
+    """Returns dx like the reference."""
+    if not supported(dy, x):
+        return reference.gelu_backward.reference(dy, x)
+    x1 = np.ascontiguousarray(x).reshape(-1)
+    dx = np.empty_like(x1)
+    dtype = x1.dtype
+    n_chunks = max(1, min((x1.size + BLOCK - 1) // BLOCK, 4 * numba.get_num_threads()))
+    scratch = np.empty((n_chunks, 3, BLOCK), dtype=dtype)
+    int_type, mantissa_bits, exponent_bias = exponent_layout(dtype)
+    _gelu_backward(np.ascontiguousarray(dy).reshape(-1), x1, dx, scratch,
+                   scratch.view(int_type), exp_constants(dtype), mantissa_bits, exponent_bias)
+    return dx.reshape(x.shape)

@@ -1,0 +1,241 @@
+"""Every Numba kernel in bert_np/kernels against the NumPy reference it replaces.
+
+Compared: every value each kernel returns (outputs, caches, gradients) with the same call to the
+reference (`op.reference`), on awkward shapes: 1x1, prime sizes, T=1, leading dimensions, inputs
+that are not C-contiguous (a strided slice, a transposed view, a gathered array), sizes larger than
+the GEMM's cache blocks, and attention rows whose keys are all padding.
+
+Error measure (reference.rel_error): max |kernel - reference| / max |reference|.
+Tolerances, and why:
+  float32 <= 1e-5   kernel and reference sum in different orders (blocked dot products, per-row
+                    reductions) and the kernel uses its own vectorised exp; each costs a few float32
+                    ulps (~1e-7) relative to the tensor's scale, far below 1e-5.
+  float64 <= 1e-12  the same argument with double precision (~1e-16 per operation).
+A wrong index, a missing term or a stale block gives errors of order 1, so neither hides a bug.
+"""
+import numpy as np
+import pytest
+
+from bert_np import kernels
+from bert_np.kernels import gelu, gemm, layernorm, softmax
+from bert_np.layers import activations, attention
+from bert_np.layers import layernorm as layernorm_ref
+from bert_np.layers import linear as linear_ref
+from reference import rel_error
+
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(2024)
+
+
+def assert_close(kernel_values, reference_values, dtype, what):
+    """Every array of the kernel equals the reference's in dtype, shape and value (within TOL)."""
+    for i, (k, r) in enumerate(zip(kernel_values, reference_values, strict=True)):
+        k, r = np.asarray(k), np.asarray(r)
+        assert k.dtype == r.dtype and k.shape == r.shape, f"{what}[{i}]: {k.dtype}{k.shape} vs {r.dtype}{r.shape}"
+        err = rel_error(k, r)
+        assert err <= TOL[dtype], f"{what}[{i}]: relative error {err:.2e} > {TOL[dtype]}"
+
+
+def non_contiguous(x, rng):
+    """The values of x (rows, columns) in other memory layouts: three views that are not
+    C-contiguous, and a gathered copy as fancy indexing makes (the MLM head's h[masked])."""
+    return {"strided": np.repeat(x, 2, axis=-1)[..., ::2],   # every other column of a wider array
+            "transposed": np.asfortranarray(x),               # columns contiguous
+            "reversed": x[::-1].copy()[::-1],                 # negative row stride
+            "gathered": x[rng.permutation(len(x))]}
+
+
+# ---------------------------------------------------------------- GEMM (Linear forward/backward)
+LINEAR_SHAPES = [
+    ((1, 1), 1),            # 1x1
+    ((7, 13), 5),           # primes, smaller than one 4x4 register tile in places
+    ((2, 3, 17), 11),       # leading dimensions folded into rows
+    ((197, 401), 521),      # more than one MC row block, KC k-block and NC column block
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, d_out", LINEAR_SHAPES)
+def test_linear_matches_reference(x_shape, d_out, dtype, rng):
+    """y, cache, dx, dW, db of the kernels equal the reference's; the caches are interchangeable."""
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((d_out, x_shape[-1])).astype(dtype)
+    b = rng.standard_normal(d_out).astype(dtype)
+    dy = rng.standard_normal(x_shape[:-1] + (d_out,)).astype(dtype)
+    y, cache = gemm.linear_forward(x, w, b)
+    y_ref, cache_ref = linear_ref.linear_forward.reference(x, w, b)
+    assert cache[0] is x and cache[1] is w                    # same cache layout as the reference
+    assert_close([y], [y_ref], dtype, "linear_forward")
+    grads_ref = linear_ref.linear_backward.reference(dy, cache_ref)
+    assert_close(gemm.linear_backward(dy, cache), grads_ref, dtype, "linear_backward")
+    assert_close(gemm.linear_backward(dy, cache_ref), grads_ref, dtype, "linear_backward(ref cache)")
+
+
+@pytest.mark.parametrize("layout", ["strided", "transposed", "reversed", "gathered", "pooler h[:, 0]"])
+def test_linear_non_contiguous_inputs(layout, rng):
+    """x that is not C-contiguous (the pooler's h[:, 0], strided and transposed views) gives the
+    reference's y and gradients: the GEMM reads any strides through its packing step."""
+    h = rng.standard_normal((5, 4, 23))
+    x = h[:, 0] if layout == "pooler h[:, 0]" else non_contiguous(h[:, 0], rng)[layout]
+    assert not x.flags.c_contiguous or layout == "gathered"
+    w, b, dy = rng.standard_normal((19, 23)), rng.standard_normal(19), rng.standard_normal((5, 19))
+    y, cache = gemm.linear_forward(x, w, b)
+    assert_close([y], [linear_ref.linear_forward.reference(x, w, b)[0]], np.float64, "forward")
+    assert_close(gemm.linear_backward(dy, cache), linear_ref.linear_backward.reference(dy, (x, w)),
+                 np.float64, "backward")
+
+
+def test_gemm_transposed_operands_are_not_copied(rng):
+    """The three products read W, W.T and dY.T as views: the result equals np.matmul for each."""
+    a, b = rng.standard_normal((37, 29)), rng.standard_normal((41, 29))
+    for left, right in ((a, b.T), (b, a.T), (a.T, a), (b.T, b)):
+        assert_close([gemm.matmul(left, right)], [left @ right], np.float64, "matmul")
+
+
+# ---------------------------------------------------------------- attention softmax
+def scores_and_mask(B, A, T, dtype, rng):
+    """Random scores and a padding mask: batch 0 is all padding (a fully masked row), batch 1 has
+    its second half padded, the rest none. The mask bias holds np.finfo(dtype).min, as the model's."""
+    scores = (3 * rng.standard_normal((B, A, T, T))).astype(dtype)
+    attend = np.ones((B, T), dtype=np.int64)
+    attend[0] = 0
+    if B > 1:
+        attend[1, (T + 1) // 2:] = 0
+    return scores, attention.padding_mask_bias(attend, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B, A, T", [(1, 1, 1), (2, 1, 1), (2, 3, 7), (3, 2, 13), (2, 4, 64)])
+def test_softmax_matches_reference(B, A, T, dtype, rng):
+    """probs and dscores equal the reference's, fully masked rows included (T=1 is a single key)."""
+    scores, mask = scores_and_mask(B, A, T, dtype, rng)
+    scale = 1.0 / np.sqrt(5.0).item()
+    probs = softmax.attention_softmax_forward(scores, mask, scale)
+    probs_ref = attention.attention_softmax_forward.reference(scores, mask, scale)
+    assert_close([probs], [probs_ref], dtype, "softmax_forward")
+    dprobs = rng.standard_normal(scores.shape).astype(dtype)
+    assert_close([softmax.attention_softmax_backward(dprobs, probs, scale)],
+                 [attention.attention_softmax_backward.reference(dprobs, probs_ref, scale)],
+                 dtype, "softmax_backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_fully_masked_row_is_uniform(dtype, rng):
+    """A row whose keys are all padding gets attention 1/T on every key and no NaN, as the
+    reference and transformers give (every masked score equals dtype-min after the mask)."""
+    scores, mask = scores_and_mask(2, 3, 11, dtype, rng)
+    probs = softmax.attention_softmax_forward(scores, mask, 0.125)
+    np.testing.assert_allclose(probs[0], np.full((3, 11, 11), 1 / 11), rtol=TOL[dtype])
+    assert np.all(probs[1, ..., 6:] == 0)                      # padded keys of a real row get 0
+
+
+def test_softmax_non_contiguous_scores(rng):
+    """Scores given as a transposed view (as Q K^T can be) equal the reference's result."""
+    scores, mask = scores_and_mask(2, 3, 9, np.float64, rng)
+    view = np.ascontiguousarray(scores.swapaxes(-1, -2)).swapaxes(-1, -2)
+    assert not view.flags.c_contiguous
+    assert_close([softmax.attention_softmax_forward(view, mask, 0.3)],
+                 [attention.attention_softmax_forward.reference(view, mask, 0.3)], np.float64, "fwd")
+    dprobs = rng.standard_normal(scores.shape)[..., ::-1]
+    probs = attention.attention_softmax_forward.reference(scores, mask, 0.3)
+    assert_close([softmax.attention_softmax_backward(dprobs, probs, 0.3)],
+                 [attention.attention_softmax_backward.reference(dprobs, probs, 0.3)], np.float64, "bwd")
+
+
+# ---------------------------------------------------------------- LayerNorm and GELU
+ELEMENTWISE_SHAPES = [(1, 1), (3, 7), (2, 5, 13), (4, 1, 769)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ELEMENTWISE_SHAPES)
+def test_layernorm_matches_reference(shape, dtype, rng):
+    """y, the cache (xhat, rstd, w) and dx, dw, db equal the reference's, with a random upstream
+    gradient (an all-ones one makes dx exactly zero and proves nothing); caches interchangeable."""
+    x = (2 * rng.standard_normal(shape) + 1).astype(dtype)
+    w, b = rng.standard_normal(shape[-1]).astype(dtype), rng.standard_normal(shape[-1]).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    y, cache = layernorm.layernorm_forward(x, w, b, 1e-12)
+    y_ref, cache_ref = layernorm_ref.layernorm_forward.reference(x, w, b, 1e-12)
+    assert_close([y, *cache], [y_ref, *cache_ref], dtype, "layernorm_forward")
+    grads_ref = layernorm_ref.layernorm_backward.reference(dy, cache_ref)
+    assert_close(layernorm.layernorm_backward(dy, cache), grads_ref, dtype, "layernorm_backward")
+    assert_close(layernorm.layernorm_backward(dy, cache_ref), grads_ref, dtype, "backward(ref cache)")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1,)] + ELEMENTWISE_SHAPES)
+def test_gelu_matches_reference(shape, dtype, rng):
+    """y, its cache and dx equal the reference's for inputs from -12 to 12 (where Phi saturates
+    and exp(-x^2/2) underflows)."""
+    x = (4 * rng.standard_normal(shape)).astype(dtype)
+    x.flat[0] = -12.0
+    dy = rng.standard_normal(shape).astype(dtype)
+    y, cache = gelu.gelu_forward(x)
+    y_ref, cache_ref = activations.gelu_forward.reference(x)
+    assert cache is x
+    assert_close([y], [y_ref], dtype, "gelu_forward")
+    assert_close([gelu.gelu_backward(dy, x)], [activations.gelu_backward.reference(dy, x)], dtype,
+                 "gelu_backward")
+
+
+@pytest.mark.parametrize("layout", ["strided", "transposed", "reversed", "gathered"])
+def test_layernorm_and_gelu_non_contiguous_inputs(layout, rng):
+    """Inputs and upstream gradients in other layouts (dy reversed along H) give the reference's
+    values: the kernels make a C-contiguous copy only when they are given something else."""
+    x = non_contiguous(rng.standard_normal((6, 17)), rng)[layout]
+    w, b, dy = rng.standard_normal(17), rng.standard_normal(17), rng.standard_normal((6, 17))
+    out, out_ref = layernorm.layernorm_forward(x, w, b, 1e-5), layernorm_ref.layernorm_forward.reference(x, w, b, 1e-5)
+    assert_close([out[0]], [out_ref[0]], np.float64, "layernorm_forward")
+    assert_close(layernorm.layernorm_backward(dy[:, ::-1], out[1]),
+                 layernorm_ref.layernorm_backward.reference(dy[:, ::-1], out_ref[1]), np.float64,
+                 "layernorm_backward")
+    assert_close([gelu.gelu_forward(x)[0], gelu.gelu_backward(dy[:, ::-1], x)],
+                 [activations.gelu_forward.reference(x)[0],
+                  activations.gelu_backward.reference(dy[:, ::-1], x)], np.float64, "gelu")
+
+
+def test_other_dtypes_fall_back_to_the_reference(rng):
+    """The kernels are compiled for float32 and float64 with matching dtypes; anything else (a
+    float16 input, a float64 mask on float32 scores) is passed to the reference, so the result is
+    the reference's own, NumPy's promotion included."""
+    x16 = rng.standard_normal((3, 5)).astype(np.float16)
+    np.testing.assert_array_equal(gelu.gelu_forward(x16)[0], activations.gelu_forward.reference(x16)[0])
+    scores, mask = scores_and_mask(2, 1, 3, np.float32, rng)
+    probs = softmax.attention_softmax_forward(scores, mask.astype(np.float64), 0.5)
+    assert probs.dtype == np.float64
+    np.testing.assert_array_equal(
+        probs, attention.attention_softmax_forward.reference(scores, mask.astype(np.float64), 0.5))
+
+
+# ---------------------------------------------------------------- the backend switch
+OPS = ["linear_forward", "linear_backward", "attention_softmax_forward",
+       "attention_softmax_backward", "layernorm_forward", "layernorm_backward", "gelu_forward",
+       "gelu_backward"]
+
+
+@pytest.fixture
+def restore_backend():
+    before = kernels.get_backend()
+    yield
+    kernels.set_backend(before)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_backend_switch_selects_kernel_or_reference(op, restore_backend):
+    """"numba" runs every registered kernel, "numpy" none, "auto" those in AUTO_NUMBA only."""
+    kernels.set_backend("numba")
+    assert kernels.kernel_for(op) is kernels._kernels[op]
+    kernels.set_backend("numpy")
+    assert kernels.kernel_for(op) is None
+    kernels.set_backend("auto")
+    assert (kernels.kernel_for(op) is not None) == (op in kernels.AUTO_NUMBA)
+
+
+def test_auto_names_only_registered_kernels():
+    kernels._load_kernels()
+    assert kernels.AUTO_NUMBA <= set(kernels._kernels)
