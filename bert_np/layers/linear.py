@@ -12,9 +12,10 @@ from ..kernels import accelerated
 @accelerated("linear_forward")
 def linear_forward(x, w, b):
     """y = x @ w.T + b; returns (y, cache) with cache = (x, w)."""
-    y = np.matmul(x, w.T)                                     # (..., out)
+    x2 = x.reshape(-1, x.shape[-1])                           # (N, in): one 2-D GEMM, not a batch
+    y = np.matmul(x2, w.T)                                    # (N, out)
     y += b
-    return y, (x, w)
+    return y.reshape(*x.shape[:-1], w.shape[0]), (x, w)
 
 
 @accelerated("linear_backward")
@@ -23,7 +24,7 @@ def linear_backward(dy, cache):
     x, w = cache
     x2 = x.reshape(-1, x.shape[-1])                           # (N, in)
     dy2 = dy.reshape(-1, dy.shape[-1])                        # (N, out)
-    dx = np.matmul(dy, w)                                     # y = x W^T   ->  dx = dy W
+    dx = np.matmul(dy2, w).reshape(x.shape)                   # y = x W^T   ->  dx = dy W
     dw = np.matmul(dy2.T, x2)                                 # y = x W^T   ->  dW = dy^T x
     db = dy2.sum(axis=0)                                      # y = ... + b ->  db = sum_n dy
     return dx, dw, db
