@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernels import accelerated
+
 
 def decays(name: str) -> bool:
     """Weight decay applies to weight matrices and embeddings, not to biases or LayerNorm."""
@@ -36,6 +38,21 @@ def linear_warmup_decay(step: int, warmup_steps: int, total_steps: int) -> float
     if step < warmup_steps:
         return step / max(1, warmup_steps)
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+@accelerated("adamw_update")
+def adamw_update(p, g, m, v, lr, beta1, beta2, eps, decay, step_size, inv_sqrt_bc2):
+    """One AdamW step of one tensor, in place (see the module docstring; decay = lr * wd or 0)."""
+    if decay:
+        p *= 1 - decay                                     # p <- p - lr wd p
+    m *= beta1
+    m += (1 - beta1) * g                                   # m <- b1 m + (1 - b1) g
+    v *= beta2
+    v += (1 - beta2) * (g * g)                             # v <- b2 v + (1 - b2) g^2
+    denom = np.sqrt(v)
+    denom *= inv_sqrt_bc2
+    denom += eps                                           # sqrt(v) / sqrt(1 - b2^t) + eps
+    p -= step_size * (m / denom)
 
 
 class AdamW:
@@ -71,17 +88,9 @@ class AdamW:
         step_size = lr / (1 - b1 ** self.t)
         inv_sqrt_bc2 = 1.0 / np.sqrt(1 - b2 ** self.t)
         for name, p in self.params.items():
-            g, m, v = grads[name], self.m[name], self.v[name]
-            if self.weight_decay and decays(name):
-                p *= 1 - lr * self.weight_decay            # p <- p - lr wd p
-            m *= b1
-            m += (1 - b1) * g                              # m <- b1 m + (1 - b1) g
-            v *= b2
-            v += (1 - b2) * (g * g)                        # v <- b2 v + (1 - b2) g^2
-            denom = np.sqrt(v)
-            denom *= inv_sqrt_bc2
-            denom += self.eps                              # sqrt(v) / sqrt(1 - b2^t) + eps
-            p -= step_size * (m / denom)
+            decay = lr * self.weight_decay if decays(name) else 0.0
+            adamw_update(p, grads[name], self.m[name], self.v[name], lr, b1, b2, self.eps, decay,
+                         step_size, inv_sqrt_bc2)
 
     def state_dict(self) -> dict:
         """Everything needed to continue bit for bit: step count, moments, hyper-parameters."""

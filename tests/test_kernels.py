@@ -212,10 +212,38 @@ def test_other_dtypes_fall_back_to_the_reference(rng):
         probs, attention.attention_softmax_forward.reference(scores, mask.astype(np.float64), 0.5))
 
 
+# ---------------------------------------------------------------- AdamW update
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1,), (7, 13), (3000, 17)])
+@pytest.mark.parametrize("decay", [0.0, 1e-5])
+def test_adamw_update_matches_reference(shape, dtype, decay, rng):
+    """The one-pass update changes p, m and v in place exactly as the ten NumPy ufuncs do."""
+    from bert_np import optim
+    p, g, m = (rng.normal(size=shape).astype(dtype) for _ in range(3))
+    v = np.abs(rng.normal(size=shape)).astype(dtype)
+    args = (1e-3, 0.9, 0.999, 1e-6, decay, 1e-3 / (1 - 0.9 ** 3), 1 / np.sqrt(1 - 0.999 ** 3))
+    ours, ref = [x.copy() for x in (p, g, m, v)], [x.copy() for x in (p, g, m, v)]
+    kernels._load_kernels()
+    kernels._kernels["adamw_update"](*ours, *args)
+    optim.adamw_update.reference(*ref, *args)
+    assert_close(ours, ref, dtype, "adamw p, g, m, v")
+
+
+def test_adamw_update_non_contiguous_takes_the_reference(rng):
+    from bert_np import optim
+    p = rng.normal(size=(6, 8))[:, ::2]
+    g, m, v = rng.normal(size=p.shape), np.zeros(p.shape), np.zeros(p.shape)
+    expected = p.copy()
+    optim.adamw_update.reference(expected, g, m.copy(), v.copy(), 0.1, 0.9, 0.999, 1e-6, 0.0, 1.0, 1.0)
+    kernels._load_kernels()
+    kernels._kernels["adamw_update"](p, g, m, v, 0.1, 0.9, 0.999, 1e-6, 0.0, 1.0, 1.0)
+    np.testing.assert_array_equal(p, expected)
+
+
 # ---------------------------------------------------------------- the backend switch
 OPS = ["linear_forward", "linear_backward", "attention_softmax_forward",
        "attention_softmax_backward", "layernorm_forward", "layernorm_backward", "gelu_forward",
-       "gelu_backward"]
+       "gelu_backward", "adamw_update"]
 
 
 @pytest.fixture

@@ -29,9 +29,10 @@ AUTO_NUMBA: frozenset[str] = frozenset({
     "attention_softmax_forward", "attention_softmax_backward",
     "layernorm_forward", "layernorm_backward",
     "gelu_forward", "gelu_backward",
+    "adamw_update",
 })
 
-_KERNEL_MODULES: tuple[str, ...] = ("gemm", "softmax", "layernorm", "gelu")
+_KERNEL_MODULES: tuple[str, ...] = ("gemm", "softmax", "layernorm", "gelu", "optim")
 _kernels: dict[str, Callable] = {}
 _loaded = False
 _backend = "auto"
