@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -67,6 +69,20 @@ class BertConfig:
             raise ValueError(f"BertConfig.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"BertConfig.pad_token_id ({self.pad_token_id}) must be in [0, vocab_size)")
+        if not (isinstance(self.initializer_range, (int, float)) and 0 <= self.initializer_range < math.inf):
+            raise ValueError(f"BertConfig.initializer_range must be a finite number >= 0, "
+                             f"got {self.initializer_range!r}")
+        if self.id2label is not None and len(self.id2label) != self.num_labels:
+            raise ValueError(f"BertConfig.id2label has {len(self.id2label)} labels but num_labels "
+                             f"is {self.num_labels}")
+        # config.json fields that change the computation but that bert_np does not implement:
+        # refusing them is better than silently computing a different model
+        unsupported = {"position_embedding_type": "absolute", "is_decoder": False,
+                       "add_cross_attention": False}
+        for name, supported in unsupported.items():
+            if self.extra.get(name, supported) != supported:
+                raise ValueError(f"config field {name}={self.extra[name]!r} is not supported by "
+                                 f"bert_np (only {supported!r})")
 
     @property
     def head_size(self) -> int:
@@ -86,9 +102,17 @@ class BertConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "BertConfig":
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        if not isinstance(d, dict):
+            raise ValueError(f"a config must be a JSON object, got {type(d).__name__}")
         kwargs = {k: v for k, v in d.items() if k in known}
         if kwargs.get("id2label") is not None and "num_labels" not in d:
             kwargs["num_labels"] = len(kwargs["id2label"])
+        elif kwargs.get("id2label") is not None and len(kwargs["id2label"]) != kwargs["num_labels"]:
+            # as transformers: an explicit num_labels wins over a label map of another length
+            logging.getLogger("bert_np").warning(
+                "config num_labels=%s disagrees with its id2label of %d labels; using num_labels",
+                kwargs["num_labels"], len(kwargs["id2label"]))
+            kwargs["id2label"] = None
         extra = {k: v for k, v in d.items() if k not in known and k != "label2id"}
         return cls(**kwargs, extra=extra)
 
@@ -99,6 +123,8 @@ class BertConfig:
                 d = json.load(f)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path} is not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: a config must be a JSON object, got {type(d).__name__}")
         if d.get("model_type", "bert") != "bert":
             raise ValueError(f"{path} describes a {d['model_type']!r} model, not a BERT")
         return cls.from_dict(d)

@@ -12,6 +12,7 @@ Every key and shape is checked before a single tensor is copied.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -42,19 +43,43 @@ def read_state_dict(directory: str | os.PathLike) -> dict[str, np.ndarray]:
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     st_path = directory / SAFETENSORS_NAME
     if st_path.exists():
-        return _read_safetensors(st_path)
+        return read_safetensors(st_path)
     if (directory / PYTORCH_NAME).exists():
         return read_pytorch_bin(directory / PYTORCH_NAME)
     raise CheckpointError(f"{directory} holds neither {SAFETENSORS_NAME} nor {PYTORCH_NAME}")
 
 
-def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
+CHECKSUM_KEY = "bert_np_sha256"
+
+
+def tensors_checksum(tensors: dict[str, np.ndarray]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}|{t.dtype.str}|{t.shape}|".encode())
+        h.update(memoryview(t).cast("B"))
+    return h.hexdigest()
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file. A damaged header (truncation, garbage) is reported as
+    such; files written by bert_np carry a checksum of the tensor data in their metadata, so a
+    damaged data section (which the format itself cannot notice) is reported too."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.numpy import load_file
+    path = Path(path)
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="np") as f:
+            metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is truncated or corrupted and cannot be read: {e}") from None
+    expected = metadata.get(CHECKSUM_KEY)
+    if expected is not None and tensors_checksum(tensors) != expected:
+        raise CheckpointError(f"{path} is corrupted: its tensor data does not match the checksum "
+                              "stored when it was written")
+    return tensors
 
 
 # ---- legacy pytorch_model.bin, read with a restricted unpickler -------------------------------
@@ -69,9 +94,21 @@ class _StorageType:
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_):
-    dtype_bytes, data = storage
+    """The tensor view (offset, size, stride) of a storage, bounds-checked: a crafted file must
+    not make as_strided read memory outside the storage."""
+    if not (isinstance(storage, tuple) and len(storage) == 2 and isinstance(storage[1], np.ndarray)):
+        raise pickle.UnpicklingError("malformed tensor: its storage is not a storage")
+    _, data = storage
+    size, stride = tuple(size), tuple(stride)
+    ints = (offset, *size, *stride)
+    if (len(size) != len(stride) or not all(isinstance(v, int) and v >= 0 for v in ints)):
+        raise pickle.UnpicklingError(f"malformed tensor: offset {offset}, size {size}, stride {stride}")
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else offset - 1
+    if last >= len(data) or offset > len(data):
+        raise pickle.UnpicklingError(f"malformed tensor: size {size} and stride {stride} from offset "
+                                     f"{offset} reach beyond its storage of {len(data)} elements")
     itemsize = data.dtype.itemsize
-    return np.lib.stride_tricks.as_strided(data[offset:], shape=tuple(size),
+    return np.lib.stride_tricks.as_strided(data[offset:], shape=size,
                                            strides=tuple(s * itemsize for s in stride)).copy()
 
 
@@ -95,6 +132,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
                                      "only tensors are allowed")
 
     def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and isinstance(pid[1], _StorageType)):
+            raise pickle.UnpicklingError(f"malformed persistent id {pid!r}")
         _, storage_type, key, _location, _numel = pid
         dtype = _TORCH_DTYPES.get(storage_type.name)
         if dtype is None:
@@ -118,10 +157,11 @@ def read_pytorch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
         with zf.open(pkl_names[0]) as f:
             try:
                 state = _RestrictedUnpickler(f, zf, prefix).load()
-            except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
+            except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError,
+                    AttributeError, IndexError, zipfile.BadZipFile) as e:
                 raise CheckpointError(f"{path}: {e}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} does not hold a state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state_dict (a dict of tensors)")
     return dict(state)
 
 
@@ -167,34 +207,101 @@ def check_state_dict(state: dict, expected: dict[str, tuple], strict: bool, sour
         if not strict and (missing or unexpected):
             lines.append("  (heads may be missing or extra; the encoder must match exactly)")
         raise CheckpointError("\n".join(lines))
+    non_finite = [k for k in sorted(set(state) & set(expected))
+                  if np.issubdtype(np.asarray(state[k]).dtype, np.floating)
+                  and not np.isfinite(state[k]).all()]
+    if non_finite:
+        raise CheckpointError(f"checkpoint {source} holds NaN or infinite values in "
+                              f"{len(non_finite)} tensor(s): {', '.join(non_finite)}")
     return missing, unexpected
 
 
 # ---- writing ---------------------------------------------------------------------------------
 
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call write(tmp_path), fsync it, then rename it over `path`: readers see old or new, never half."""
+def _write_temp(path: Path, write) -> str:
+    """Call write(tmp) for a fresh temporary file beside `path`, fsync it and return its name; on
+    any failure the temporary file is removed and the error re-raised."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return tmp
+
+
+def _remove_quietly(path) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call write(tmp_path), fsync it, then rename it over `path`: readers see old or new, never half."""
+    path = Path(path)
+    tmp = _write_temp(path, write)
+    try:
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove_quietly(tmp)
         raise
 
 
 def write_checkpoint(directory: str | os.PathLike, config_dict: dict, params: dict) -> None:
-    """config.json + model.safetensors, each written atomically, the weights first."""
+    """config.json + model.safetensors, replaced as a pair.
+
+    Both files are first written completely to temporary files beside their targets (a failure
+    there leaves the directory untouched). Then the weights are renamed into place, then the
+    config; if the second rename fails, the previous weights (kept as a hard link or copy) are
+    put back. So an exception at any point leaves either the old pair or the new pair, never new
+    weights under an old config. (A power cut between the two renames, microseconds apart, is the
+    one case this cannot cover; a mismatched pair then fails the shape check on loading.)"""
     from safetensors.numpy import save_file
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    weights_path, config_path = directory / SAFETENSORS_NAME, directory / CONFIG_NAME
     tensors = {k: np.ascontiguousarray(v) for k, v in params.items()}
-    atomic_write_bytes(directory / SAFETENSORS_NAME,
-                       lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    metadata = {"format": "pt", CHECKSUM_KEY: tensors_checksum(tensors)}
     text = json.dumps(config_dict, indent=2, sort_keys=True) + "\n"
-    atomic_write_bytes(directory / CONFIG_NAME,
-                       lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    tmp_weights = _write_temp(weights_path,
+                              lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    backup = None
+    try:
+        tmp_config = _write_temp(config_path,
+                                 lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        try:
+            if weights_path.exists():
+                backup = _backup(weights_path)
+            os.replace(tmp_weights, weights_path)
+            try:
+                os.replace(tmp_config, config_path)
+            except BaseException:
+                if backup is not None:
+                    os.replace(backup, weights_path)
+                    backup = None
+                else:
+                    _remove_quietly(weights_path)
+                raise
+        finally:
+            _remove_quietly(tmp_config)
+    finally:
+        _remove_quietly(tmp_weights)
+        if backup is not None:
+            _remove_quietly(backup)
+
+
+def _backup(path: Path) -> str:
+    """A second name for the current file (a hard link, or a copy where links are unsupported)."""
+    fd, backup = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
+    os.close(fd)
+    os.remove(backup)
+    try:
+        os.link(path, backup)
+    except OSError:
+        import shutil
+        shutil.copy2(path, backup)
+    return backup

@@ -28,6 +28,8 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import WordPiece
 
+from .hf import atomic_write_bytes
+
 VOCAB_NAME = "vocab.txt"
 CONFIG_NAME = "tokenizer_config.json"
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -67,7 +69,8 @@ def read_vocab(path: str | Path) -> dict[str, int]:
 def write_vocab(vocab: dict[str, int], path: str | Path) -> Path:
     """Write `{token: id}` as vocab.txt, one token per line in id order."""
     tokens = sorted(vocab, key=vocab.__getitem__)
-    Path(path).write_text("".join(token + "\n" for token in tokens), encoding="utf-8")
+    text = "".join(token + "\n" for token in tokens)
+    atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return Path(path)
 
 
@@ -143,7 +146,9 @@ class BertTokenizer:
         config = {"do_lower_case": self.lowercase, "strip_accents": self.strip_accents,
                   "tokenize_chinese_chars": self.handle_chinese_chars,
                   "tokenizer_class": "BertTokenizer"}
-        (out_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        text = json.dumps(config, indent=2) + "\n"
+        atomic_write_bytes(out_dir / CONFIG_NAME,
+                           lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         return out_dir
 
     # ---- vocabulary ----------------------------------------------------------------------------
@@ -218,8 +223,21 @@ class BertTokenizer:
         if max_length is not None and max_length < n_special:
             raise ValueError(f"max_length={max_length} leaves no room for the {n_special} "
                              "special tokens")
-        encodings = [Encoding(e.ids, e.type_ids) for e in self._backend_encode(
-            _checked_pairs(texts_a, texts_b), max_length=max_length if truncation else None)]
+        pairs = _checked_pairs(texts_a, texts_b)
+        if texts_b is None:
+            ids_a, ids_b = [e.ids for e in self._backend_encode(pairs, False)], None
+        else:
+            ids_a = [e.ids for e in self._backend_encode([a for a, _ in pairs], False)]
+            ids_b = [e.ids for e in self._backend_encode([b for _, b in pairs], False)]
+        # Truncation and the [CLS]/[SEP] template are applied here rather than by the backend:
+        # its pair truncation also builds every combination of overflowing pieces, which takes
+        # seconds for two long texts. The rule is the backend's (and so transformers') own.
+        encodings = []
+        for i, a in enumerate(ids_a):
+            b = None if ids_b is None else ids_b[i]
+            if max_length is not None and truncation:
+                a, b = _longest_first(a, b, max_length - n_special)
+            encodings.append(self._template(a, b))
         too_long = [len(e.input_ids) for e in encodings
                     if max_length is not None and len(e.input_ids) > max_length]
         if too_long:
@@ -247,6 +265,15 @@ class BertTokenizer:
         return self._tokenizer.decode([int(i) for i in ids],
                                       skip_special_tokens=skip_special_tokens)
 
+    def _template(self, a: list[int], b: list[int] | None) -> Encoding:
+        """[CLS] A [SEP] (B [SEP]) and its segment ids 0...0 (1...1)."""
+        ids = [self.cls_id, *a, self.sep_id]
+        types = [0] * len(ids)
+        if b is not None:
+            ids += [*b, self.sep_id]
+            types += [1] * (len(b) + 1)
+        return Encoding(ids, types)
+
     def _backend_encode(self, inputs: list, add_special_tokens: bool = True,
                         max_length: int | None = None) -> list:
         """Run the `tokenizers` backend on texts or (text_a, text_b) pairs. Truncation is state of
@@ -260,6 +287,26 @@ class BertTokenizer:
     def __repr__(self) -> str:
         return (f"BertTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase}, "
                 f"strip_accents={self.strip_accents})")
+
+
+def _longest_first(a: list[int], b: list[int] | None, budget: int):
+    """Cut a (and b) to at most `budget` tokens together, from the end of the longer one first:
+    the "longest_first" rule of the `tokenizers` library (utils/truncation.rs)."""
+    if b is None:
+        return a[:budget], None
+    if len(a) + len(b) <= budget:
+        return a, b
+    n1, n2 = len(a), len(b)
+    swap = n1 > n2
+    if swap:
+        n1, n2 = n2, n1
+    n2 = n1 if n1 > budget else max(n1, budget - n1)
+    if n1 + n2 > budget:
+        n1 = budget // 2
+        n2 = n1 + budget % 2
+    if swap:
+        n1, n2 = n2, n1
+    return a[:n1], b[:n2]
 
 
 def pad_sequences(sequences: Sequence[Sequence[int]], pad_value: int,
@@ -309,8 +356,17 @@ def train_wordpiece(files: Sequence[str | Path], vocab_size: int, out_dir: str |
 
 
 def _checked_text(text) -> str:
+    """`text` if it is a str of valid Unicode; a lone surrogate (from a bad decode, or
+    surrogateescape) cannot be encoded and is reported with its position."""
     if not isinstance(text, str):
         raise ValueError(f"expected a text string, got {type(text).__name__}")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"text holds the lone surrogate U+{ord(text[e.start]):04X} at index "
+                             f"{e.start}, which is not valid Unicode; decode the input with "
+                             "errors='replace'") from None
     return text
 
 

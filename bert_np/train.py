@@ -103,13 +103,13 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
 
 def load_training_checkpoint(directory: str | os.PathLike, model, optimizer: AdamW) -> dict:
     """Restore the parameters, AdamW and the model's dropout generator; return the saved state."""
-    from safetensors.numpy import load_file
+    from .hf import read_safetensors
     directory = Path(directory)
     state = json.loads((directory / STATE_NAME).read_text(encoding="utf-8"))
     loaded = type(model).from_pretrained(directory, dtype=model.dtype, strict=True)
     for k in model.params:
         model.params[k][...] = loaded.params[k]  # in place: the optimizer holds these arrays
-    moments = load_file(str(directory / OPTIMIZER_NAME))
+    moments = read_safetensors(directory / OPTIMIZER_NAME)
     opt = dict(state["optimizer"])
     for kind in ("m", "v"):
         opt[kind] = {k: moments[f"{kind}/{k}"] for k in model.params}

@@ -125,6 +125,15 @@ def expect_count(rows: list, expected: int, where: str) -> None:
                               "is this the original, complete file?")
 
 
+def read_utf8(where, data: bytes, encoding: str = "utf-8") -> str:
+    """`data` decoded; bytes that are not UTF-8 raise DataFormatError naming `where` and the line."""
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataFormatError(f"{where}: not UTF-8 text ({e.reason} at line {line})") from None
+
+
 def require_text(text: str, where: str) -> str:
     """The cleaned text; raise if nothing is left."""
     text = clean_text(text)
@@ -189,7 +198,7 @@ GLUE = {
 def read_tsv(path: Path, header: bool, num_fields: int) -> Iterator[tuple[int, list[str]]]:
     """(1-based line number, fields) for each data line of a GLUE TSV file. Lines are split on "\\n"
     and fields on "\\t" only; quote characters are ordinary text (like csv.QUOTE_NONE)."""
-    lines = Path(path).read_text(encoding="utf-8-sig").split("\n")
+    lines = read_utf8(path, Path(path).read_bytes(), "utf-8-sig").split("\n")
     if lines[-1] == "":
         lines.pop()
     first = 1 if header else 0
@@ -307,8 +316,9 @@ TNEWS_DEV_FRACTION = 0.1
 
 def read_json_lines(path: Path) -> Iterator[tuple[int, object]]:
     """(1-based line number, parsed value) for each non-blank line of a JSON-lines file."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = read_utf8(f"{path}:{lineno}", raw)
             if line.strip():
                 try:
                     yield lineno, json.loads(line)
@@ -319,7 +329,7 @@ def read_json_lines(path: Path) -> Iterator[tuple[int, object]]:
 def read_json_array(path: Path) -> list:
     """A file holding one JSON array."""
     try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
+        value = json.loads(read_utf8(path, Path(path).read_bytes()))
     except json.JSONDecodeError as e:
         raise DataFormatError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
     if not isinstance(value, list):
@@ -395,7 +405,7 @@ ZH_HOLDOUT_FRACTION = 0.1
 def read_zh_reviews(archive: Path, dropped: Counter) -> list[dict]:
     """The reviews of online_shopping_10_cats.csv (columns cat,label,review) read from the zip;
     empty and repeated reviews are dropped and counted."""
-    text = zipfile.ZipFile(archive).read(ZH_MEMBER).decode("utf-8-sig")
+    text = read_utf8(f"{archive}: {ZH_MEMBER}", zipfile.ZipFile(archive).read(ZH_MEMBER), "utf-8-sig")
     reader = csv.reader(io.StringIO(text, newline=""))
     next(reader)
     rows, seen = [], set()

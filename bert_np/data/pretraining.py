@@ -121,7 +121,11 @@ def read_documents(paths: Sequence[str | Path], corpus_format: str = "auto") -> 
     for path in paths:
         if not Path(path).is_file():
             raise ValueError(f"corpus file not found: {path}")
-        lines = Path(path).read_text(encoding="utf-8").split("\n")
+        try:
+            lines = Path(path).read_text(encoding="utf-8").split("\n")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"corpus file {path} is not UTF-8 text (byte {e.start}: {e.reason})"
+                             ) from None
         wikitext = corpus_format == "wikitext" or (corpus_format == "auto" and is_wikitext(lines))
         documents.extend(parse_wikitext(lines) if wikitext else parse_sentence_per_line(lines))
     return documents

@@ -174,8 +174,18 @@ def load_jsonl(path: str | Path, num_labels: int, is_pair: bool | None = None,
     Blank lines are skipped. Raises DataFormatError naming file and line on invalid JSON, a
     missing field, a non-string text or a label of the wrong type or out of range.
     """
-    with open(path, encoding="utf-8") as f:
-        return read_examples(f, str(path), num_labels, is_pair, require_label)
+    with open(path, "rb") as f:
+        return read_examples(_utf8_lines(f, path), str(path), num_labels, is_pair, require_label)
+
+
+def _utf8_lines(f, path):
+    """The lines of a binary file decoded as UTF-8; a line that is not names file and line."""
+    for lineno, raw in enumerate(f, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataFormatError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte "
+                                  f"{e.start} of the line)") from None
 
 
 # ----------------------------------------------------------------------------- built-in tasks
