@@ -195,6 +195,7 @@ def finetune(s: FinetuneSettings, progress: bool = True, train_examples=None, de
                       schedule=lambda k: linear_warmup_decay(k, warmup, total))
     lengths = [len(x) for x in train.ids]
     history, best, step = [], None, 0
+    tokenizer.save(out / "best")
     before = evaluate_split(model, dev, task, tokenizer.pad_id, s.eval_batch_size, progress)
     jsonl.write({"kind": "eval", "step": 0, "epoch": 0, **before})
     log(f"dev before fine-tuning: {_fmt(before)}")
@@ -207,7 +208,12 @@ def finetune(s: FinetuneSettings, progress: bool = True, train_examples=None, de
             batch = pad_batch(train, rows, tokenizer.pad_id, dtype, regression)
             stats = {}
             lr = optimizer.current_lr()
-            loss, grad_norm = train_step(model, optimizer, batch, s.max_grad_norm, step + 1, stats)
+            try:
+                loss, grad_norm = train_step(model, optimizer, batch, s.max_grad_norm, step + 1, stats)
+            except NonFiniteLossError as e:
+                kept = out / "best" if best else "none (no epoch finished yet)"
+                raise NonFiniteLossError(f"{e}; training stopped, the best checkpoint so far is "
+                                         f"{kept}") from None
             step += 1
             tokens += int(batch["attention_mask"].sum())
             record = {"kind": "train", "step": step, "epoch": epoch, "loss": loss, "lr": lr,
@@ -223,7 +229,6 @@ def finetune(s: FinetuneSettings, progress: bool = True, train_examples=None, de
         if best is None or metrics[task.main_metric] > best[task.main_metric]:
             best = dict(metrics, epoch=epoch)
             model.save_pretrained(out / "best")
-            tokenizer.save(out / "best")
     train_seconds = time.perf_counter() - started
     records = jsonl.records()
     eval_keys = tuple(k for k in task.metrics)

@@ -24,8 +24,10 @@ def decays(name: str) -> bool:
 
 def clip_grad_norm(grads: dict, max_norm: float) -> float:
     """Scale all gradients in place so their global L2 norm is at most max_norm; returns the
-    norm before clipping."""
+    norm before clipping (left untouched when that norm is not finite)."""
     total = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
+    if not np.isfinite(total):
+        return total  # nothing sensible to scale; the caller stops on a non-finite norm
     scale = max_norm / (total + 1e-6)
     if scale < 1.0:
         for g in grads.values():

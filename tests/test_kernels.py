@@ -212,6 +212,24 @@ def test_other_dtypes_fall_back_to_the_reference(rng):
         probs, attention.attention_softmax_forward.reference(scores, mask.astype(np.float64), 0.5))
 
 
+# ---------------------------------------------------------------- attention's batched products
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B, A, T, D", [(1, 1, 1, 1), (2, 3, 7, 5), (3, 2, 13, 11), (2, 4, 64, 32)])
+def test_batched_matmuls_match_reference(B, A, T, D, dtype, rng):
+    """Q K^T, P V and P^T dC on the strided head views split_heads makes (not contiguous)."""
+    from bert_np.kernels import batched
+    q = attention.split_heads(rng.standard_normal((B, T, A * D)).astype(dtype), A)
+    k = attention.split_heads(rng.standard_normal((B, T, A * D)).astype(dtype), A)
+    p = rng.random((B, A, T, T)).astype(dtype)
+    assert A == 1 or not q.flags.c_contiguous
+    assert_close([batched.batched_matmul_nt(q, k)], [attention.batched_matmul_nt.reference(q, k)],
+                 dtype, "Q K^T")
+    assert_close([batched.batched_matmul(p, k)], [attention.batched_matmul.reference(p, k)],
+                 dtype, "P V")
+    assert_close([batched.batched_matmul_tn(p, q)], [attention.batched_matmul_tn.reference(p, q)],
+                 dtype, "P^T dC")
+
+
 # ---------------------------------------------------------------- AdamW update
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1,), (7, 13), (3000, 17)])
@@ -243,7 +261,7 @@ def test_adamw_update_non_contiguous_takes_the_reference(rng):
 # ---------------------------------------------------------------- the backend switch
 OPS = ["linear_forward", "linear_backward", "attention_softmax_forward",
        "attention_softmax_backward", "layernorm_forward", "layernorm_backward", "gelu_forward",
-       "gelu_backward", "adamw_update"]
+       "gelu_backward", "adamw_update", "batched_matmul", "batched_matmul_nt", "batched_matmul_tn"]
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from typing import Callable
 BACKENDS = ("numpy", "numba", "auto")
 
 # operations whose Numba kernel beat NumPy in bench/kernels.py (see the README's table); the GEMM
-# (linear_forward / linear_backward) reaches ~0.3-0.4x OpenBLAS there, so "auto" keeps np.matmul
+# (linear_forward / linear_backward) reaches ~0.3-0.4x OpenBLAS there, and the attention's batched
+# products ~0.25x NumPy's stacked BLAS calls on an idle machine, so "auto" keeps np.matmul for both
 AUTO_NUMBA: frozenset[str] = frozenset({
     "attention_softmax_forward", "attention_softmax_backward",
     "layernorm_forward", "layernorm_backward",
@@ -32,7 +33,7 @@ AUTO_NUMBA: frozenset[str] = frozenset({
     "adamw_update",
 })
 
-_KERNEL_MODULES: tuple[str, ...] = ("gemm", "softmax", "layernorm", "gelu", "optim")
+_KERNEL_MODULES: tuple[str, ...] = ("gemm", "batched", "softmax", "layernorm", "gelu", "optim")
 _kernels: dict[str, Callable] = {}
 _loaded = False
 _backend = "auto"

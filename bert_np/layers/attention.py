@@ -50,6 +50,24 @@ def attention_softmax_backward(dprobs, probs, scale):
     return (scale * probs) * (dprobs - row_dot)
 
 
+@accelerated("batched_matmul")
+def batched_matmul(a, b):
+    """a @ b for every (batch, head): (B, A, M, K) x (B, A, K, N) -> (B, A, M, N)."""
+    return np.matmul(a, b)
+
+
+@accelerated("batched_matmul_nt")
+def batched_matmul_nt(a, b):
+    """a @ b^T for every (batch, head): (B, A, M, K) x (B, A, N, K) -> (B, A, M, N)."""
+    return np.matmul(a, b.transpose(0, 1, 3, 2))
+
+
+@accelerated("batched_matmul_tn")
+def batched_matmul_tn(a, b):
+    """a^T @ b for every (batch, head): (B, A, K, M) x (B, A, K, N) -> (B, A, M, N)."""
+    return np.matmul(a.transpose(0, 1, 3, 2), b)
+
+
 def split_heads(x, num_heads):
     """(B, T, H) -> (B, A, T, D)"""
     B, T, H = x.shape
@@ -69,10 +87,10 @@ def attention_forward(x, wq, bq, wk, bk, wv, bv, mask_bias, num_heads, dropout_p
     v, cache_v = linear_forward(x, wv, bv)
     q, k, v = (split_heads(t, num_heads) for t in (q, k, v))  # (B, A, T, D)
     scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = np.matmul(q, k.transpose(0, 1, 3, 2))           # (B, A, T, T)
+    scores = batched_matmul_nt(q, k)                          # S = Q K^T     (B, A, T, T)
     probs = attention_softmax_forward(scores, mask_bias, scale)
     probs_dropped, cache_drop = dropout_forward(probs, dropout_p, rng)
-    context = merge_heads(np.matmul(probs_dropped, v))        # (B, T, H)
+    context = merge_heads(batched_matmul(probs_dropped, v))   # C = P' V     (B, T, H)
     cache = (cache_q, cache_k, cache_v, q, k, v, probs, probs_dropped, cache_drop, scale)
     return context, cache
 
@@ -82,12 +100,12 @@ def attention_backward(dcontext, cache):
     cache_q, cache_k, cache_v, q, k, v, probs, probs_dropped, cache_drop, scale = cache
     num_heads = q.shape[1]
     dctx = split_heads(dcontext, num_heads)                   # (B, A, T, D)
-    dprobs_dropped = np.matmul(dctx, v.transpose(0, 1, 3, 2))  # C = P' V  ->  dP' = dC V^T
-    dv = np.matmul(probs_dropped.transpose(0, 1, 3, 2), dctx)  # C = P' V  ->  dV = P'^T dC
+    dprobs_dropped = batched_matmul_nt(dctx, v)               # C = P' V  ->  dP' = dC V^T
+    dv = batched_matmul_tn(probs_dropped, dctx)               # C = P' V  ->  dV = P'^T dC
     dprobs = dropout_backward(dprobs_dropped, cache_drop)     # P' = dropout(P)
     dscores = attention_softmax_backward(dprobs, probs, scale)  # P = softmax(S / sqrt(D) + M)
-    dq = np.matmul(dscores, k)                                # S = Q K^T  ->  dQ = dS K
-    dk = np.matmul(dscores.transpose(0, 1, 3, 2), q)          # S = Q K^T  ->  dK = dS^T Q
+    dq = batched_matmul(dscores, k)                           # S = Q K^T  ->  dQ = dS K
+    dk = batched_matmul_tn(dscores, q)                        # S = Q K^T  ->  dK = dS^T Q
     dx, dwq, dbq = linear_backward(merge_heads(dq), cache_q)  # Q = x Wq^T + bq
     dx_k, dwk, dbk = linear_backward(merge_heads(dk), cache_k)
     dx_v, dwv, dbv = linear_backward(merge_heads(dv), cache_v)
