@@ -1,0 +1,36 @@
+"""Write the unlabelled text of a task's training split as a pretraining corpus.
+
+    python data_scripts/export_pretraining_text.py --task tnews --out tnews_corpus.txt
+
+Each example becomes one document (its text_a, and text_b on a second line for pair tasks),
+documents separated by a blank line: the format `bert-np pretrain` reads. Only the training split
+is used, so the dev and test texts stay unseen by pretraining. Labels are not written.
+"""
+import argparse
+import os
+import sys
+import tempfile
+
+from bert_np.data.tasks import load_split
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True)
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    examples = load_split(a.task, "train")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(a.out)) or ".", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for e in examples:
+            f.write(e.text_a.replace("\n", " ") + "\n")
+            if e.text_b:
+                f.write(e.text_b.replace("\n", " ") + "\n")
+            f.write("\n")
+    os.replace(tmp, a.out)
+    print(f"wrote {len(examples)} documents of {a.task} train to {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
