@@ -13,13 +13,15 @@ def _series(records, kind, key):
 
 def plot_training_curves(records: list[dict], path: str | os.PathLike, title: str,
                          train_keys=("loss",), eval_keys=("loss",)) -> None:
-    """One panel per quantity: training values (light, with a moving average) and evaluations."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """One panel per quantity: training values (light, with a moving average) and evaluations.
+
+    Drawn on a bare matplotlib Figure (not pyplot), so the caller's backend, for example a
+    notebook's inline plots, is left as it was."""
+    from matplotlib.figure import Figure
 
     keys = list(dict.fromkeys(list(train_keys) + list(eval_keys)))
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
+    fig = Figure(figsize=(5 * len(keys), 3.6))
+    axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, key in zip(axes[0], keys):
         train = _series(records, "train", key) if key in train_keys else np.zeros((0, 2))
         if len(train):
@@ -39,4 +41,3 @@ def plot_training_curves(records: list[dict], path: str | os.PathLike, title: st
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)

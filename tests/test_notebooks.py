@@ -53,7 +53,8 @@ def test_notebooks_exist():
     names = [p.name for p in NOTEBOOKS]
     for expected in ("01_tokenization_embeddings.ipynb", "02_self_attention.ipynb",
                      "03_layernorm_gelu.ipynb", "04_attention_backward.ipynb",
-                     "05_backward_vs_transformers.ipynb"):
+                     "05_backward_vs_transformers.ipynb", "06_pretraining.ipynb",
+                     "07_finetuning_sst2.ipynb"):
         assert expected in names
 
 
@@ -87,6 +88,8 @@ def test_notebook_runs(path, request):
     source = _source(nb)
     if "minilm_dir" in source:
         request.getfixturevalue("minilm_dir")     # skips (or fails in CI) without the weights
+    if "data_dir()" in source:
+        request.getfixturevalue("data_dir")       # skips (or fails in CI) without $BERT_NP_DATA
     for module in ("torch", "transformers"):
         if f"import {module}" in source:
             _require_module(module)
