@@ -22,6 +22,7 @@ from .heads import (classifier_head_backward, classifier_head_forward, mlm_head_
                     mlm_head_forward, nsp_head_backward, nsp_head_forward)
 from .layers import (IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward, mse_backward,
                      mse_forward, padding_mask_bias)
+from .checks import check_inputs, check_regression_labels, check_token_labels
 from .model import encoder_backward, encoder_forward, pooler_backward, pooler_forward
 
 logger = logging.getLogger("bert_np")
@@ -72,116 +73,6 @@ def init_param(name: str, shape: tuple, cfg: BertConfig, rng, dtype) -> np.ndarr
     if name.endswith("word_embeddings.weight"):
         w[cfg.pad_token_id] = 0.0
     return w
-
-
-# ---- input checking ----------------------------------------------------------------------------
-
-def _as_array(name: str, x) -> np.ndarray:
-    """np.asarray(x), with a ragged nested list reported under the argument's name."""
-    try:
-        return np.asarray(x)
-    except ValueError as e:  # NumPy refuses inhomogeneous nested sequences
-        raise ValueError(f"{name} must be a rectangular array; got ragged nested sequences "
-                         f"(pad every row to the same length and pass an attention_mask): {e}"
-                         ) from None
-
-
-def _as_int_array(name: str, x, allow_bool: bool = False) -> np.ndarray:
-    """x as int64. Integer arrays pass; float arrays pass only if every value is a finite whole
-    number (1.0 -> 1); bool passes only where `allow_bool` (an attention mask); anything else is
-    a ValueError naming the argument and the dtype."""
-    arr = _as_array(name, x)
-    if arr.dtype == bool and allow_bool:
-        return arr.astype(np.int64)
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
-        if np.issubdtype(arr.dtype, np.floating) and arr.size:
-            finite = np.isfinite(arr)
-            if finite.all() and np.all(arr == np.round(arr)):
-                return arr.astype(np.int64)
-            bad = arr[~finite | (arr != np.round(arr))][0]
-            raise ValueError(f"{name} must hold integers, got dtype {arr.dtype} with the "
-                             f"non-integer value {bad}")
-        raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
-    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{name} holds {arr.max()}, too large for int64")
-    return arr.astype(np.int64, copy=False)
-
-
-def check_inputs(cfg: BertConfig, input_ids, token_type_ids, attention_mask):
-    """Validate and normalise the model inputs; every problem names the argument.
-
-    input_ids (B, T) integers in [0, vocab_size), B >= 1, 1 <= T <= max_position_embeddings;
-    token_type_ids (B, T) in [0, type_vocab_size), default all 0; attention_mask (B, T) of 0/1
-    (or bool), default all 1. Returns the three as int64 arrays."""
-    input_ids = _as_int_array("input_ids", input_ids)
-    if input_ids.size == 0:
-        raise ValueError(f"input_ids is an empty batch (shape {input_ids.shape}); it needs at "
-                         "least one sequence of at least one token")
-    if input_ids.ndim != 2:
-        raise ValueError(f"input_ids must be 2-D (batch, seq_len), got shape {input_ids.shape}"
-                         + ("; for a single sequence use input_ids[None, :]"
-                            if input_ids.ndim == 1 else ""))
-    B, T = input_ids.shape
-    if T > cfg.max_position_embeddings:
-        raise ValueError(f"input_ids has sequence length {T}, longer than max_position_embeddings "
-                         f"({cfg.max_position_embeddings})")
-    _check_range("input_ids", input_ids, cfg.vocab_size, "vocab_size")
-    if token_type_ids is None:
-        token_type_ids = np.zeros_like(input_ids)
-    else:
-        token_type_ids = _as_int_array("token_type_ids", token_type_ids)
-        _check_shape("token_type_ids", token_type_ids, input_ids.shape)
-        _check_range("token_type_ids", token_type_ids, cfg.type_vocab_size, "type_vocab_size")
-    if attention_mask is None:
-        attention_mask = np.ones_like(input_ids)
-    else:
-        attention_mask = _as_int_array("attention_mask", attention_mask, allow_bool=True)
-        _check_shape("attention_mask", attention_mask, input_ids.shape)
-        if not np.isin(attention_mask, (0, 1)).all():
-            bad = attention_mask[~np.isin(attention_mask, (0, 1))][0]
-            raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (token), "
-                             f"found {bad}")
-    return input_ids, token_type_ids, attention_mask
-
-
-def _check_shape(name, arr, shape, what="input_ids"):
-    if arr.shape != shape:
-        raise ValueError(f"{name} has shape {arr.shape}, expected {shape} to match {what}")
-
-
-def _check_range(name, arr, upper, upper_name):
-    if arr.min() < 0 or arr.max() >= upper:
-        bad = arr[(arr < 0) | (arr >= upper)][0]
-        problem = "negative" if bad < 0 else f"not below {upper_name}={upper}"
-        raise ValueError(f"{name} holds {bad} ({problem}); valid values are [0, {upper})")
-
-
-def check_token_labels(labels, shape, num_classes, name="labels"):
-    """Class labels of `shape`: integers in [0, num_classes), or IGNORE_INDEX (-100)."""
-    labels = _as_int_array(name, labels)
-    _check_shape(name, labels, shape, "the batch of input_ids")
-    bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= num_classes))
-    if bad.any():
-        raise ValueError(f"{name} holds {labels[bad][0]}, outside [0, {num_classes}) and not "
-                         f"the ignore index {IGNORE_INDEX}")
-    return labels
-
-
-def check_regression_labels(labels, batch_size, dtype, name="labels"):
-    """Regression targets: B finite real numbers (shape (B,) or (B, 1))."""
-    arr = _as_array(name, labels)
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.number)):
-        raise ValueError(f"{name} must hold real numbers for regression (num_labels=1), "
-                         f"got dtype {arr.dtype}")
-    if arr.shape not in ((batch_size,), (batch_size, 1)):
-        raise ValueError(f"{name} must have shape ({batch_size},) for regression, "
-                         f"got {arr.shape}")
-    arr = arr.astype(dtype).reshape(-1)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} holds {arr[~np.isfinite(arr)][0]} at row "
-                         f"{int(np.flatnonzero(~np.isfinite(arr))[0])}; regression labels must "
-                         "be finite")
-    return arr
 
 
 def _count_correct(stats, name, logits, labels):

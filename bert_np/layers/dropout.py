@@ -4,7 +4,6 @@ forward:   m ~ Bernoulli(1 - p) element-wise,   y = x * m / (1 - p)
 backward:  dx = dy * m / (1 - p)
 With p == 0 or no generator (evaluation) the layer is the identity and its cache is None.
 """
-import numpy as np
 
 
 def dropout_forward(x, p, rng):
