@@ -54,7 +54,7 @@ def test_notebooks_exist():
     for expected in ("01_tokenization_embeddings.ipynb", "02_self_attention.ipynb",
                      "03_layernorm_gelu.ipynb", "04_attention_backward.ipynb",
                      "05_backward_vs_transformers.ipynb", "06_pretraining.ipynb",
-                     "07_finetuning_sst2.ipynb"):
+                     "07_finetuning_sst2.ipynb", "08_kernels.ipynb"):
         assert expected in names
 
 
