@@ -224,6 +224,7 @@ def _write_temp(path: Path, write) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved model is an ordinary file
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -231,6 +232,12 @@ def _write_temp(path: Path, write) -> str:
         _remove_quietly(tmp)
         raise
     return tmp
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _remove_quietly(path) -> None:

@@ -121,14 +121,19 @@ def pooler_backward(dpooled, cache, grads, prefix):
     return dh
 
 
-def encoder_forward(input_ids, token_type_ids, mask_bias, params, prefix, cfg, rng):
-    """Embeddings then every layer: returns (last_hidden_state (B, T, H), cache)."""
+def encoder_forward(input_ids, token_type_ids, mask_bias, params, prefix, cfg, rng,
+                    keep_cache=True):
+    """Embeddings then every layer: returns (last_hidden_state (B, T, H), cache).
+
+    With keep_cache=False (inference) each layer's cache is dropped as soon as the layer returns,
+    so memory holds one layer's activations instead of all of them; the cache returned is None."""
     x, c_emb = embeddings_forward(input_ids, token_type_ids, params, prefix, cfg, rng)
     c_layers = []
     for i in range(cfg.num_hidden_layers):
         x, c = layer_forward(x, mask_bias, params, f"{prefix}encoder.layer.{i}.", cfg, rng)
-        c_layers.append(c)
-    return x, (c_emb, c_layers)
+        if keep_cache:
+            c_layers.append(c)
+    return x, ((c_emb, c_layers) if keep_cache else None)
 
 
 def encoder_backward(dh, cache, grads, prefix, cfg):

@@ -60,17 +60,8 @@ def register(op_name: str) -> Callable:
 
 
 def _load_kernels() -> None:
-    """Import the kernel modules (compiling them, or loading them from Numba's on-disk cache).
-
-    Numba's parallel loops run on its "workqueue" thread pool unless NUMBA_THREADING_LAYER says
-    otherwise: between two matrix products OpenBLAS's own threads keep spinning for a while, and
-    an OpenMP pool started beside them fights them for the two cores (measured on BERT-small, B=32,
-    T=128: 1738 tokens/s with OpenMP, 1986 with workqueue for a fine-tuning step; inference 4933
-    vs 6314)."""
+    """Import the kernel modules (compiling them, or loading them from Numba's on-disk cache)."""
     global _loaded
-    import numba
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        numba.config.THREADING_LAYER = "workqueue"
     for module in _KERNEL_MODULES:
         importlib.import_module(f"{__name__}.{module}")
     _loaded = True
