@@ -7,11 +7,11 @@ documents separated by a blank line: the format `bert-np pretrain` reads. Only t
 is used, so the dev and test texts stay unseen by pretraining. Labels are not written.
 """
 import argparse
-import os
 import sys
-import tempfile
+from pathlib import Path
 
 from bert_np.data.tasks import load_split
+from bert_np.hf import atomic_write_bytes
 
 
 def main(argv=None):
@@ -20,14 +20,14 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     examples = load_split(a.task, "train")
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(a.out)) or ".", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for e in examples:
-            f.write(e.text_a.replace("\n", " ") + "\n")
-            if e.text_b:
-                f.write(e.text_b.replace("\n", " ") + "\n")
-            f.write("\n")
-    os.replace(tmp, a.out)
+    lines = []
+    for e in examples:
+        lines.append(e.text_a.replace("\n", " "))
+        if e.text_b:
+            lines.append(e.text_b.replace("\n", " "))
+        lines.append("")
+    text = "\n".join(lines) + "\n"
+    atomic_write_bytes(Path(a.out), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     print(f"wrote {len(examples)} documents of {a.task} train to {a.out}")
     return 0
 
