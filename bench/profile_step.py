@@ -1,0 +1,71 @@
+"""Where the time of one bert_np training or inference step goes, by function (cProfile).
+
+    python bench/profile_step.py --preset tiny --job finetune
+    python bench/profile_step.py --preset base --job inference
+
+Prints the functions that take the most time inside one step (B=32, T=128, after a warm-up
+step), with their share of the step, so a missed speed target can be traced to its cause.
+"""
+import argparse
+import cProfile
+import pstats
+import time
+
+import numpy as np
+
+import bert_np
+from bert_np.optim import AdamW
+
+
+def make_step(preset, job, B, T):
+    cfg = bert_np.BertConfig.preset(preset)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, cfg.vocab_size, (B, T))
+    if job == "pretrain":
+        model = bert_np.BertForPreTraining(cfg)
+        labels = dict(labels=np.where(rng.random((B, T)) < 0.15, ids, -100),
+                      next_sentence_label=rng.integers(0, 2, B))
+    else:
+        model = bert_np.BertForSequenceClassification(cfg)
+        labels = dict(labels=rng.integers(0, 2, B))
+    opt = AdamW(model.params, lr=1e-5)
+
+    def step():
+        if job == "inference":
+            model.forward(ids)
+        else:
+            _, grads = model.loss_and_grads(ids, **labels, training=True)
+            opt.step(grads)
+    return step
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--job", default="finetune", choices=["pretrain", "finetune", "inference"])
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--top", type=int, default=15)
+    a = p.parse_args()
+    step = make_step(a.preset, a.job, a.batch_size, a.seq_len)
+    step()
+    start = time.perf_counter()
+    step()
+    wall = time.perf_counter() - start
+    profiler = cProfile.Profile()
+    profiler.runcall(step)
+    stats = pstats.Stats(profiler)
+    total = stats.total_tt
+    rows = sorted(((tt, nc, func) for func, (cc, nc, tt, ct, callers) in stats.stats.items()),
+                  reverse=True)[:a.top]
+    tokens = a.batch_size * a.seq_len
+    print(f"{a.preset} {a.job}: one step {1e3 * wall:.0f} ms ({tokens / wall:.0f} tokens/s) "
+          f"without the profiler; backend {bert_np.get_backend()}")
+    print(f"{'share':>6s} {'ms':>8s} {'calls':>6s}  function")
+    for tt, calls, (filename, line, name) in rows:
+        where = filename.split("bert_np/")[-1] if "bert_np/" in filename else filename.split("/")[-1]
+        print(f"{100 * tt / total:5.1f}% {1e3 * tt:8.1f} {calls:6d}  {name} ({where}:{line})")
+
+
+if __name__ == "__main__":
+    main()
