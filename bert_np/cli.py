@@ -20,6 +20,9 @@ def _add_pretrain(sub):
     p.add_argument("--max-seq-length", type=int, default=128)
     p.add_argument("--max-predictions", type=int, default=20, help="max masked tokens per sequence")
     p.add_argument("--whole-word-masking", action="store_true")
+    p.add_argument("--new-pairs-each-epoch", action="store_true",
+                   help="draw new NSP segment pairs every epoch (else built once; masks are "
+                        "always fresh), so a small corpus is not memorised")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--warmup-steps", type=int, default=100)
     p.add_argument("--weight-decay", type=float, default=0.01)
@@ -41,7 +44,8 @@ def _run_pretrain(a):
         corpus=a.corpus, eval_corpus=a.eval_corpus, vocab=a.vocab, out=a.out, config=a.config,
         steps=a.steps, batch_size=a.batch_size, max_seq_length=a.max_seq_length,
         max_predictions_per_seq=a.max_predictions, whole_word_masking=a.whole_word_masking,
-        lr=a.lr, warmup_steps=a.warmup_steps, weight_decay=a.weight_decay,
+        new_pairs_each_epoch=a.new_pairs_each_epoch, lr=a.lr, warmup_steps=a.warmup_steps,
+        weight_decay=a.weight_decay,
         max_grad_norm=a.max_grad_norm, lowercase=not a.cased, seed=a.seed, dtype=a.dtype,
         checkpoint_every=a.checkpoint_every, eval_every=a.eval_every,
         eval_batches=a.eval_batches, max_minutes=a.max_minutes)

@@ -37,6 +37,7 @@ class PretrainSettings:
     max_seq_length: int = 128
     max_predictions_per_seq: int = 20
     whole_word_masking: bool = False
+    new_pairs_each_epoch: bool = False   # rebuild the NSP pairs every epoch (small corpora)
     lr: float = 1e-4
     warmup_steps: int = 100
     weight_decay: float = 0.01
@@ -99,7 +100,9 @@ def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = 
     data_options = dict(max_seq_length=s.max_seq_length, batch_size=s.batch_size,
                         max_predictions_per_seq=s.max_predictions_per_seq,
                         whole_word_masking=s.whole_word_masking)
-    train_data = PretrainingDataset.from_files(s.corpus, tokenizer, seed=s.seed, **data_options)
+    train_data = PretrainingDataset.from_files(s.corpus, tokenizer, seed=s.seed,
+                                               new_pairs_each_epoch=s.new_pairs_each_epoch,
+                                               **data_options)
     eval_data = (PretrainingDataset.from_files(s.eval_corpus, tokenizer, seed=s.seed + 1,
                                                **data_options) if s.eval_corpus else None)
     eval_batches = ([] if eval_data is None else
