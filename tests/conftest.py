@@ -50,6 +50,6 @@ def pytest_terminal_summary(terminalreporter):
     for measure, case, err in _PARITY_ROWS:
         if err >= worst.get(measure, (-1.0, ""))[0]:
             worst[measure] = (err, case)
-    terminalreporter.write_sep("-", "parity with transformers: worst measured error per measure")
+    terminalreporter.write_sep("-", "worst measured error per measure (parity with transformers, finite differences)")
     for measure, (err, case) in sorted(worst.items()):
         terminalreporter.write_line(f"{measure:36s} {err:9.2e}   ({case})")

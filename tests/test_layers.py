@@ -15,6 +15,7 @@ from bert_np.layers import (activations, attention, cross_entropy_backward, cros
                             embedding_forward, layernorm_backward, layernorm_forward,
                             linear_backward, linear_forward, mse_backward, mse_forward)
 from bert_np.layers.attention import attention_softmax_backward, attention_softmax_forward
+from conftest import _PARITY_ROWS
 from reference import numerical_gradient, rel_error
 
 TOL = 1e-7
@@ -28,6 +29,7 @@ def rng():
 def check(name, analytic, loss_fn, wrt):
     numeric = numerical_gradient(loss_fn, wrt)
     err = rel_error(analytic, numeric)
+    _PARITY_ROWS.append(("layer backward vs finite diff. (rel)", name, err))
     assert err <= TOL, f"{name}: relative error {err:.2e} > {TOL}"
 
 
