@@ -140,8 +140,8 @@ def predict_logits(model: BertForSequenceClassification, split: EncodedSplit, pa
     for start in tqdm(range(0, len(order), batch_size), desc="evaluate", disable=not progress,
                       leave=False):
         rows = order[start:start + batch_size]
-        batch = pad_batch(split, rows, pad_id, model.dtype, regression=True)
-        batch.pop("labels")
+        batch = pad_batch(split, rows, pad_id, model.dtype, regression=True)  # labels stay float
+        batch.pop("labels")                    # (NaN for unlabelled rows) and are not used here
         logits[rows] = model.forward(**batch)["logits"]
     return logits
 
