@@ -237,11 +237,8 @@ class BertForPreTraining(BertPreTrainedModel):
             loss += mlm_loss
             dh.reshape(B * T, H)[positions] += dh_masked
         if next_sentence_label is not None:
-            nsp_labels = check_token_labels(next_sentence_label, (B,), 2, "next_sentence_label")
-            logits, c_nsp = nsp_head_forward(pooled, self.params)
-            nsp_loss, c_ce = cross_entropy_forward(logits, nsp_labels)
+            nsp_loss, c_nsp, c_ce = self._nsp_forward(pooled, next_sentence_label, stats)
             loss += nsp_loss
-            _count_correct(stats, "nsp", logits, nsp_labels)
             dpooled = nsp_head_backward(cross_entropy_backward(1.0, c_ce), c_nsp, grads)
         self._backward_encoder(dh, dpooled, cache, grads)
         return loss, grads
@@ -250,23 +247,15 @@ class BertForPreTraining(BertPreTrainedModel):
                  next_sentence_label=None):
         """Forward only: (loss, stats) as loss_and_grads would give them, without the backward."""
         h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, False, False)
-        B, T, H = h.shape
         loss, stats = 0.0, {}
         if labels is not None:
-            labels = check_token_labels(labels, (B, T), self.config.vocab_size).reshape(-1)
-            positions = np.flatnonzero(labels != IGNORE_INDEX)                        # (P,)
-            logits, _ = mlm_head_forward(h.reshape(B * T, H)[positions], self.params, self.config)
-            loss += cross_entropy_forward(logits, labels[positions])[0]
-            _count_correct(stats, "mlm", logits, labels[positions])
+            loss += self._mlm_forward(h, labels, stats)[0]
         if next_sentence_label is not None:
-            nsp_labels = check_token_labels(next_sentence_label, (B,), 2, "next_sentence_label")
-            logits, _ = nsp_head_forward(pooled, self.params)
-            loss += cross_entropy_forward(logits, nsp_labels)[0]
-            _count_correct(stats, "nsp", logits, nsp_labels)
+            loss += self._nsp_forward(pooled, next_sentence_label, stats)[0]
         return loss, stats
 
-    def _mlm_loss(self, h, labels, grads, stats=None):
-        """MLM loss at the labelled positions; returns (loss, dh at those positions, positions)."""
+    def _mlm_forward(self, h, labels, stats=None):
+        """MLM head and loss at the labelled positions only: (loss, caches, positions)."""
         B, T, H = h.shape
         labels = check_token_labels(labels, (B, T), self.config.vocab_size).reshape(-1)
         positions = np.flatnonzero(labels != IGNORE_INDEX)                            # (P,)
@@ -274,8 +263,22 @@ class BertForPreTraining(BertPreTrainedModel):
         logits, c_mlm = mlm_head_forward(h_masked, self.params, self.config)         # (P, V)
         loss, c_ce = cross_entropy_forward(logits, labels[positions])
         _count_correct(stats, "mlm", logits, labels[positions])
+        return loss, (c_mlm, c_ce), positions
+
+    def _mlm_loss(self, h, labels, grads, stats=None):
+        """MLM loss and its backward; returns (loss, dh at the labelled positions, positions)."""
+        loss, (c_mlm, c_ce), positions = self._mlm_forward(h, labels, stats)
         dh_masked = mlm_head_backward(cross_entropy_backward(1.0, c_ce), c_mlm, grads, self.config)
         return loss, dh_masked, positions
+
+    def _nsp_forward(self, pooled, next_sentence_label, stats=None):
+        """NSP head and loss: (loss, head cache, loss cache)."""
+        nsp_labels = check_token_labels(next_sentence_label, (pooled.shape[0],), 2,
+                                        "next_sentence_label")
+        logits, c_nsp = nsp_head_forward(pooled, self.params)                         # (B, 2)
+        loss, c_ce = cross_entropy_forward(logits, nsp_labels)
+        _count_correct(stats, "nsp", logits, nsp_labels)
+        return loss, c_nsp, c_ce
 
 
 class BertForMaskedLM(BertForPreTraining):
