@@ -53,9 +53,9 @@ def non_contiguous(x, rng):
 # ---------------------------------------------------------------- GEMM (Linear forward/backward)
 LINEAR_SHAPES = [
     ((1, 1), 1),            # 1x1
-    ((7, 13), 5),           # primes, smaller than one 4x4 register tile in places
+    ((7, 13), 5),           # primes, smaller than one 8 x 16 register tile
     ((2, 3, 17), 11),       # leading dimensions folded into rows
-    ((197, 401), 521),      # more than one MC row block, KC k-block and NC column block
+    ((197, 401), 1031),     # more than one MC row block, KC k-block and NC column block
 ]
 
 

@@ -5,103 +5,147 @@ The three products of a Linear layer are one routine with different views (no tr
     backward    dx = dy W          A = dy (N, out),  B = W (out, in)
                 dW = dy^T x        A = dy.T (out, N) a strided view,  B = x (N, in)
 
-Why it is fast (the Goto/BLIS scheme, simplified):
-  1. Register tile. The micro-kernel computes a 4 x 4 block of C as 16 dot products of length kc,
-     running over k together: each step loads 4 values of A and 4 of B and does 16 multiply-adds.
-     Written out as 16 scalar accumulators with k innermost, LLVM vectorises the k loop: 8 vector
-     loads feed 16 vector FMAs held in 16 of the 32 vector registers, and C is touched only once
-     per kc steps. A plain triple loop does one load per multiply-add and is load-bound.
+Why it is fast (the Goto/BLIS scheme):
+  1. Register tile. The micro-kernel keeps an 8 x 16 block of C in registers while it runs over k.
+     Each step reads 8 values of A and one row of 16 values of B and does 8 x 16 multiply-adds:
+     row i of the tile gets a[i] * b[0:16], one broadcast and one vector FMA (16 float32 lanes with
+     AVX-512). That is 8 FMAs per vector load, where a plain triple loop does one load (and one
+     store) per multiply-add and is bound by memory, not arithmetic.
+     Numba has no vector type, so each row of the tile is a 16-element array on the stack
+     (`_register_row`). Nothing else can point at it, so LLVM keeps all of it in registers for the
+     whole k loop, and vectorises the j loop into one FMA per row.
   2. Packing. A block of A (MC x KC) and a block of B (KC x NC) are copied into buffers in which
-     every 4-row panel is contiguous along k (zero-padded to a multiple of 4 rows). Whatever the
-     strides of the views above, the micro-kernel then reads unit-stride memory, and the odd edges
-     of the matrix cost no special case. The copy is O(MK + KN) per block against O(MNK) work.
-  3. Cache blocking. KC = 384 keeps the two panels the micro-kernel streams (8 x 384 values) in
+     every 8-row panel of A and every 16-column panel of B is contiguous along k (zero-padded at
+     the edges). Whatever the strides of the views above, the micro-kernel then reads unit-stride
+     memory, and the odd edges of the matrix cost no special case. The copy is O(MK + KN) per block
+     against O(MNK) work.
+  3. Cache blocking. KC = 256 keeps the two panels the micro-kernel streams (24 x 256 values) in
      L1; a packed A block (MC x KC) stays in L2 while every panel of the packed B block passes it.
   4. Threads. The MC-row blocks of C are independent: `prange` hands them to the cores, each
      packing its own A block and sharing the packed B block.
 Epilogue: the bias is added as the first k-block is written, so y = x W^T + b costs no extra pass.
+
+fastmath is limited to "contract" (fused multiply-add) in the micro-kernel: allowing reassociation
+would let LLVM vectorise over k instead, turning the 128 accumulators into horizontal sums.
 """
 import numpy as np
-from numba import njit, prange
+from numba import carray, njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ..layers import linear as reference_linear
 from . import register
 from .common import FLOAT_TYPES, supported
 
-MR = 4      # rows of a register tile (A panel height)
-NR = 4      # columns of a register tile (B panel height)
+MR = 8      # rows of the register tile (A panel width)
+NR = 16     # columns of the register tile (B panel width): one AVX-512 float32 vector
 KC = 384    # k-block: the depth of the panels the micro-kernel streams from L1
 MC = 96     # rows of A packed per block (per thread), kept in L2
-NC = 512    # columns of B packed per block, shared by the threads
+NC = 1024   # columns of B packed per block, shared by the threads
 
 _SIGNATURES = [f"void({t}[:, :], {t}[:, :], {t}[:], {t}[:, ::1])" for t in FLOAT_TYPES]
 _PACK_SIGNATURES = [f"void({t}[:, :], int64, int64, int64, int64, {t}[:, :, ::1])"
                     for t in FLOAT_TYPES]
 
 
-@njit(_PACK_SIGNATURES, cache=True, fastmath=True)
-def _pack_panels(src, r0, rows, k0, kc, out):
-    """out[p, i, k] = src[r0 + 4p + i, k0 + k]: rows of src as 4-row panels contiguous along k.
+@intrinsic
+def _stack_row(typingctx, dtype):
+    """A pointer to NR values of `dtype` on the stack of the calling function (an LLVM alloca)."""
+    def codegen(context, builder, signature, args):
+        element = context.get_value_type(dtype.dtype)
+        return cgutils.alloca_once(builder, element, size=context.get_constant(types.intp, NR))
+    return types.CPointer(dtype.dtype)(dtype), codegen
 
-    src (R, K) any strides; out (ceil(rows / 4), 4, KC). Rows past `rows` are zero. The loop whose
-    index follows src's unit stride runs innermost, so the reads are sequential either way.
+
+@njit(cache=True, inline="always")
+def _register_row(dtype):
+    """One row of the register tile: an (NR,) array that LLVM promotes to vector registers."""
+    return carray(_stack_row(dtype), (NR,))
+
+
+@njit(_PACK_SIGNATURES, cache=True)
+def _pack_panels(src, r0, rows, k0, kc, out):
+    """out[p, k, i] = src[r0 + w*p + i, k0 + k], w = out.shape[2]: rows of src cut into panels of
+    w rows, each stored k-major so the micro-kernel reads one contiguous run of w values per k.
+
+    src (R, K) any strides; out (panels, KC, w). Rows past `rows` are zero. The loop whose index
+    follows src's unit stride runs innermost, so the reads are sequential either way.
     """
-    padded = out.shape[0] * MR
+    width = out.shape[2]
+    padded = out.shape[0] * width
     if src.strides[1] <= src.strides[0]:                      # rows of src are contiguous
         for r in range(padded):
             for k in range(kc):
-                out[r // MR, r % MR, k] = src[r0 + r, k0 + k] if r < rows else 0.0
+                out[r // width, k, r % width] = src[r0 + r, k0 + k] if r < rows else 0.0
     else:                                                     # columns of src are contiguous
-        for k in range(kc):
-            for r in range(padded):
-                out[r // MR, r % MR, k] = src[r0 + r, k0 + k] if r < rows else 0.0
+        for p in range(out.shape[0]):
+            for k in range(kc):
+                for i in range(width):
+                    r = p * width + i
+                    out[p, k, i] = src[r0 + r, k0 + k] if r < rows else 0.0
 
 
-@njit(cache=True, fastmath=True, inline="always")
-def _micro_tile(ap, bp, kc):
-    """The 4 x 4 block sum_k ap[i, k] * bp[j, k]; ap, bp (4, KC) panels, contiguous along k."""
-    zero = ap[0, 0] - ap[0, 0]                                # 0 in the dtype of the panels
-    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = zero
-    c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = zero
+@njit(cache=True, fastmath={"contract"}, inline="always")
+def _micro_tile(ap, bp, kc, tile):
+    """tile = sum_k ap[k, i] * bp[k, j], the 8 x 16 register tile; ap (KC, 8), bp (KC, 16) panels.
+
+    Rows c0..c7 of the tile live in registers for the whole k loop; they are written to `tile`
+    (MR, NR) once at the end.
+    """
+    c0, c1, c2, c3 = (_register_row(tile.dtype), _register_row(tile.dtype),
+                      _register_row(tile.dtype), _register_row(tile.dtype))
+    c4, c5, c6, c7 = (_register_row(tile.dtype), _register_row(tile.dtype),
+                      _register_row(tile.dtype), _register_row(tile.dtype))
+    for j in range(NR):
+        c0[j] = c1[j] = c2[j] = c3[j] = c4[j] = c5[j] = c6[j] = c7[j] = 0.0
     for k in range(kc):
-        a0, a1, a2, a3 = ap[0, k], ap[1, k], ap[2, k], ap[3, k]
-        b0, b1, b2, b3 = bp[0, k], bp[1, k], bp[2, k], bp[3, k]
-        c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3  # noqa: E702
-        c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3  # noqa: E702
-        c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3  # noqa: E702
-        c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3  # noqa: E702
-    return ((c00, c01, c02, c03), (c10, c11, c12, c13),
-            (c20, c21, c22, c23), (c30, c31, c32, c33))
+        a0, a1, a2, a3 = ap[k, 0], ap[k, 1], ap[k, 2], ap[k, 3]
+        a4, a5, a6, a7 = ap[k, 4], ap[k, 5], ap[k, 6], ap[k, 7]
+        for j in range(NR):                                   # one vector FMA per row
+            b = bp[k, j]
+            c0[j] += a0 * b; c1[j] += a1 * b; c2[j] += a2 * b; c3[j] += a3 * b  # noqa: E702
+            c4[j] += a4 * b; c5[j] += a5 * b; c6[j] += a6 * b; c7[j] += a7 * b  # noqa: E702
+    for j in range(NR):
+        tile[0, j], tile[1, j], tile[2, j], tile[3, j] = c0[j], c1[j], c2[j], c3[j]
+        tile[4, j], tile[5, j], tile[6, j], tile[7, j] = c4[j], c5[j], c6[j], c7[j]
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, inline="always")
 def _store_tile(c, tile, i0, j0, mr, nr, first_block, bias):
-    """C[i0:i0+mr, j0:j0+nr] = tile (+ bias) on the first k-block, += tile on the later ones."""
-    for i in range(mr):
-        for j in range(nr):
-            if not first_block:
-                c[i0 + i, j0 + j] += tile[i][j]
-            elif bias.shape[0] > 0:
-                c[i0 + i, j0 + j] = tile[i][j] + bias[j0 + j]
-            else:
-                c[i0 + i, j0 + j] = tile[i][j]
+    """C[i0:i0+mr, j0:j0+nr] = tile (+ bias) on the first k-block, += tile on the later ones.
+
+    The test sits outside the loops so that each row is one vectorised load-add-store.
+    """
+    if not first_block:
+        for i in range(mr):
+            for j in range(nr):
+                c[i0 + i, j0 + j] += tile[i, j]
+    elif bias.shape[0] > 0:
+        for i in range(mr):
+            for j in range(nr):
+                c[i0 + i, j0 + j] = tile[i, j] + bias[j0 + j]
+    else:
+        for i in range(mr):
+            for j in range(nr):
+                c[i0 + i, j0 + j] = tile[i, j]
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, inline="always")
 def _multiply_block(apk, bpk, mc, nc, kc, c, ic, jc, first_block, bias):
-    """C[ic:ic+mc, jc:jc+nc] (+)= packed A block x packed B block, one 4 x 4 tile at a time.
+    """C[ic:ic+mc, jc:jc+nc] (+)= packed A block x packed B block, one 8 x 16 tile at a time.
 
     The B panel of the outer loop stays in L1 while the A panels of the inner loop stream from L2.
     """
+    tile = np.empty((MR, NR), dtype=c.dtype)
     for jr in range(bpk.shape[0]):
         nr = min(NR, nc - jr * NR)
         for ir in range(apk.shape[0]):
             mr = min(MR, mc - ir * MR)
-            tile = _micro_tile(apk[ir], bpk[jr], kc)
+            _micro_tile(apk[ir], bpk[jr], kc, tile)
             _store_tile(c, tile, ic + ir * MR, jc + jr * NR, mr, nr, first_block, bias)
 
 
-@njit(_SIGNATURES, cache=True, fastmath=True, parallel=True)
+@njit(_SIGNATURES, cache=True, fastmath={"contract"}, parallel=True)
 def gemm(a, b, bias, c):
     """c = a @ b + bias; a (M, K) and b (K, N) of any strides, bias (N,) or (0,) for none, c (M, N).
 
@@ -116,14 +160,14 @@ def gemm(a, b, bias, c):
         nc = min(NC, N - jc)
         for pc in range(0, K, KC):
             kc = min(KC, K - pc)
-            bpk = np.empty(((nc + NR - 1) // NR, NR, KC), dtype=c.dtype)
+            bpk = np.empty(((nc + NR - 1) // NR, KC, NR), dtype=c.dtype)
             for jp in prange(bpk.shape[0]):
                 rows = min(NR, nc - jp * NR)
                 _pack_panels(bt, jc + jp * NR, rows, pc, kc, bpk[jp:jp + 1])
             for ib in prange((M + MC - 1) // MC):
                 ic = ib * MC
                 mc = min(MC, M - ic)
-                apk = np.empty(((mc + MR - 1) // MR, MR, KC), dtype=c.dtype)
+                apk = np.empty(((mc + MR - 1) // MR, KC, MR), dtype=c.dtype)
                 _pack_panels(a, ic, mc, pc, kc, apk)
                 _multiply_block(apk, bpk, mc, nc, kc, c, ic, jc, pc == 0, bias)
 
