@@ -1,5 +1,6 @@
 """bert_np: BERT written from scratch in NumPy, every forward and backward pass by hand."""
 from . import optim, paths
+from .allocator import keep_freed_memory
 from .config import BertConfig
 from .hf import CheckpointError
 from .kernels import get_backend, set_backend
@@ -8,6 +9,8 @@ from .modeling import (BertForMaskedLM, BertForPreTraining, BertForSequenceClass
 from .optim import AdamW, clip_grad_norm, linear_warmup_decay
 
 __version__ = "0.1.0"
+
+keep_freed_memory()     # reuse freed activation memory between steps (see allocator.py)
 
 __all__ = ["BertConfig", "BertModel", "BertForPreTraining", "BertForMaskedLM",
            "BertForSequenceClassification", "CheckpointError", "set_backend", "get_backend",

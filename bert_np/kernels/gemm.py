@@ -19,8 +19,8 @@ Why it is fast (the Goto/BLIS scheme):
      the edges). Whatever the strides of the views above, the micro-kernel then reads unit-stride
      memory, and the odd edges of the matrix cost no special case. The copy is O(MK + KN) per block
      against O(MNK) work.
-  3. Cache blocking. KC = 256 keeps the two panels the micro-kernel streams (24 x 256 values) in
-     L1; a packed A block (MC x KC) stays in L2 while every panel of the packed B block passes it.
+  3. Cache blocking. KC = 384 keeps the two panels the micro-kernel streams (24 x 384 float32,
+     36 KB) in L1; a packed A block (MC x KC) stays in L2 while every panel of the packed B block passes it.
   4. Threads. The MC-row blocks of C are independent: `prange` hands them to the cores, each
      packing its own A block and sharing the packed B block.
 Epilogue: the bias is added as the first k-block is written, so y = x W^T + b costs no extra pass.
@@ -170,6 +170,36 @@ def gemm(a, b, bias, c):
                 apk = np.empty(((mc + MR - 1) // MR, KC, MR), dtype=c.dtype)
                 _pack_panels(a, ic, mc, pc, kc, apk)
                 _multiply_block(apk, bpk, mc, nc, kc, c, ic, jc, pc == 0, bias)
+
+
+@njit(cache=True, fastmath={"contract"}, inline="always")
+def gemm_one_thread(a, b, c):
+    """c = a @ b on the calling thread: the loop nest of `gemm` without `prange` and without bias.
+
+    For the attention's stacks of small products, where the threads take whole products instead.
+    a (M, K), b (K, N) any strides, c (M, N).
+    """
+    M, K = a.shape
+    N = b.shape[1]
+    if K == 0:                                                # an empty sum
+        c[:, :] = 0.0
+        return
+    bt = b.T
+    no_bias = np.empty(0, dtype=c.dtype)
+    depth = min(KC, K)                                        # small buffers for small products
+    apk = np.empty(((min(MC, M) + MR - 1) // MR, depth, MR), dtype=c.dtype)
+    bpk = np.empty(((min(NC, N) + NR - 1) // NR, depth, NR), dtype=c.dtype)
+    for jc in range(0, N, NC):
+        nc = min(NC, N - jc)
+        b_panels = bpk[:(nc + NR - 1) // NR]
+        for pc in range(0, K, KC):
+            kc = min(KC, K - pc)
+            _pack_panels(bt, jc, nc, pc, kc, b_panels)
+            for ic in range(0, M, MC):
+                mc = min(MC, M - ic)
+                a_panels = apk[:(mc + MR - 1) // MR]
+                _pack_panels(a, ic, mc, pc, kc, a_panels)
+                _multiply_block(a_panels, b_panels, mc, nc, kc, c, ic, jc, pc == 0, no_bias)
 
 
 def matmul(a, b, bias=None):
