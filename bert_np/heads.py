@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .layers import (ACTIVATIONS, dropout_backward, dropout_forward, layernorm_backward,
                      layernorm_forward, linear_backward, linear_forward)
-from .model import add_grads
+from .model import add_grad, add_grads
 
 WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
 
@@ -36,8 +36,8 @@ def mlm_head_backward(dlogits, cache, grads, cfg):
     p = "cls.predictions."
     c_dense, c_act, c_ln, c_dec = cache
     dt, dw_dec, db_vocab = linear_backward(dlogits, c_dec)  # logits = t E^T + b
-    grads[WORD_EMBEDDINGS] += dw_dec
-    grads[p + "bias"] += db_vocab
+    add_grad(grads, WORD_EMBEDDINGS, dw_dec)                # tied: the encoder adds its part
+    add_grad(grads, p + "bias", db_vocab)
     dt, dw, db = layernorm_backward(dt, c_ln)               # t = LN(t)
     add_grads(grads, p + "transform.LayerNorm", dw, db)
     dt = act_backward(dt, c_act)                            # t = act(t)

@@ -2,7 +2,9 @@
 
 Each forward is a list of layer calls that returns its output and a cache; each backward walks the
 same list in reverse, one line per forward line, and adds parameter gradients into `grads` (a dict
-with the keys of `params`) with `+=`, so tied or shared weights need no special case.
+keyed like `params`) with `add_grad`: a parameter's first gradient is stored as it is, later ones
+are added to it, so tied or shared weights need no special case and no gradient is first zeroed
+and then added to (at BERT-base size that saved a 440 MB zero-fill and an add per step).
 
 Parameter names are Hugging Face's state_dict keys; `prefix` is "bert." inside the task models and
 "" for a bare BertModel.
@@ -22,10 +24,27 @@ from .layers import (ACTIVATIONS, attention_backward, attention_forward, dropout
                      tanh_forward)
 
 
+def add_grad(grads, name, g):
+    """grads[name] += g, or grads[name] = g if it is the parameter's first gradient (g is a fresh
+    array the caller hands over)."""
+    if name in grads:
+        grads[name] += g
+    else:
+        grads[name] = g
+
+
 def add_grads(grads, name, dw, db):
     """grads[name.weight] += dw; grads[name.bias] += db."""
-    grads[name + ".weight"] += dw
-    grads[name + ".bias"] += db
+    add_grad(grads, name + ".weight", dw)
+    add_grad(grads, name + ".bias", db)
+
+
+def grad_buffer(grads, name, shape, dtype):
+    """grads[name], created as zeros if absent: for the embedding tables, whose gradients are
+    scatter-added in place."""
+    if name not in grads:
+        grads[name] = np.zeros(shape, dtype)
+    return grads[name]
 
 
 def embeddings_forward(input_ids, token_type_ids, params, prefix, cfg, rng):
@@ -47,9 +66,13 @@ def embeddings_backward(dx, cache, grads, prefix, cfg):
     dx = dropout_backward(dx, cache_drop)
     dx, dw, db = layernorm_backward(dx, cache_ln)
     add_grads(grads, p + "LayerNorm", dw, db)
-    embedding_backward(dx, token_type_ids, grads[p + "token_type_embeddings.weight"])
-    grads[p + "position_embeddings.weight"][:dx.shape[1]] += dx.sum(axis=0)           # (T, H)
-    embedding_backward(dx, input_ids, grads[p + "word_embeddings.weight"], cfg.pad_token_id)
+    H, dtype = dx.shape[-1], dx.dtype
+    embedding_backward(dx, token_type_ids, grad_buffer(grads, p + "token_type_embeddings.weight",
+                                                       (cfg.type_vocab_size, H), dtype))
+    grad_buffer(grads, p + "position_embeddings.weight",
+                (cfg.max_position_embeddings, H), dtype)[:dx.shape[1]] += dx.sum(axis=0)  # (T, H)
+    embedding_backward(dx, input_ids, grad_buffer(grads, p + "word_embeddings.weight",
+                                                  (cfg.vocab_size, H), dtype), cfg.pad_token_id)
 
 
 def layer_forward(x, mask_bias, params, prefix, cfg, rng):

@@ -113,8 +113,9 @@ class BertPreTrainedModel:
     def num_parameters(self) -> int:
         return sum(p.size for p in self.params.values())
 
-    def zero_grads(self) -> dict[str, np.ndarray]:
-        return {k: np.zeros_like(v) for k, v in self.params.items()}
+    def _complete(self, grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """grads in the order of params, zeros for the parameters the loss did not reach."""
+        return {k: grads[k] if k in grads else np.zeros_like(v) for k, v in self.params.items()}
 
     # -- shared pieces of forward / backward --
 
@@ -230,7 +231,7 @@ class BertForPreTraining(BertPreTrainedModel):
             raise ValueError("loss_and_grads needs labels (MLM) and/or next_sentence_label (NSP)")
         h, pooled, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training)
         B, T, H = h.shape
-        grads = self.zero_grads()
+        grads = {}
         loss, dh, dpooled = 0.0, np.zeros_like(h), None
         if labels is not None:
             mlm_loss, dh_masked, positions = self._mlm_loss(h, labels, grads, stats)
@@ -241,7 +242,7 @@ class BertForPreTraining(BertPreTrainedModel):
             loss += nsp_loss
             dpooled = nsp_head_backward(cross_entropy_backward(1.0, c_ce), c_nsp, grads)
         self._backward_encoder(dh, dpooled, cache, grads)
-        return loss, grads
+        return loss, self._complete(grads)
 
     def evaluate(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                  next_sentence_label=None):
@@ -305,12 +306,12 @@ class BertForMaskedLM(BertForPreTraining):
             raise ValueError("BertForMaskedLM.loss_and_grads needs labels")
         h, _, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training)
         B, T, H = h.shape
-        grads = self.zero_grads()
+        grads = {}
         loss, dh_masked, positions = self._mlm_loss(h, labels, grads, stats)
         dh = np.zeros_like(h)
         dh.reshape(B * T, H)[positions] += dh_masked
         self._backward_encoder(dh, None, cache, grads)
-        return loss, grads
+        return loss, self._complete(grads)
 
 
 class BertForSequenceClassification(BertPreTrainedModel):
@@ -342,7 +343,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
             raise ValueError("BertForSequenceClassification.loss_and_grads needs labels")
         h, pooled, cache, rng = self._encode(input_ids, token_type_ids, attention_mask, training)
         B = h.shape[0]
-        grads = self.zero_grads()
+        grads = {}
         logits, c_head = classifier_head_forward(pooled, self.params, self._classifier_dropout, rng)
         if self.config.num_labels == 1:
             target = check_regression_labels(labels, B, self.dtype)
@@ -356,4 +357,4 @@ class BertForSequenceClassification(BertPreTrainedModel):
             stats["logits"] = logits
         dpooled = classifier_head_backward(dlogits, c_head, grads)
         self._backward_encoder(np.zeros_like(h), dpooled, cache, grads)
-        return loss, grads
+        return loss, self._complete(grads)

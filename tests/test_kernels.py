@@ -258,10 +258,62 @@ def test_adamw_update_non_contiguous_takes_the_reference(rng):
     np.testing.assert_array_equal(p, expected)
 
 
+# ---------------------------------------------------------------- dropout, embedding backward
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1,), (7, 13), (2, 3, 5, 11), (40000,)])
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.999])
+def test_dropout_forward_equals_reference_bit_for_bit(shape, dtype, p):
+    """Same seed, same draw: the one-pass kernel's output and scaled mask equal the reference's
+    exactly (the mask is a comparison and the scale one rounding, so nothing is left to tolerate)."""
+    from bert_np.kernels import dropout
+    from bert_np.layers import dropout as dropout_ref
+    x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    y, mask = dropout.dropout_forward(x, p, np.random.default_rng(7))
+    y_ref, mask_ref = dropout_ref.dropout_forward.reference(x, p, np.random.default_rng(7))
+    assert y.dtype == y_ref.dtype and mask.dtype == mask_ref.dtype
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(mask, mask_ref)
+
+
+def test_dropout_forward_on_a_view_and_when_off(rng):
+    from bert_np.kernels import dropout
+    from bert_np.layers import dropout as dropout_ref
+    x = rng.standard_normal((9, 14)).astype(np.float32)[:, ::2]          # not contiguous
+    for p, gen in [(0.3, 5), (0.0, 5), (0.3, None)]:
+        ours = dropout.dropout_forward(x, p, None if gen is None else np.random.default_rng(gen))
+        ref = dropout_ref.dropout_forward.reference(x, p, None if gen is None else np.random.default_rng(gen))
+        np.testing.assert_array_equal(ours[0], ref[0])
+        assert (ours[1] is None) == (ref[1] is None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("padding_id", [None, 0, 3])
+def test_embedding_backward_equals_np_add_at(dtype, padding_id, rng):
+    """Repeated ids add up in token order, as np.add.at does: equal bit for bit, padding row kept."""
+    from bert_np.kernels import embeddings
+    from bert_np.layers import embeddings as embeddings_ref
+    ids = rng.integers(0, 6, (4, 9))                          # few ids: many repeats
+    ids[0, :3] = 3
+    dy = rng.standard_normal((4, 9, 5)).astype(dtype)
+    start = rng.standard_normal((6, 5)).astype(dtype)
+    ours, ref = start.copy(), start.copy()
+    embeddings.embedding_backward(dy, ids, ours, padding_id)
+    embeddings_ref.embedding_backward.reference(dy, ids, ref, padding_id)
+    np.testing.assert_array_equal(ours, ref)
+
+
+def test_embedding_backward_rejects_ids_outside_the_table(rng):
+    from bert_np.kernels import embeddings
+    table = np.zeros((6, 5), np.float32)
+    with pytest.raises(IndexError):
+        embeddings.embedding_backward(np.ones((1, 2, 5), np.float32), np.array([[1, 6]]), table)
+
+
 # ---------------------------------------------------------------- the backend switch
 OPS = ["linear_forward", "linear_backward", "attention_softmax_forward",
        "attention_softmax_backward", "layernorm_forward", "layernorm_backward", "gelu_forward",
-       "gelu_backward", "adamw_update", "batched_matmul", "batched_matmul_nt", "batched_matmul_tn"]
+       "gelu_backward", "adamw_update", "batched_matmul", "batched_matmul_nt", "batched_matmul_tn",
+       "dropout_forward", "embedding_backward"]
 
 
 @pytest.fixture

@@ -23,17 +23,20 @@ from typing import Callable
 
 BACKENDS = ("numpy", "numba", "auto")
 
-# operations whose Numba kernel beat NumPy in bench/kernels.py (see the README's table); the GEMM
-# (linear_forward / linear_backward) reaches ~0.3-0.4x OpenBLAS there, and the attention's batched
-# products ~0.25x NumPy's stacked BLAS calls on an idle machine, so "auto" keeps np.matmul for both
+# operations whose Numba kernel beat NumPy in bench/kernels.py (see the README's table). The GEMM
+# (linear_forward / linear_backward) reaches 0.5-0.65x OpenBLAS there, and the attention's batched
+# products 0.6-1.3x NumPy's stacked BLAS calls, so "auto" keeps np.matmul for both. Dropout's kernel
+# ties with NumPy on time (the random draw dominates both) and is kept for its two fewer temporaries.
 AUTO_NUMBA: frozenset[str] = frozenset({
     "attention_softmax_forward", "attention_softmax_backward",
     "layernorm_forward", "layernorm_backward",
     "gelu_forward", "gelu_backward",
     "adamw_update",
+    "dropout_forward", "embedding_backward",
 })
 
-_KERNEL_MODULES: tuple[str, ...] = ("gemm", "batched", "softmax", "layernorm", "gelu", "optim")
+_KERNEL_MODULES: tuple[str, ...] = ("gemm", "batched", "softmax", "layernorm", "gelu", "optim",
+                                    "dropout", "embeddings")
 _kernels: dict[str, Callable] = {}
 _loaded = False
 _backend = "auto"

@@ -9,12 +9,15 @@ BERT's input embedding is the sum of three lookups (word, position, token type);
 """
 import numpy as np
 
+from ..kernels import accelerated
+
 
 def embedding_forward(ids, table):
     """Returns table[ids]; the backward only needs ids, which the caller keeps."""
     return table[ids]                                        # (B, T, H)
 
 
+@accelerated("embedding_backward")
 def embedding_backward(dy, ids, dtable, padding_id=None):
     """Adds the gradient of y = table[ids] into dtable (V, H), in place, skipping padding_id."""
     ids = ids.reshape(-1)                                     # (B*T,)
