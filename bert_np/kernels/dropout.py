@@ -22,10 +22,12 @@ def _dropout(x, u_to_mask, p, scale, y):
     """u_to_mask[i] <- scale if u_to_mask[i] >= p else 0;  y[i] = x[i] * u_to_mask[i]."""
     n = x.shape[0]
     for blk in prange((n + BLOCK - 1) // BLOCK):
-        for i in range(blk * BLOCK, min((blk + 1) * BLOCK, n)):
-            keep = scale if u_to_mask[i] >= p else scale - scale
-            u_to_mask[i] = keep
-            y[i] = x[i] * keep
+        lo, hi = blk * BLOCK, min((blk + 1) * BLOCK, n)
+        xb, mb, yb = x[lo:hi], u_to_mask[lo:hi], y[lo:hi]     # 0-based loop: see kernels/gelu.py
+        for i in range(hi - lo):
+            keep = scale if mb[i] >= p else scale - scale
+            mb[i] = keep
+            yb[i] = xb[i] * keep
 
 
 @register("dropout_forward")

@@ -13,12 +13,18 @@ coefficients Eigen uses for its vectorised float erf: plain multiply-adds and on
 LLVM vectorises; its error is below 5e-7 absolute. Beyond |x| = 3.9, erf(x) rounds to exactly +-1
 in float32 (1 - erf(3.9) = 3.5e-8 is under half of float32's spacing below 1), so there it returns
 +-1 exactly, as the reference does: GELU(x) for very negative x is then 0, not a rounding residue.
+
+Indexing: every element loop runs over a 0-based range on a 1-D slice. Numba turns x[i] into
+x[i + n if i < 0 else i] (negative indices count from the end); LLVM removes that test only when
+it can see i >= 0. With i = lo + j and lo from the parallel scheduler it cannot, the loop then
+loads and stores through gathers and scatters, and ran 3-5x slower.
 """
 import math
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from ..layers import activations as reference
 from . import register
@@ -26,23 +32,29 @@ from .common import FLOAT_TYPES, supported
 from .vecmath import exp_constants, exp_constants_type, exp_nonpositive, exponent_layout
 
 BLOCK = 4096   # elements per step; the backward's three scratch rows of this size stay in L1/L2
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_ERF_P = tuple(np.float32(c) for c in (
+    -2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+    -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02))
+_ERF_Q = tuple(np.float32(c) for c in (
+    -1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+    -1.42647390514189e-02))
+_ERF_ONE = np.float32(3.9)    # |x| from which erf(x) rounds to +-1 in float32
 
-_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
-          -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
-          -1.60960333262415e-02)
-_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
-          -7.37332916720468e-03, -1.42647390514189e-02)
+
+def gelu_constants(dtype):
+    """(1/2, 1, 1/sqrt(2), 1/sqrt(2 pi)) in `dtype`: a float32 kernel then never meets a float64
+    constant, which would turn its arithmetic (and halve its vector width) into float64."""
+    return tuple(np.dtype(dtype).type(c) for c in
+                 (0.5, 1.0, 1.0 / math.sqrt(2.0), 1.0 / math.sqrt(2.0 * math.pi)))
 
 
 @njit(inline="always", fastmath=True)
 def erf_rational(x):
     """erf(x) ~ x P(x^2) / Q(x^2) for |x| < 3.9, exactly +-1 beyond; float32 accuracy."""
-    if x >= 3.9:
-        return 1.0
-    if x <= -3.9:
-        return -1.0
+    if x >= _ERF_ONE:
+        return x - x + 1                                      # 1 in the type of x
+    if x <= -_ERF_ONE:
+        return x - x - 1
     x2 = x * x
     p = _ERF_P[0]
     for c in _ERF_P[1:]:
@@ -53,45 +65,63 @@ def erf_rational(x):
     return x * p / q
 
 
-@njit(inline="always", fastmath=True)
-def erf_for(x, fast):
-    return erf_rational(x) if fast else math.erf(x)
+def erf_of(x):
+    """erf in the precision of x: the rational form for float32, libm's for float64. Chosen when
+    Numba compiles a kernel (the overload below), so the element loop has no branch on dtype."""
+    return math.erf(x)
 
 
-_FORWARD_SIGNATURES = [f"void({t}[::1], {t}[::1], boolean)" for t in FLOAT_TYPES]
+@overload(erf_of, inline="always", fastmath=True)
+def _erf_of(x):
+    if x == types.float32:
+        return lambda x: erf_rational(x)
+    return lambda x: math.erf(x)
+
+
+_CONSTANTS = {t: f"UniTuple({t}, 4)" for t in FLOAT_TYPES}
+_FORWARD_SIGNATURES = [f"void({t}[::1], {t}[::1], {_CONSTANTS[t]})" for t in FLOAT_TYPES]
 _BACKWARD_SIGNATURES = [
     f"void({t}[::1], {t}[::1], {t}[::1], {t}[:, :, ::1], {i}[:, :, ::1], {exp_constants_type(t)}, "
-    f"int64, int64, boolean)" for t, i in (("float32", "int32"), ("float64", "int64"))]
+    f"int64, int64, {_CONSTANTS[t]})" for t, i in (("float32", "int32"), ("float64", "int64"))]
 
 
 @njit(_FORWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
-def _gelu(x, y, fast_erf):
-    """y = x * Phi(x); x, y (n,); fast_erf: the float32 rational erf instead of libm's."""
+def _gelu(x, y, consts):
+    """y = x * Phi(x); x, y (n,); consts = gelu_constants(dtype)."""
+    half, one, inv_sqrt_2 = consts[0], consts[1], consts[2]
     for blk in prange((x.shape[0] + BLOCK - 1) // BLOCK):
-        for i in range(blk * BLOCK, min((blk + 1) * BLOCK, x.shape[0])):
-            y[i] = x[i] * 0.5 * (1.0 + erf_for(x[i] * _INV_SQRT_2, fast_erf))
+        lo, hi = blk * BLOCK, min((blk + 1) * BLOCK, x.shape[0])
+        xb, yb = x[lo:hi], y[lo:hi]                           # see "Indexing" in the docstring
+        for i in range(hi - lo):
+            yb[i] = xb[i] * half * (one + erf_of(xb[i] * inv_sqrt_2))
 
 
 @njit(_BACKWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
-def _gelu_backward(dy, x, dx, scratch, scratch_bits, consts, mantissa_bits, exponent_bias,
-                   fast_erf):
-    """dx = dy * (Phi(x) + x phi(x)); dy, x, dx (n,); scratch (chunks, 3, BLOCK) per-chunk rows.
+def _gelu_backward(dy, x, dx, scratch, scratch_bits, exp_consts, mantissa_bits, exponent_bias,
+                   consts):
+    """dx = dy * (Phi(x) + x phi(x)); dy, x, dx (n,); scratch (chunks, 3, BLOCK) per-chunk rows,
+    zeros at the start.
 
-    Chunk c of the n elements is done BLOCK elements at a time in its own scratch rows.
+    Chunk c of the n elements is done BLOCK elements at a time in its own scratch rows. The rows
+    are used whole (a short last block leaves earlier values, <= 0, in the tail): whole rows are
+    unit-stride arrays to Numba, slices of them are not, and LLVM vectorises loops over strided
+    arrays with gathers, which made this kernel 3x slower.
     """
+    half, one, inv_sqrt_2, inv_sqrt_2pi = consts[0], consts[1], consts[2], consts[3]
     n = x.shape[0]
     n_chunks = scratch.shape[0]
     for c in prange(n_chunks):
+        z, pdf, pow2, pow2_bits = scratch[c, 0], scratch[c, 1], scratch[c, 2], scratch_bits[c, 2]
         for lo in range(c * n // n_chunks, (c + 1) * n // n_chunks, BLOCK):
             m = min(BLOCK, (c + 1) * n // n_chunks - lo)
-            z, pdf, pow2 = scratch[c, 0, :m], scratch[c, 1, :m], scratch[c, 2, :m]
+            xb, dyb, dxb = x[lo:lo + m], dy[lo:lo + m], dx[lo:lo + m]
             for i in range(m):
-                z[i] = -0.5 * x[lo + i] * x[lo + i]           # <= 0
-            exp_nonpositive(z, pdf, pow2, scratch_bits[c, 2, :m], consts, mantissa_bits,
+                z[i] = -half * xb[i] * xb[i]                  # <= 0
+            exp_nonpositive(z, pdf, pow2, pow2_bits, exp_consts, mantissa_bits,
                             exponent_bias)                    # exp(-x^2 / 2)
             for i in range(m):
-                cdf = 0.5 * (1.0 + erf_for(x[lo + i] * _INV_SQRT_2, fast_erf))   # Phi(x)
-                dx[lo + i] = dy[lo + i] * (cdf + x[lo + i] * _INV_SQRT_2PI * pdf[i])
+                cdf = half * (one + erf_of(xb[i] * inv_sqrt_2))                  # Phi(x)
+                dxb[i] = dyb[i] * (cdf + xb[i] * inv_sqrt_2pi * pdf[i])
 
 
 @register("gelu_forward")
@@ -101,7 +131,7 @@ def gelu_forward(x):
         return reference.gelu_forward.reference(x)
     x1 = np.ascontiguousarray(x).reshape(-1)
     y = np.empty_like(x1)
-    _gelu(x1, y, x1.dtype == np.float32)
+    _gelu(x1, y, gelu_constants(x1.dtype))
     return y.reshape(x.shape), x
 
 
@@ -114,9 +144,9 @@ def gelu_backward(dy, x):
     dx = np.empty_like(x1)
     dtype = x1.dtype
     n_chunks = max(1, min((x1.size + BLOCK - 1) // BLOCK, 4 * numba.get_num_threads()))
-    scratch = np.empty((n_chunks, 3, BLOCK), dtype=dtype)
+    scratch = np.zeros((n_chunks, 3, BLOCK), dtype=dtype)
     int_type, mantissa_bits, exponent_bias = exponent_layout(dtype)
     _gelu_backward(np.ascontiguousarray(dy).reshape(-1), x1, dx, scratch,
                    scratch.view(int_type), exp_constants(dtype), mantissa_bits, exponent_bias,
-                   dtype == np.float32)
+                   gelu_constants(dtype))
     return dx.reshape(x.shape)
