@@ -1,31 +1,40 @@
-"""Inverted dropout's forward in one pass: y = x * m / (1 - p), m = (u >= p), u uniform in [0, 1).
+"""Inverted dropout's forward in one pass: y = x * m / (1 - p), m = (u >= p).
 
-The NumPy reference makes four passes after drawing u (compare, convert to float, scale, multiply)
-and allocates a temporary for each. Here u is drawn by the same Generator call as the reference,
-so the random stream, the mask and the output are bit for bit the reference's; then one loop over
-the elements writes the scaled mask over u (which is no longer needed) and y, split over the cores.
-p and 1 / (1 - p) are rounded to the dtype of x first, as NumPy does with a Python float scalar.
+u comes from the counter-based SplitMix64 of the reference (layers/dropout.py): element i's number
+depends on (key, i) only, so every element is computed independently, in parallel blocks, with
+64-bit integer vector arithmetic, and the values are the reference's bit for bit. The NumPy
+reference materialises the 64-bit counters, five integer passes, u, the comparison and the float
+mask, each a full array; here one loop writes the scaled mask and y. p and 1 / (1 - p) are rounded
+to the dtype of x first, as NumPy does with a Python float scalar.
 """
 import numpy as np
 from numba import njit, prange
 
 from ..layers import dropout as reference
+from ..layers.dropout import GAMMA, MIX_1, MIX_2, SHIFTS, UNIFORM_BITS, draw_key
 from . import register
 from .common import FLOAT_TYPES, supported
 
 BLOCK = 16384   # elements per task
-_SIGNATURES = [f"void({t}[::1], {t}[::1], {t}, {t}, {t}[::1])" for t in FLOAT_TYPES]
+_TOP = np.uint64(64 - UNIFORM_BITS)
+_SIGNATURES = [f"void({t}[::1], uint64, {t}, {t}, {t}[::1], {t}[::1])" for t in FLOAT_TYPES]
 
 
 @njit(_SIGNATURES, cache=True, parallel=True)
-def _dropout(x, u_to_mask, p, scale, y):
-    """u_to_mask[i] <- scale if u_to_mask[i] >= p else 0;  y[i] = x[i] * u_to_mask[i]."""
+def _dropout(x, key, p, scale, mask, y):
+    """mask[i] = scale if u[i] >= p else 0;  y[i] = x[i] * mask[i];  u[i] from (key, i)."""
     n = x.shape[0]
+    grid = scale - scale + 2.0 ** -UNIFORM_BITS              # 2^-24 in the dtype of x
     for blk in prange((n + BLOCK - 1) // BLOCK):
         lo, hi = blk * BLOCK, min((blk + 1) * BLOCK, n)
-        xb, mb, yb = x[lo:hi], u_to_mask[lo:hi], y[lo:hi]     # 0-based loop: see kernels/gelu.py
+        xb, mb, yb = x[lo:hi], mask[lo:hi], y[lo:hi]          # 0-based loop: see kernels/gelu.py
         for i in range(hi - lo):
-            keep = scale if mb[i] >= p else scale - scale
+            z = np.uint64(lo + i + 1) * GAMMA + key
+            z = (z ^ (z >> SHIFTS[0])) * MIX_1
+            z = (z ^ (z >> SHIFTS[1])) * MIX_2
+            z ^= z >> SHIFTS[2]
+            u = (z >> _TOP) * grid
+            keep = scale if u >= p else scale - scale
             mb[i] = keep
             yb[i] = xb[i] * keep
 
@@ -36,8 +45,7 @@ def dropout_forward(x, p, rng):
     if p == 0.0 or rng is None or not supported(x):
         return reference.dropout_forward.reference(x, p, rng)
     dtype = x.dtype.type
-    u = rng.random(x.shape, dtype=x.dtype)                    # the reference's draw
-    y = np.empty_like(u)
-    _dropout(np.ascontiguousarray(x).reshape(-1), u.reshape(-1), dtype(p),
-             dtype(1.0 / (1.0 - p)), y.reshape(-1))
-    return y, u
+    x1 = np.ascontiguousarray(x).reshape(-1)
+    mask, y = np.empty_like(x1), np.empty_like(x1)
+    _dropout(x1, draw_key(rng), dtype(p), dtype(1.0 / (1.0 - p)), mask, y)
+    return y.reshape(x.shape), mask.reshape(x.shape)
