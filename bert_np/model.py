@@ -156,6 +156,7 @@ def encoder_forward(input_ids, token_type_ids, mask_bias, params, prefix, cfg, r
         x, c = layer_forward(x, mask_bias, params, f"{prefix}encoder.layer.{i}.", cfg, rng)
         if keep_cache:
             c_layers.append(c)
+        del c                       # else layer i's activations would live on through layer i + 1
     return x, ((c_emb, c_layers) if keep_cache else None)
 
 
