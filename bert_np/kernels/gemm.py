@@ -69,20 +69,27 @@ def _pack_panels(src, r0, rows, k0, kc, out):
     w rows, each stored k-major so the micro-kernel reads one contiguous run of w values per k.
 
     src (R, K) any strides; out (panels, KC, w). Rows past `rows` are zero. The loop whose index
-    follows src's unit stride runs innermost, so the reads are sequential either way.
+    follows src's unit stride runs innermost, so the reads are sequential either way. Every loop
+    indexes a view from 0: Numba tests each index for a negative value (counting from the end),
+    and LLVM drops that test only for indices it can see are >= 0 (see kernels/gelu.py).
     """
     width = out.shape[2]
-    padded = out.shape[0] * width
-    if src.strides[1] <= src.strides[0]:                      # rows of src are contiguous
-        for r in range(padded):
+    rows_first = src.strides[1] <= src.strides[0]            # rows of src are contiguous
+    for p in range(out.shape[0]):
+        n = min(width, rows - p * width)                      # rows of src in this panel
+        panel = src[r0 + p * width:r0 + p * width + n, k0:k0 + kc]   # 0-based below: no wraparound
+        dst = out[p]                                          # (KC, w)
+        if rows_first:
+            for i in range(n):
+                for k in range(kc):
+                    dst[k, i] = panel[i, k]
+        else:
             for k in range(kc):
-                out[r // width, k, r % width] = src[r0 + r, k0 + k] if r < rows else 0.0
-    else:                                                     # columns of src are contiguous
-        for p in range(out.shape[0]):
-            for k in range(kc):
-                for i in range(width):
-                    r = p * width + i
-                    out[p, k, i] = src[r0 + r, k0 + k] if r < rows else 0.0
+                for i in range(n):
+                    dst[k, i] = panel[i, k]
+        for k in range(kc):
+            for i in range(n, width):
+                dst[k, i] = 0.0
 
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
@@ -116,18 +123,20 @@ def _store_tile(c, tile, i0, j0, mr, nr, first_block, bias):
 
     The test sits outside the loops so that each row is one vectorised load-add-store.
     """
+    block = c[i0:i0 + mr, j0:j0 + nr]                         # 0-based loops: no wraparound
     if not first_block:
         for i in range(mr):
             for j in range(nr):
-                c[i0 + i, j0 + j] += tile[i, j]
+                block[i, j] += tile[i, j]
     elif bias.shape[0] > 0:
+        bias_block = bias[j0:j0 + nr]
         for i in range(mr):
             for j in range(nr):
-                c[i0 + i, j0 + j] = tile[i, j] + bias[j0 + j]
+                block[i, j] = tile[i, j] + bias_block[j]
     else:
         for i in range(mr):
             for j in range(nr):
-                c[i0 + i, j0 + j] = tile[i, j]
+                block[i, j] = tile[i, j]
 
 
 @njit(cache=True, inline="always")
