@@ -69,7 +69,8 @@ def init_param(name: str, shape: tuple, cfg: BertConfig, rng, dtype) -> np.ndarr
         return (np.ones if name.endswith("weight") else np.zeros)(shape, dtype=dtype)
     if name.endswith("bias"):
         return np.zeros(shape, dtype=dtype)
-    w = rng.normal(0.0, cfg.initializer_range, size=shape).astype(dtype)
+    w = rng.standard_normal(shape, dtype=dtype)               # in the model's dtype: a float32
+    w *= np.dtype(dtype).type(cfg.initializer_range)          # model never holds a float64 copy
     if name.endswith("word_embeddings.weight"):
         w[cfg.pad_token_id] = 0.0
     return w
