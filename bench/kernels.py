@@ -30,17 +30,26 @@ DTYPE = np.float32
 REPEATS = 5
 
 
-def best_of(fn_a, fn_b, repeats=REPEATS):
+def best_of(fn_a, fn_b, repeats=REPEATS, settle=0.25):
     """Best wall time of fn_a and of fn_b, alternating them `repeats` times.
 
-    Each timed call follows an untimed call of the same function: after a call returns, OpenBLAS
-    keeps its worker threads spinning for a while, and the next call (of either library) would
-    share the cores with them. The untimed call absorbs that, so each side is timed on its own.
+    After a call returns, OpenBLAS keeps its worker threads spinning for up to ~0.1 s, and a call
+    of either library made in that time shares the cores with them (Numba's pool sleeps at once).
+    So before each timed call the machine settles for `settle` seconds, then an untimed call of
+    the same function warms the caches, and each side is timed on its own.
     """
     best_a = best_b = float("inf")
     for _ in range(repeats):
-        fn_a(); t = time.perf_counter(); fn_a(); best_a = min(best_a, time.perf_counter() - t)  # noqa: E702,E501
-        fn_b(); t = time.perf_counter(); fn_b(); best_b = min(best_b, time.perf_counter() - t)  # noqa: E702,E501
+        for fn, is_a in ((fn_a, True), (fn_b, False)):
+            time.sleep(settle)
+            fn()
+            t = time.perf_counter()
+            fn()
+            elapsed = time.perf_counter() - t
+            if is_a:
+                best_a = min(best_a, elapsed)
+            else:
+                best_b = min(best_b, elapsed)
     return best_a, best_b
 
 
