@@ -7,8 +7,9 @@ when freed, and trims the top of its heap once more than a threshold is free the
 the next step's arrays land on pages the kernel must map and zero again, one page fault per 4 KiB
 touched. Measured on the 2-core VM of the README (`python bench/profile_step.py` shapes, B=32,
 T=128): 15,600 page faults in every BERT-tiny inference step, 50,000 in a BERT-small fine-tuning
-step; with the settings below, none after the first steps, and the steps run 1.6x (tiny
-inference), 1.25x (tiny fine-tuning) and 1.1x (small fine-tuning) faster. Peak memory is the same,
+step; with the settings below, none after the first steps, and the steps run 1.4x (tiny
+inference, median 80 -> 56 ms), 1.2x (tiny fine-tuning, 218 -> 181 ms) and 1.1x (small
+fine-tuning) faster. Peak memory is the same,
 because it is set by the largest step either way; what changes is that the process keeps its
 peak after the work is done.
 

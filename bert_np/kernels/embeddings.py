@@ -2,9 +2,10 @@
 
 np.add.at, the reference, handles any index pattern element by element through NumPy's generic
 ufunc machinery. Here each token's gradient row is added with one contiguous (vectorised) loop.
-Ids outside the table go to the reference, which raises IndexError. It runs on one thread: tokens that share an id add into the same row, and the whole job (B*T rows
+It runs on one thread: tokens that share an id add into the same row, and the whole job (B*T rows
 of H values) is small next to the products around it. Rows are added in token order, as
-np.add.at does, so the result is the reference's bit for bit.
+np.add.at does, so the result is the reference's bit for bit. Ids outside the table go to the
+reference, which raises IndexError.
 """
 import numpy as np
 from numba import njit

@@ -20,7 +20,8 @@ Why it is fast (the Goto/BLIS scheme):
      memory, and the odd edges of the matrix cost no special case. The copy is O(MK + KN) per block
      against O(MNK) work.
   3. Cache blocking. KC = 384 keeps the two panels the micro-kernel streams (24 x 384 float32,
-     36 KB) in L1; a packed A block (MC x KC) stays in L2 while every panel of the packed B block passes it.
+     36 KB) in L1; a packed A block (MC x KC) stays in L2 while every panel of the packed B block
+     passes it.
   4. Threads. The MC-row blocks of C are independent: `prange` hands them to the cores, each
      packing its own A block and sharing the packed B block.
 Epilogue: the bias is added as the first k-block is written, so y = x W^T + b costs no extra pass.
