@@ -30,26 +30,26 @@ DTYPE = np.float32
 REPEATS = 5
 
 
-def best_of(fn_a, fn_b, repeats=REPEATS, settle=0.25):
-    """Best wall time of fn_a and of fn_b, alternating them `repeats` times.
+def settled_time(fn, settle=0.25):
+    """Wall time of one call of fn, after `settle` seconds of rest and one untimed call.
 
     After a call returns, OpenBLAS keeps its worker threads spinning for up to ~0.1 s, and a call
     of either library made in that time shares the cores with them (Numba's pool sleeps at once).
-    So before each timed call the machine settles for `settle` seconds, then an untimed call of
-    the same function warms the caches, and each side is timed on its own.
+    The rest lets them go idle; the untimed call warms the caches.
     """
+    time.sleep(settle)
+    fn()
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def best_of(fn_a, fn_b, repeats=REPEATS):
+    """Best settled wall time of fn_a and of fn_b, alternating them `repeats` times."""
     best_a = best_b = float("inf")
     for _ in range(repeats):
-        for fn, is_a in ((fn_a, True), (fn_b, False)):
-            time.sleep(settle)
-            fn()
-            t = time.perf_counter()
-            fn()
-            elapsed = time.perf_counter() - t
-            if is_a:
-                best_a = min(best_a, elapsed)
-            else:
-                best_b = min(best_b, elapsed)
+        best_a = min(best_a, settled_time(fn_a))
+        best_b = min(best_b, settled_time(fn_b))
     return best_a, best_b
 
 
