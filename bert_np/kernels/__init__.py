@@ -25,7 +25,7 @@ BACKENDS = ("numpy", "numba", "auto")
 
 # operations whose Numba kernel beat NumPy in bench/kernels.py and in the step profiles (see the
 # README). The GEMM (linear_forward / linear_backward) reaches 0.56-0.69x OpenBLAS at BERT-base
-# shapes, and the attention's batched products 0.6-1.3x NumPy's stacked BLAS calls, so "auto" keeps
+# shapes, and the attention's batched products 0.4-1.4x NumPy's stacked BLAS calls, so "auto" keeps
 # np.matmul for both. Dropout's kernel is ~20x its reference, the embedding backward's ~24x.
 AUTO_NUMBA: frozenset[str] = frozenset({
     "attention_softmax_forward", "attention_softmax_backward",

@@ -7,7 +7,7 @@ once per product, and a multi-threaded BLAS on a 128 x 64 matrix spends much of 
 starting and synchronising threads; when the machine is busy that overhead explodes.
 
 Here the stack is split over the cores with `prange`, one whole product per task, no threading
-inside a product. Each product runs the single-threaded loop nest of the Linear layer's GEMM
+inside a product. Each product runs the loops of the Linear layer's GEMM compiled without threads
 (`gemm.gemm_one_thread`): its packing copies the operands into panels laid out for the 8 x 16
 register tile, which also absorbs the transposes and the strided head views of split_heads, so
 nothing is transposed in memory beforehand.
@@ -28,11 +28,12 @@ _SIGNATURES = [f"void({t}[:, :, :, :], {t}[:, :, :, :], boolean, boolean, {t}[:,
 def _batched(a, b, transpose_a, transpose_b, out):
     """out[x, y] = op(a[x, y]) @ op(b[x, y]) for every (x, y) of the two leading axes."""
     X, Y = out.shape[0], out.shape[1]
+    no_bias = np.empty(0, dtype=out.dtype)
     for xy in prange(X * Y):
         x, y = xy // Y, xy % Y
         a_xy = a[x, y].T if transpose_a else a[x, y]
         b_xy = b[x, y].T if transpose_b else b[x, y]
-        gemm_one_thread(a_xy, b_xy, out[x, y])
+        gemm_one_thread(a_xy, b_xy, no_bias, out[x, y])
 
 
 def _run(a, b, transpose_a, transpose_b, fallback):

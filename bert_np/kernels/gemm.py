@@ -155,68 +155,49 @@ def _multiply_block(apk, bpk, mc, nc, kc, c, ic, jc, first_block, bias):
             _store_tile(c, tile, ic + ir * MR, jc + jr * NR, mr, nr, first_block, bias)
 
 
-@njit(_SIGNATURES, cache=True, fastmath={"contract"}, parallel=True)
-def gemm(a, b, bias, c):
+def _gemm_loops(a, b, bias, c):
     """c = a @ b + bias; a (M, K) and b (K, N) of any strides, bias (N,) or (0,) for none, c (M, N).
 
     Loop nest: NC columns of C at a time; for each KC-deep slice of k, pack that B block once
     (threads split its panels), then the threads take MC-row blocks of C, pack the A block and
-    run the micro-kernel over it.
+    run the micro-kernel over it. Compiled twice below: with `prange` running on the cores
+    (`gemm`), and as plain loops on the calling thread (`gemm_one_thread`).
     """
     M, K = a.shape
     N = b.shape[1]
+    if K == 0:                                                # an empty sum: C = bias (or 0)
+        for i in range(M):
+            for j in range(N):
+                c[i, j] = bias[j] if bias.shape[0] > 0 else 0.0
+        return
     bt = b.T                                                  # (N, K) view: B's columns as rows
+    depth = min(KC, K)                                        # small buffers for small products
     for jc in range(0, N, NC):
         nc = min(NC, N - jc)
         for pc in range(0, K, KC):
             kc = min(KC, K - pc)
-            bpk = np.empty(((nc + NR - 1) // NR, KC, NR), dtype=c.dtype)
+            bpk = np.empty(((nc + NR - 1) // NR, depth, NR), dtype=c.dtype)
             for jp in prange(bpk.shape[0]):
                 rows = min(NR, nc - jp * NR)
                 _pack_panels(bt, jc + jp * NR, rows, pc, kc, bpk[jp:jp + 1])
             for ib in prange((M + MC - 1) // MC):
                 ic = ib * MC
                 mc = min(MC, M - ic)
-                apk = np.empty(((mc + MR - 1) // MR, KC, MR), dtype=c.dtype)
+                apk = np.empty(((mc + MR - 1) // MR, depth, MR), dtype=c.dtype)
                 _pack_panels(a, ic, mc, pc, kc, apk)
                 _multiply_block(apk, bpk, mc, nc, kc, c, ic, jc, pc == 0, bias)
 
 
-@njit(cache=True, fastmath={"contract"}, inline="always")
-def gemm_one_thread(a, b, c):
-    """c = a @ b on the calling thread: the loop nest of `gemm` without `prange` and without bias.
-
-    For the attention's stacks of small products, where the threads take whole products instead.
-    a (M, K), b (K, N) any strides, c (M, N).
-    """
-    M, K = a.shape
-    N = b.shape[1]
-    if K == 0:                                                # an empty sum
-        c[:, :] = 0.0
-        return
-    bt = b.T
-    no_bias = np.empty(0, dtype=c.dtype)
-    depth = min(KC, K)                                        # small buffers for small products
-    apk = np.empty(((min(MC, M) + MR - 1) // MR, depth, MR), dtype=c.dtype)
-    bpk = np.empty(((min(NC, N) + NR - 1) // NR, depth, NR), dtype=c.dtype)
-    for jc in range(0, N, NC):
-        nc = min(NC, N - jc)
-        b_panels = bpk[:(nc + NR - 1) // NR]
-        for pc in range(0, K, KC):
-            kc = min(KC, K - pc)
-            _pack_panels(bt, jc, nc, pc, kc, b_panels)
-            for ic in range(0, M, MC):
-                mc = min(MC, M - ic)
-                a_panels = apk[:(mc + MR - 1) // MR]
-                _pack_panels(a, ic, mc, pc, kc, a_panels)
-                _multiply_block(a_panels, b_panels, mc, nc, kc, c, ic, jc, pc == 0, no_bias)
+gemm = njit(_SIGNATURES, cache=True, fastmath={"contract"}, parallel=True)(_gemm_loops)
+# For the attention's stacks of small products, where the threads take whole products instead.
+# Not cached on its own (two cached dispatchers of one function would share a cache index); the
+# cached kernel that calls it stores its code.
+gemm_one_thread = njit(fastmath={"contract"})(_gemm_loops)
 
 
 def matmul(a, b, bias=None):
     """a (M, K) @ b (K, N) (+ bias (N,)) into a new C-contiguous (M, N) array."""
-    c = np.zeros((a.shape[0], b.shape[1]), dtype=a.dtype)
-    if a.shape[1] == 0:                                       # an empty sum: C = 0 (+ bias)
-        return c if bias is None else c + bias
+    c = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)    # every element is written
     gemm(a, b, np.zeros(0, a.dtype) if bias is None else bias, c)
     return c
 
