@@ -75,8 +75,9 @@ def embeddings_backward(dx, cache, grads, prefix, cfg):
                                                   (cfg.vocab_size, H), dtype), cfg.pad_token_id)
 
 
-def layer_forward(x, mask_bias, params, prefix, cfg, rng):
-    """One transformer layer: (B, T, H) -> (B, T, H); `prefix` ends with "encoder.layer.{i}."."""
+def layer_forward(x, mask_bias, params, prefix, cfg, rng, keep_cache=True):
+    """One transformer layer: (B, T, H) -> (B, T, H); `prefix` ends with "encoder.layer.{i}.".
+    With keep_cache=False (inference) the cache returned is None."""
     def w(name):
         return params[prefix + name + ".weight"], params[prefix + name + ".bias"]
     act_forward, _ = ACTIVATIONS[cfg.hidden_act]
@@ -84,7 +85,7 @@ def layer_forward(x, mask_bias, params, prefix, cfg, rng):
     # self-attention sublayer
     ctx, c_attn = attention_forward(x, *w("attention.self.query"), *w("attention.self.key"),
                                     *w("attention.self.value"), mask_bias, cfg.num_attention_heads,
-                                    cfg.attention_probs_dropout_prob, rng)          # (B, T, H)
+                                    cfg.attention_probs_dropout_prob, rng, keep_cache)  # (B, T, H)
     a, c_ao = linear_forward(ctx, *w("attention.output.dense"))                      # (B, T, H)
     a, c_ad = dropout_forward(a, p_drop, rng)
     h, c_aln = layernorm_forward(a + x, *w("attention.output.LayerNorm"), cfg.layer_norm_eps)
@@ -94,6 +95,8 @@ def layer_forward(x, mask_bias, params, prefix, cfg, rng):
     o, c_o = linear_forward(g, *w("output.dense"))                                    # (B, T, H)
     o, c_od = dropout_forward(o, p_drop, rng)
     y, c_oln = layernorm_forward(o + h, *w("output.LayerNorm"), cfg.layer_norm_eps)  # (B, T, H)
+    if not keep_cache:
+        return y, None
     return y, (c_attn, c_ao, c_ad, c_aln, c_i, c_g, c_o, c_od, c_oln)
 
 
@@ -148,15 +151,15 @@ def encoder_forward(input_ids, token_type_ids, mask_bias, params, prefix, cfg, r
                     keep_cache=True):
     """Embeddings then every layer: returns (last_hidden_state (B, T, H), cache).
 
-    With keep_cache=False (inference) each layer's cache is dropped as soon as the layer returns,
-    so memory holds one layer's activations instead of all of them; the cache returned is None."""
+    With keep_cache=False (inference) no layer keeps a cache, so memory holds one layer's
+    activations instead of all of them, and the attention never writes its (B, A, T, T)
+    probabilities; the cache returned is None."""
     x, c_emb = embeddings_forward(input_ids, token_type_ids, params, prefix, cfg, rng)
     c_layers = []
     for i in range(cfg.num_hidden_layers):
-        x, c = layer_forward(x, mask_bias, params, f"{prefix}encoder.layer.{i}.", cfg, rng)
-        if keep_cache:
-            c_layers.append(c)
-        del c                       # else layer i's activations would live on through layer i + 1
+        x, c = layer_forward(x, mask_bias, params, f"{prefix}encoder.layer.{i}.", cfg, rng,
+                             keep_cache)
+        c_layers.append(c)
     return x, ((c_emb, c_layers) if keep_cache else None)
 
 

@@ -32,11 +32,11 @@ AUTO_NUMBA: frozenset[str] = frozenset({
     "layernorm_forward", "layernorm_backward",
     "gelu_forward", "gelu_backward",
     "adamw_update",
-    "dropout_forward", "embedding_backward",
+    "dropout_forward", "embedding_backward", "attention_context_forward",
 })
 
 _KERNEL_MODULES: tuple[str, ...] = ("gemm", "batched", "softmax", "layernorm", "gelu", "optim",
-                                    "dropout", "embeddings")
+                                    "dropout", "embeddings", "attention")
 _kernels: dict[str, Callable] = {}
 _loaded = False
 _backend = "auto"

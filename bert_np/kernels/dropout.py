@@ -20,6 +20,17 @@ _TOP = np.uint64(64 - UNIFORM_BITS)
 _SIGNATURES = [f"void({t}[::1], uint64, {t}, {t}, {t}[::1], {t}[::1])" for t in FLOAT_TYPES]
 
 
+@njit(cache=True, inline="always")
+def counter_uniform(key, i, grid):
+    """Element i's uniform number, the reference's counter_uniform(key, n)[i]; grid = 2^-24 in
+    the dtype of the result."""
+    z = np.uint64(i + 1) * GAMMA + key
+    z = (z ^ (z >> SHIFTS[0])) * MIX_1
+    z = (z ^ (z >> SHIFTS[1])) * MIX_2
+    z ^= z >> SHIFTS[2]
+    return (z >> _TOP) * grid
+
+
 @njit(_SIGNATURES, cache=True, parallel=True)
 def _dropout(x, key, p, scale, mask, y):
     """mask[i] = scale if u[i] >= p else 0;  y[i] = x[i] * mask[i];  u[i] from (key, i)."""
@@ -29,12 +40,7 @@ def _dropout(x, key, p, scale, mask, y):
         lo, hi = blk * BLOCK, min((blk + 1) * BLOCK, n)
         xb, mb, yb = x[lo:hi], mask[lo:hi], y[lo:hi]          # 0-based loop: see kernels/gelu.py
         for i in range(hi - lo):
-            z = np.uint64(lo + i + 1) * GAMMA + key
-            z = (z ^ (z >> SHIFTS[0])) * MIX_1
-            z = (z ^ (z >> SHIFTS[1])) * MIX_2
-            z ^= z >> SHIFTS[2]
-            u = (z >> _TOP) * grid
-            keep = scale if u >= p else scale - scale
+            keep = scale if counter_uniform(key, lo + i, grid) >= p else scale - scale
             mb[i] = keep
             yb[i] = xb[i] * keep
 

@@ -21,7 +21,7 @@ from numba import njit, prange
 from ..layers import attention as reference
 from . import register
 from .common import FLOAT_TYPES, supported
-from .vecmath import exp_constants, exp_constants_type, exp_nonpositive, exponent_layout
+from .vecmath import maxnum, exp_constants, exp_constants_type, exp_nonpositive, exponent_layout
 
 _FORWARD_SIGNATURES = [
     f"void({t}[:, :, ::1], {t}[:, ::1], {t}, {t}[:, :, ::1], {t}[:, :, ::1], {i}[:, :, ::1], "
@@ -36,7 +36,7 @@ def _scale_mask_max(s, m, scale, z):
     z_max = scale * s[0] + m[0]
     for j in range(s.shape[0]):
         z[j] = scale * s[j] + m[j]
-        z_max = max(z_max, z[j])
+        z_max = maxnum(z_max, z[j])                           # max() would not vectorise
     return z_max
 
 
@@ -51,6 +51,22 @@ def _normalise(p):
         p[j] *= inv
 
 
+@njit(cache=True, fastmath=True)
+def softmax_row(s, m, scale, p, z, pow2, pow2_bits, consts, mantissa_bits, exponent_bias):
+    """p = softmax(scale * s + m) for one row of T scores; s and p may be the same row.
+
+    z, pow2 (T,) are scratch rows (pow2_bits the integer view of pow2), distinct from s and p.
+    Not inlined in Numba's IR: a caller compiled with narrower fastmath flags (the attention
+    kernel, whose GEMM tiles must not be reassociated) would impose them on the max and sum here,
+    and those reductions only vectorise when reassociation is allowed.
+    """
+    z_max = _scale_mask_max(s, m, scale, z)                   # s is read once, here
+    for j in range(z.shape[0]):
+        z[j] -= z_max                                         # <= 0: the softmax ignores a shift
+    exp_nonpositive(z, p, pow2, pow2_bits, consts, mantissa_bits, exponent_bias)
+    _normalise(p)
+
+
 @njit(_FORWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
 def _softmax_rows(scores, mask, scale, probs, scratch, scratch_bits, consts, mantissa_bits,
                   exponent_bias):
@@ -60,18 +76,14 @@ def _softmax_rows(scores, mask, scale, probs, scratch, scratch_bits, consts, man
     current row in scratch[c, 0] and the exp's powers of two in scratch[c, 1] (integer view
     scratch_bits[c, 1]). Three distinct rows let LLVM vectorise without aliasing fallbacks.
     """
-    B, R, T = scores.shape
+    B, R = scores.shape[0], scores.shape[1]
     n_chunks = scratch.shape[0]
     for c in prange(n_chunks):
         z = scratch[c, 0]                                     # (T,)
         for row in range(c * B * R // n_chunks, (c + 1) * B * R // n_chunks):
             b, r = row // R, row % R
-            z_max = _scale_mask_max(scores[b, r], mask[b], scale, z)
-            for j in range(T):
-                z[j] -= z_max                                 # <= 0: the softmax ignores a shift
-            exp_nonpositive(z, probs[b, r], scratch[c, 1], scratch_bits[c, 1], consts,
-                            mantissa_bits, exponent_bias)
-            _normalise(probs[b, r])
+            softmax_row(scores[b, r], mask[b], scale, probs[b, r], z, scratch[c, 1],
+                        scratch_bits[c, 1], consts, mantissa_bits, exponent_bias)
 
 
 @njit(_BACKWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)

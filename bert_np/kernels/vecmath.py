@@ -16,7 +16,10 @@ the tuple's length fixes the degree at compile time, so the Horner loop unrolls.
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 _DEGREE = {np.dtype(np.float32): 7, np.dtype(np.float64): 12}
 # these flags allow vectorisation but forbid reassociation, which would merge the two ln 2 parts
@@ -44,6 +47,26 @@ def exponent_layout(dtype):
     """(integer dtype of the same width, mantissa bits, exponent bias) of a float dtype."""
     return {np.dtype(np.float32): (np.int32, 23, 127),
             np.dtype(np.float64): (np.int64, 52, 1023)}[np.dtype(dtype)]
+
+
+@intrinsic
+def maxnum(typingctx, a, b):
+    """max(a, b) of two floats of one type as LLVM's maxnum, flagged free of NaNs.
+
+    Numba compiles `max(a, b)` to a compare and a select, and LLVM vectorises a loop that reduces
+    with those only when the whole function is declared NaN-free, which Numba does not do: the
+    softmax's row max stayed scalar, ~0.9 ns per element. A reduction over maxnum vectorises
+    (128 float32 values: ~100 ns -> 5 ns).
+    """
+    def codegen(context, builder, signature, args):
+        llvm_type = args[0].type
+        name = "llvm.maxnum.f32" if llvm_type == ir.FloatType() else "llvm.maxnum.f64"
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(llvm_type, [llvm_type, llvm_type]), name)
+        return builder.call(function, args, fastmath=("nnan", "nsz"))
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+    return a(a, b), codegen
 
 
 @njit(cache=True, fastmath=_FLAGS)

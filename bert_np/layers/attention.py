@@ -6,6 +6,8 @@ forward, with A heads of size D = H / A:
     P = softmax(S / sqrt(D) + M)                              M = 0 for a real key, dtype-min for padding
     P' = dropout(P)
     C = P' V                                                  (B, A, T, D), merged back to (B, T, H)
+(these four lines are one accelerated operation, attention_context_forward, whose kernel runs them
+one head at a time with S in cache)
 backward, line by line in reverse:
     dP' = dC V^T         dV = P'^T dC
     dP  = dropout_backward(dP')
@@ -80,17 +82,35 @@ def merge_heads(x):
     return x.transpose(0, 2, 1, 3).reshape(B, T, A * D)
 
 
-def attention_forward(x, wq, bq, wk, bk, wv, bv, mask_bias, num_heads, dropout_p=0.0, rng=None):
-    """Returns (context (B, T, H), cache)."""
+@accelerated("attention_context_forward")
+def attention_context_forward(q, k, v, mask_bias, scale, dropout_p=0.0, rng=None, keep_probs=True):
+    """C = dropout(softmax(scale Q K^T + M)) V for every (batch, head); q, k, v (B, A, T, D).
+
+    Returns (context (B, T, H) with the heads merged, probs P, probs_dropped P', dropout cache).
+    P and P' are what the backward needs; with keep_probs=False (inference) they are None, which
+    lets the kernel keep each head's (T, T) block in cache instead of writing it to memory.
+    """
+    scores = batched_matmul_nt(q, k)                          # S = Q K^T     (B, A, T, T)
+    probs = attention_softmax_forward(scores, mask_bias, scale)
+    probs_dropped, cache_drop = dropout_forward(probs, dropout_p, rng)
+    context = merge_heads(batched_matmul(probs_dropped, v))   # C = P' V     (B, T, H)
+    if not keep_probs:
+        return context, None, None, None
+    return context, probs, probs_dropped, cache_drop
+
+
+def attention_forward(x, wq, bq, wk, bk, wv, bv, mask_bias, num_heads, dropout_p=0.0, rng=None,
+                      keep_cache=True):
+    """Returns (context (B, T, H), cache); the cache is None when keep_cache is False."""
     q, cache_q = linear_forward(x, wq, bq)                    # (B, T, H)
     k, cache_k = linear_forward(x, wk, bk)
     v, cache_v = linear_forward(x, wv, bv)
     q, k, v = (split_heads(t, num_heads) for t in (q, k, v))  # (B, A, T, D)
     scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = batched_matmul_nt(q, k)                          # S = Q K^T     (B, A, T, T)
-    probs = attention_softmax_forward(scores, mask_bias, scale)
-    probs_dropped, cache_drop = dropout_forward(probs, dropout_p, rng)
-    context = merge_heads(batched_matmul(probs_dropped, v))   # C = P' V     (B, T, H)
+    context, probs, probs_dropped, cache_drop = attention_context_forward(
+        q, k, v, mask_bias, scale, dropout_p, rng, keep_cache)  # (B, T, H)
+    if not keep_cache:
+        return context, None
     cache = (cache_q, cache_k, cache_v, q, k, v, probs, probs_dropped, cache_drop, scale)
     return context, cache
 

@@ -1,0 +1,157 @@
+"""The core of self-attention in one pass per head: scores, softmax, dropout, context.
+
+    S = Q K^T,  P = softmax(scale * S + M),  P' = dropout(P),  C = P' V      for each (b, a)
+
+The NumPy reference (layers/attention.py) runs these as four operations over the whole
+(B, A, T, T) stack: S is written to memory, read back by the softmax, P written, read by dropout,
+P' written and read by the second product, and the context is then copied once more to merge the
+heads. At T = 128 one head's S is 64 KB, which fits in L2. So here each task takes one (b, a):
+  1. S = Q K^T into a (T, T) block (the GEMM's one-thread loops, gemm.gemm_one_thread),
+  2. each row of that block becomes its softmax in place (softmax.softmax_row),
+  3. under dropout, each row is multiplied by its mask, drawn from the same counter-based
+     generator as the reference (dropout.counter_uniform), at the same element index,
+  4. C = P' V is written straight into columns a*D .. (a+1)*D of the (B, T, H) context.
+The block never leaves the cache in inference, where nothing needs P afterwards (keep_probs off).
+For training the block is P itself, in the (B, A, T, T) array the backward reads, and P' and the
+mask are written beside it, as the reference returns them.
+"""
+import numpy as np
+from numba import njit, prange
+
+from ..layers import attention as reference
+from ..layers.attention import merge_heads
+from ..layers.dropout import UNIFORM_BITS, draw_key
+from . import register
+from .common import supported
+from .dropout import counter_uniform
+from .gemm import MR, NR, _micro_tile, _pack_panels, _store_tile
+from .softmax import softmax_row
+from .vecmath import exp_constants, exp_constants_type, exponent_layout
+
+_SIGNATURES = [
+    f"void({t}[:, :, ::1], {t}[:, :, ::1], {t}[:, :, ::1], int64, {t}[:, ::1], {t}, "
+    f"boolean, uint64, {t}, {t}, {t}[:, :, ::1], {t}[:, :, :, ::1], {t}[:, :, :, ::1], "
+    f"{t}[:, :, :, ::1], {t}[:, :, ::1], {i}[:, :, ::1], {exp_constants_type(t)}, int64, int64)"
+    for t, i in (("float32", "int32"), ("float64", "int64"))]
+
+
+@njit(cache=True, inline="always")
+def _pack_columns(x, b, c0, width, out):
+    """out[p, r, j] = x[b, r, c0 + NR*p + j]: columns c0 .. c0 + width of x[b] (T, H) as NR-column
+    panels (zero past width); for V, whose rows are already runs of a head's columns."""
+    for p in range(out.shape[0]):
+        n = min(NR, width - p * NR)
+        for r in range(x.shape[1]):
+            src, dst = x[b, r, c0 + p * NR:c0 + p * NR + n], out[p, r]   # 0-based: no wraparound
+            for j in range(n):
+                dst[j] = src[j]
+            for j in range(n, NR):
+                dst[j] = 0.0
+
+
+@njit(cache=True, inline="always")
+def _pack_rows(x, b, c0, width, out):
+    """out[p, d, j] = x[b, NR*p + j, c0 + d]: rows of x[b, :, c0:c0+width] (T, width) as NR-column
+    panels of its transpose (zero past T); for K, whose transpose the scores need."""
+    T = x.shape[1]
+    for p in range(out.shape[0]):
+        n = min(NR, T - p * NR)
+        dst = out[p]                                          # (width, NR)
+        for j in range(n):
+            src = x[b, p * NR + j, c0:c0 + width]             # one key's D values
+            for d in range(width):
+                dst[d, j] = src[d]
+        for j in range(n, NR):
+            for d in range(width):
+                dst[d, j] = 0.0
+
+
+@njit(cache=True, fastmath={"contract"}, inline="always")
+def _head_product(a, b_panels, n, c):
+    """c (M, n) = a (M, K) @ B for one head, B given as NR-column panels b_panels (ceil(n/NR), K, NR).
+
+    Unlike the Linear layer's GEMM, K (D or T) fits one panel depth, and A is not packed: the
+    micro-kernel reads its 8 values per k straight from 8 rows of `a` (scalar loads, any strides);
+    only rows past the last multiple of 8 are copied into a zero-padded panel.
+    """
+    M, K = a.shape
+    tile = np.empty((MR, NR), dtype=c.dtype)
+    edge = np.empty((1, K, MR), dtype=c.dtype)
+    no_bias = np.empty(0, dtype=c.dtype)
+    full = M - M % MR                                         # rows in whole 8-row panels
+    for jr in range(b_panels.shape[0]):
+        nr = min(NR, n - jr * NR)
+        for i0 in range(0, full, MR):
+            _micro_tile(a[i0:i0 + MR].T, b_panels[jr], K, tile)   # a panel (K, 8), in place
+            _store_tile(c, tile, i0, jr * NR, MR, nr, True, no_bias)
+        if full < M:
+            _pack_panels(a, full, M - full, 0, K, edge)
+            _micro_tile(edge[0], b_panels[jr], K, tile)
+            _store_tile(c, tile, full, jr * NR, M - full, nr, True, no_bias)
+
+
+@njit(_SIGNATURES, cache=True, fastmath={"contract"}, parallel=True)
+def _attention_heads(q, k, v, num_heads, mask, scale, dropout, key, p, keep_scale, context, probs,
+                     probs_dropped, keep_scaled, scratch, scratch_bits, consts, mantissa_bits,
+                     exponent_bias):
+    """context[b, :, a*D:(a+1)*D] = dropout(softmax(scale Q K^T + mask[b])) V for each batch row b
+    and head a, where Q = q[b, :, a*D:(a+1)*D] and likewise K and V; q, k, v (B, T, H).
+
+    probs, probs_dropped, keep_scaled (B, A, T, T) receive P, P' and the mask m / (1 - p) when
+    their first axis is B; with a first axis of 0 each task works in a block of its own.
+    scratch (B*A, 2, T) gives each task the softmax's two scratch rows (scratch_bits: integer view).
+    """
+    B, T, H = q.shape
+    A, D = num_heads, H // num_heads
+    keep_probs = probs.shape[0] > 0
+    grid = scale - scale + 2.0 ** -UNIFORM_BITS               # 2^-24 in the dtype of q
+    for task in prange(B * A):
+        b, a = task // A, task % A
+        block = probs[b, a] if keep_probs else np.empty((T, T), dtype=q.dtype)   # (T, T)
+        z, pow2, pow2_bits = scratch[task, 0], scratch[task, 1], scratch_bits[task, 1]
+        panels_of_kt = np.empty(((T + NR - 1) // NR, D, NR), dtype=q.dtype)   # K^T, packed
+        _pack_rows(k, b, a * D, D, panels_of_kt)
+        _head_product(q[b, :, a * D:(a + 1) * D], panels_of_kt, T, block)   # S = Q K^T
+        for i in range(T):
+            softmax_row(block[i], mask[b], scale, block[i], z, pow2, pow2_bits, consts,
+                        mantissa_bits, exponent_bias)
+        if dropout:
+            for i in range(T):
+                first = (task * T + i) * T                    # index of P[b, a, i, 0] in the stack
+                m, pd, pr = keep_scaled[b, a, i], probs_dropped[b, a, i], block[i]
+                for j in range(T):
+                    keep = keep_scale if counter_uniform(key, first + j, grid) >= p \
+                        else keep_scale - keep_scale
+                    m[j] = keep
+                    pd[j] = pr[j] * keep
+            block = probs_dropped[b, a]
+        panels_of_v = np.empty(((D + NR - 1) // NR, T, NR), dtype=q.dtype)    # V, packed
+        _pack_columns(v, b, a * D, D, panels_of_v)
+        _head_product(block, panels_of_v, D, context[b, :, a * D:(a + 1) * D])  # C = P' V
+
+
+@register("attention_context_forward")
+def attention_context_forward(q, k, v, mask_bias, scale, dropout_p=0.0, rng=None, keep_probs=True):
+    """(context, P, P', dropout cache) like the reference, computed one head at a time."""
+    if not supported(q, k, v, mask_bias) or q.ndim != 4:
+        return reference.attention_context_forward.reference(q, k, v, mask_bias, scale,
+                                                             dropout_p, rng, keep_probs)
+    B, A, T, D = q.shape
+    dtype = q.dtype
+    dropout = dropout_p != 0.0 and rng is not None
+    stack = (B, A, T, T) if keep_probs or dropout else (0, 0, 0, 0)
+    probs = np.empty(stack, dtype)
+    probs_dropped, keep_scaled = (np.empty(stack, dtype), np.empty(stack, dtype)) if dropout \
+        else (probs, None)
+    key = draw_key(rng) if dropout else np.uint64(0)
+    context = np.empty((B, T, A * D), dtype)
+    int_type, mantissa_bits, exponent_bias = exponent_layout(dtype)
+    scratch = np.empty((B * A, 2, T), dtype)
+    q, k, v = (np.ascontiguousarray(merge_heads(t)) for t in (q, k, v))   # (B, T, H): views
+    _attention_heads(q, k, v, A, np.ascontiguousarray(mask_bias).reshape(B, T), dtype.type(scale),
+                     dropout, key, dtype.type(dropout_p), dtype.type(1.0 / (1.0 - dropout_p)),
+                     context, probs, probs_dropped, probs if keep_scaled is None else keep_scaled,
+                     scratch, scratch.view(int_type), exp_constants(dtype), mantissa_bits, exponent_bias)
+    if not keep_probs:
+        return context, None, None, None
+    return context, probs, probs_dropped, keep_scaled
