@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import (ACTIVATIONS, attention_backward, attention_forward, dropout_backward,
-                     dropout_forward, embedding_backward, embedding_forward, layernorm_backward,
-                     layernorm_forward, linear_backward, linear_forward, tanh_backward,
-                     tanh_forward)
+from .layers import (ACTIVATIONS, add_layernorm_forward, attention_backward, attention_forward,
+                     dropout_backward, dropout_forward, embedding_backward, embedding_forward,
+                     layernorm_backward, layernorm_forward, linear_backward, linear_forward,
+                     tanh_backward, tanh_forward)
 
 
 def add_grad(grads, name, g):
@@ -88,13 +88,13 @@ def layer_forward(x, mask_bias, params, prefix, cfg, rng, keep_cache=True):
                                     cfg.attention_probs_dropout_prob, rng, keep_cache)  # (B, T, H)
     a, c_ao = linear_forward(ctx, *w("attention.output.dense"))                      # (B, T, H)
     a, c_ad = dropout_forward(a, p_drop, rng)
-    h, c_aln = layernorm_forward(a + x, *w("attention.output.LayerNorm"), cfg.layer_norm_eps)
+    h, c_aln = add_layernorm_forward(a, x, *w("attention.output.LayerNorm"), cfg.layer_norm_eps)
     # feed-forward sublayer
     i, c_i = linear_forward(h, *w("intermediate.dense"))                              # (B, T, I)
     g, c_g = act_forward(i)                                                           # (B, T, I)
     o, c_o = linear_forward(g, *w("output.dense"))                                    # (B, T, H)
     o, c_od = dropout_forward(o, p_drop, rng)
-    y, c_oln = layernorm_forward(o + h, *w("output.LayerNorm"), cfg.layer_norm_eps)  # (B, T, H)
+    y, c_oln = add_layernorm_forward(o, h, *w("output.LayerNorm"), cfg.layer_norm_eps)  # LN(o + h)
     if not keep_cache:
         return y, None
     return y, (c_attn, c_ao, c_ad, c_aln, c_i, c_g, c_o, c_od, c_oln)

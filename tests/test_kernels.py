@@ -168,6 +168,22 @@ def test_layernorm_matches_reference(shape, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ELEMENTWISE_SHAPES)
+def test_add_layernorm_matches_reference(shape, dtype, rng):
+    """Add & Norm: y and the cache of LayerNorm(x + residual) equal the reference's, which adds
+    first and then normalises; a residual of another shape goes to the reference (broadcasting)."""
+    x, residual = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    w, b = rng.standard_normal(shape[-1]).astype(dtype), rng.standard_normal(shape[-1]).astype(dtype)
+    out = layernorm.add_layernorm_forward(x, residual, w, b, 1e-12)
+    out_ref = layernorm_ref.add_layernorm_forward.reference(x, residual, w, b, 1e-12)
+    assert_close([out[0], *out[1]], [out_ref[0], *out_ref[1]], dtype, "add_layernorm_forward")
+    row = residual[..., :1, :]
+    out = layernorm.add_layernorm_forward(x, row, w, b, 1e-12)
+    assert_close([out[0]], [layernorm_ref.layernorm_forward.reference(x + row, w, b, 1e-12)[0]],
+                 dtype, "add_layernorm_forward, broadcast residual")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1,)] + ELEMENTWISE_SHAPES)
 def test_gelu_matches_reference(shape, dtype, rng):
     """y, its cache and dx equal the reference's for inputs from -12 to 12 (where Phi saturates
@@ -228,6 +244,37 @@ def test_batched_matmuls_match_reference(B, A, T, D, dtype, rng):
                  dtype, "P V")
     assert_close([batched.batched_matmul_tn(p, q)], [attention.batched_matmul_tn.reference(p, q)],
                  dtype, "P^T dC")
+
+
+# ---------------------------------------------------------------- fused attention core
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B, A, T, D", [(1, 1, 1, 1), (2, 3, 7, 5), (3, 2, 13, 11), (2, 2, 37, 16),
+                                        (2, 4, 64, 32), (2, 1, 20, 40)])
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+def test_attention_context_matches_reference(B, A, T, D, dtype, dropout_p, rng):
+    """context, P, P' and the dropout mask of the one-head-at-a-time kernel equal the reference's
+    four operations, on split_heads views, with fully masked and half-padded rows (the mask of
+    scores_and_mask), T and D that are not multiples of the 8 x 16 tile, and D > NR. The dropout
+    mask must be equal bit for bit: both draw one key from equal generators and number the
+    elements of the (B, A, T, T) stack alike; the generators must end in the same state."""
+    from bert_np.kernels import attention as fused
+    q, k, v = (attention.split_heads(rng.standard_normal((B, T, A * D)).astype(dtype), A)
+               for _ in range(3))
+    _, mask = scores_and_mask(B, A, T, dtype, rng)
+    gen, gen_ref = np.random.default_rng(7), np.random.default_rng(7)
+    out = fused.attention_context_forward(q, k, v, mask, 0.3, dropout_p, gen)
+    out_ref = attention.attention_context_forward.reference(q, k, v, mask, 0.3, dropout_p, gen_ref)
+    assert gen.bit_generator.state == gen_ref.bit_generator.state
+    if dropout_p:
+        np.testing.assert_array_equal(out[3], out_ref[3])
+        assert_close(out[:3], out_ref[:3], dtype, "attention core")
+    else:
+        assert out[3] is None and out_ref[3] is None
+        assert_close(out[:3], out_ref[:3], dtype, "attention core")
+    inference = fused.attention_context_forward(q, k, v, mask, 0.3, 0.0, None, keep_probs=False)
+    assert inference[1:] == (None, None, None)
+    assert_close([inference[0]], [attention.attention_context_forward.reference(
+        q, k, v, mask, 0.3)[0]], dtype, "attention context, inference")
 
 
 # ---------------------------------------------------------------- AdamW update
@@ -313,7 +360,8 @@ def test_embedding_backward_rejects_ids_outside_the_table(rng):
 OPS = ["linear_forward", "linear_backward", "attention_softmax_forward",
        "attention_softmax_backward", "layernorm_forward", "layernorm_backward", "gelu_forward",
        "gelu_backward", "adamw_update", "batched_matmul", "batched_matmul_nt", "batched_matmul_tn",
-       "dropout_forward", "embedding_backward"]
+       "dropout_forward", "embedding_backward", "attention_context_forward",
+       "add_layernorm_forward"]
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ BACKENDS = ("numpy", "numba", "auto")
 # np.matmul for both. Dropout's kernel is ~20x its reference, the embedding backward's ~24x.
 AUTO_NUMBA: frozenset[str] = frozenset({
     "attention_softmax_forward", "attention_softmax_backward",
-    "layernorm_forward", "layernorm_backward",
+    "layernorm_forward", "add_layernorm_forward", "layernorm_backward",
     "gelu_forward", "gelu_backward",
     "adamw_update",
     "dropout_forward", "embedding_backward", "attention_context_forward",

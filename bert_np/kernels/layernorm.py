@@ -6,6 +6,8 @@ backward:  dxhat = dy * w
            dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
            dw = sum over rows of dy * xhat          db = sum over rows of dy
 
+"Add & Norm", LayerNorm(x + residual), is the same loop with the sum formed row by row in L1.
+
 Why it is fast: the NumPy reference makes about ten passes over the (N, H) activations, each
 writing a temporary of that size. Here a row (H <= a few thousand values) is read from memory once
 and stays in L1 while its mean, variance and outputs are computed; xhat and y are written once.
@@ -21,28 +23,37 @@ from ..layers import layernorm as reference
 from . import register
 from .common import FLOAT_TYPES, supported
 
-_FORWARD_SIGNATURES = [f"void({t}[:, ::1], {t}[::1], {t}[::1], float64, {t}[:, ::1], {t}[:, ::1], {t}[:, ::1])"
-                       for t in FLOAT_TYPES]
+_FORWARD_SIGNATURES = [f"void({t}[:, ::1], {t}[:, ::1], {t}[::1], {t}[::1], float64, {t}[:, ::1], "
+                       f"{t}[:, ::1], {t}[:, ::1])" for t in FLOAT_TYPES]
 _BACKWARD_SIGNATURES = [f"void({t}[:, ::1], {t}[:, ::1], {t}[:, ::1], {t}[::1], {t}[:, ::1], float64[:, ::1], float64[:, ::1])"
                         for t in FLOAT_TYPES]
 
 
 @njit(_FORWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
-def _layernorm_rows(x, w, b, eps, y, xhat, rstd):
-    """Per row n of x (N, H): rstd[n, 0], xhat[n] and y[n] = w * xhat[n] + b."""
+def _layernorm_rows(x, residual, w, b, eps, y, xhat, rstd):
+    """Per row n of s = x + residual (N, H), or of s = x when residual has no rows:
+    rstd[n, 0], xhat[n] and y[n] = w * xhat[n] + b. s[n] is formed in y[n], where it stays in L1."""
     N, H = x.shape
+    add_residual = residual.shape[0] > 0
     for n in prange(N):
+        s = y[n]                                              # the row of the sum, overwritten below
+        if add_residual:
+            for h in range(H):
+                s[h] = x[n, h] + residual[n, h]
+        else:
+            for h in range(H):
+                s[h] = x[n, h]
         mu = 0.0
         for h in range(H):
-            mu += x[n, h]
+            mu += s[h]
         mu /= H
         var = 0.0
         for h in range(H):
-            var += (x[n, h] - mu) ** 2                        # two passes: no cancellation
+            var += (s[h] - mu) ** 2                           # two passes: no cancellation
         r = 1.0 / np.sqrt(var / H + eps)
         rstd[n, 0] = r
         for h in range(H):
-            xh = (x[n, h] - mu) * r
+            xh = (s[h] - mu) * r
             xhat[n, h] = xh
             y[n, h] = w[h] * xh + b[h]
 
@@ -68,18 +79,33 @@ def _layernorm_backward_rows(dy, xhat, rstd, w, dx, dw_parts, db_parts):
                 dx[n, h] = rstd[n, 0] * (dx[n, h] - mean_dxhat - xhat[n, h] * mean_dxhat_xhat)
 
 
+def _normalise_rows(x, residual, w, b, eps):
+    """(y, (xhat, rstd, w)) of LayerNorm(x + residual); residual None for plain LayerNorm."""
+    H = x.shape[-1]
+    x2 = np.ascontiguousarray(x).reshape(-1, H)               # (N, H)
+    r2 = np.empty((0, H), x.dtype) if residual is None else np.ascontiguousarray(residual).reshape(-1, H)
+    y, xhat = np.empty_like(x2), np.empty_like(x2)
+    rstd = np.empty((x2.shape[0], 1), dtype=x.dtype)          # (N, 1)
+    _layernorm_rows(x2, r2, np.ascontiguousarray(w), np.ascontiguousarray(b), float(eps), y, xhat,
+                    rstd)
+    lead = x.shape[:-1]
+    return y.reshape(x.shape), (xhat.reshape(x.shape), rstd.reshape(lead + (1,)), w)
+
+
 @register("layernorm_forward")
 def layernorm_forward(x, w, b, eps):
     """Returns (y, (xhat, rstd, w)) like the reference; x (..., H), rstd (..., 1)."""
     if not supported(x, w, b):
         return reference.layernorm_forward.reference(x, w, b, eps)
-    H = x.shape[-1]
-    x2 = np.ascontiguousarray(x).reshape(-1, H)               # (N, H)
-    y, xhat = np.empty_like(x2), np.empty_like(x2)
-    rstd = np.empty((x2.shape[0], 1), dtype=x.dtype)          # (N, 1)
-    _layernorm_rows(x2, np.ascontiguousarray(w), np.ascontiguousarray(b), float(eps), y, xhat, rstd)
-    lead = x.shape[:-1]
-    return y.reshape(x.shape), (xhat.reshape(x.shape), rstd.reshape(lead + (1,)), w)
+    return _normalise_rows(x, None, w, b, eps)
+
+
+@register("add_layernorm_forward")
+def add_layernorm_forward(x, residual, w, b, eps):
+    """LayerNorm(x + residual) like the reference, without writing the sum to memory."""
+    if not supported(x, residual, w, b) or x.shape != residual.shape:
+        return reference.add_layernorm_forward.reference(x, residual, w, b, eps)
+    return _normalise_rows(x, residual, w, b, eps)
 
 
 @register("layernorm_backward")

@@ -5,7 +5,7 @@ from .activations import ACTIVATIONS, gelu_backward, gelu_forward, tanh_backward
 from .attention import attention_backward, attention_forward, padding_mask_bias
 from .dropout import dropout_backward, dropout_forward
 from .embeddings import embedding_backward, embedding_forward
-from .layernorm import layernorm_backward, layernorm_forward
+from .layernorm import add_layernorm_forward, layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .losses import (IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward, mse_backward,
                      mse_forward)

@@ -24,6 +24,14 @@ def layernorm_forward(x, w, b, eps):
     return y, (xhat, rstd, w)
 
 
+@accelerated("add_layernorm_forward")
+def add_layernorm_forward(x, residual, w, b, eps):
+    """LayerNorm(x + residual), the transformer's "Add & Norm". Returns (y, cache) exactly as
+    layernorm_forward on the sum does, so layernorm_backward is its backward: the gradient of the
+    sum is the gradient of both x and residual. (The kernel never writes the sum to memory.)"""
+    return layernorm_forward(x + residual, w, b, eps)
+
+
 @accelerated("layernorm_backward")
 def layernorm_backward(dy, cache):
     """Returns (dx, dw, db)."""
