@@ -90,6 +90,26 @@ def test_linear_non_contiguous_inputs(layout, rng):
                  np.float64, "backward")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (2049, 1031)])
+def test_add_bias_matches_reference(shape, dtype, rng):
+    """The parallel bias pass after np.matmul adds b to every row exactly as NumPy's y += b does
+    (one addition per element, so the results are equal bit for bit), called directly and through
+    add_bias (which uses it above 8 MiB, as the last shape is); a strided y, which the kernel does
+    not take, goes to the reference and still gets its bias."""
+    y, b = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+    ours, through_wrapper, ref = y.copy(), y.copy(), y.copy()
+    gemm._add_bias_rows(ours, b)
+    gemm.add_bias(through_wrapper, b)
+    linear_ref.add_bias.reference(ref, b)
+    np.testing.assert_array_equal(ours, ref)
+    np.testing.assert_array_equal(through_wrapper, ref)
+    wide = np.repeat(y, 2, axis=1)
+    strided = wide[:, ::2]
+    gemm.add_bias(strided, b)
+    np.testing.assert_array_equal(wide[:, ::2], ref)
+
+
 def test_gemm_transposed_operands_are_not_copied(rng):
     """The three products read W, W.T and dY.T as views: the result equals np.matmul for each."""
     a, b = rng.standard_normal((37, 29)), rng.standard_normal((41, 29))
@@ -361,7 +381,7 @@ OPS = ["linear_forward", "linear_backward", "attention_softmax_forward",
        "attention_softmax_backward", "layernorm_forward", "layernorm_backward", "gelu_forward",
        "gelu_backward", "adamw_update", "batched_matmul", "batched_matmul_nt", "batched_matmul_tn",
        "dropout_forward", "embedding_backward", "attention_context_forward",
-       "add_layernorm_forward"]
+       "add_layernorm_forward", "add_bias"]
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ AUTO_NUMBA: frozenset[str] = frozenset({
     "layernorm_forward", "add_layernorm_forward", "layernorm_backward",
     "gelu_forward", "gelu_backward",
     "adamw_update",
-    "dropout_forward", "embedding_backward", "attention_context_forward",
+    "dropout_forward", "embedding_backward", "attention_context_forward", "add_bias",
 })
 
 _KERNEL_MODULES: tuple[str, ...] = ("gemm", "batched", "softmax", "layernorm", "gelu", "optim",

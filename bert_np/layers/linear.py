@@ -9,12 +9,18 @@ import numpy as np
 from ..kernels import accelerated
 
 
+@accelerated("add_bias")
+def add_bias(y, b):
+    """y += b for every row of y (N, out), in place."""
+    y += b
+
+
 @accelerated("linear_forward")
 def linear_forward(x, w, b):
     """y = x @ w.T + b; returns (y, cache) with cache = (x, w)."""
     x2 = x.reshape(-1, x.shape[-1])                           # (N, in): one 2-D GEMM, not a batch
     y = np.matmul(x2, w.T)                                    # (N, out)
-    y += b
+    add_bias(y, b)
     return y.reshape(*x.shape[:-1], w.shape[0]), (x, w)
 
 
