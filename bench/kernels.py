@@ -2,7 +2,8 @@
 
 GEMM: GFLOP/s of the Numba GEMM and of np.matmul (OpenBLAS) for the three products of a Linear
 layer, and their ratio. Softmax, LayerNorm, GELU: the speed-up of the fused kernel over the NumPy
-reference, forward and backward. Every figure is the best of several runs, the kernel and the
+reference, forward and backward; the fused attention core against the reference's four
+operations. Every figure is the best of several runs, the kernel and the
 reference alternating, because a shared virtual machine's speed drifts from second to second.
 The first lines say how long loading the kernels took: compilation on the first run, the on-disk
 cache (cache=True) afterwards.
@@ -125,6 +126,26 @@ def fused_rows(rng, preset="base"):
         yield label, t_rf / t_kf, t_rb / t_kb, (t_rf + t_rb) / (t_kf + t_kb), t_kf + t_kb, t_rf + t_rb
 
 
+def attention_rows(rng):
+    """(preset, job, unfused ms, fused ms, speed-up) of the attention core, S = Q K^T through
+    C = dropout(softmax(...)) V with the heads merged: the fused kernel against the reference's
+    four operations, each running what "auto" gives it (np.matmul, the softmax and dropout kernels).
+    Inference keeps no probabilities and has no dropout; training keeps P and P' with p = 0.1."""
+    for preset in ("tiny", "base"):
+        _, H, A = PRESETS[preset]
+        q, k, v = (attention.split_heads(rng.standard_normal((B, T, H), dtype=DTYPE), A)
+                   for _ in range(3))
+        mask = attention.padding_mask_bias((rng.random((B, T)) < 0.9).astype(np.int64), DTYPE)
+        scale = 1.0 / math.sqrt(H // A)
+        fused = kernels._kernels["attention_context_forward"]
+        for job, p, keep in (("inference", 0.0, False), ("training", 0.1, True)):
+            def run(op):
+                return lambda: op(q, k, v, mask, scale, p, np.random.default_rng(0) if p else None,
+                                  keep)
+            t_fused, t_ref = best_of(run(fused), run(attention.attention_context_forward.reference))
+            yield preset, job, 1e3 * t_ref, 1e3 * t_fused, t_ref / t_fused
+
+
 def main():
     load_time = load_kernels()
     rng = np.random.default_rng(0)
@@ -138,6 +159,10 @@ def main():
     print(f"{'op':<34}{'fwd':>7}{'bwd':>7}{'fwd+bwd':>9}{'numba ms':>10}{'numpy ms':>10}")
     for label, s_f, s_b, s_fb, t_k, t_r in fused_rows(rng):
         print(f"{label:<34}{s_f:7.2f}{s_b:7.2f}{s_fb:9.2f}{1e3 * t_k:10.1f}{1e3 * t_r:10.1f}")
+    print("\nAttention core (forward), fused kernel vs the four operations of the reference")
+    print(f"{'preset':<8}{'job':<11}{'unfused ms':>11}{'fused ms':>10}{'speed-up':>10}")
+    for preset, job, t_ref, t_fused, speedup in attention_rows(rng):
+        print(f"{preset:<8}{job:<11}{t_ref:11.2f}{t_fused:10.2f}{speedup:10.2f}")
 
 
 if __name__ == "__main__":

@@ -26,13 +26,16 @@ BACKENDS = ("numpy", "numba", "auto")
 # operations whose Numba kernel beat NumPy in bench/kernels.py and in the step profiles (see the
 # README). The GEMM (linear_forward / linear_backward) reaches 0.56-0.69x OpenBLAS at BERT-base
 # shapes, and the attention's batched products 0.4-1.4x NumPy's stacked BLAS calls, so "auto" keeps
-# np.matmul for both. Dropout's kernel is ~20x its reference, the embedding backward's ~24x.
+# np.matmul for both (the forward's products run inside the fused attention_context_forward).
+# Dropout's kernel is ~20x its reference, the embedding backward's ~24x; add_bias uses its kernel
+# only for outputs over 8 MiB (see kernels/gemm.py).
 AUTO_NUMBA: frozenset[str] = frozenset({
-    "attention_softmax_forward", "attention_softmax_backward",
+    "attention_context_forward", "attention_softmax_forward", "attention_softmax_backward",
     "layernorm_forward", "add_layernorm_forward", "layernorm_backward",
     "gelu_forward", "gelu_backward",
     "adamw_update",
-    "dropout_forward", "embedding_backward", "attention_context_forward", "add_bias",
+    "dropout_forward", "embedding_backward",
+    "add_bias",
 })
 
 _KERNEL_MODULES: tuple[str, ...] = ("gemm", "batched", "softmax", "layernorm", "gelu", "optim",
