@@ -1,9 +1,10 @@
 """bert_np.allocator: freed activation memory is reused, not faulted back in, on glibc systems.
 
 Compared: the process's minor page-fault count (getrusage) per "step" that allocates, writes and
-frees a step's worth of activation-sized arrays (36 MiB), with and without the tuning. Without it
-glibc hands the freed heap top back to the OS and every step maps ~9,000 pages again; with it no
-new page is mapped after the first steps (the bound allows a few for unrelated interpreter work).
+frees a step's worth of activation-sized arrays (84 MiB, one of them larger than glibc's largest
+mmap threshold), with and without the tuning. Without it glibc hands freed memory back to the OS
+and every step maps thousands of pages again; with it no new page is mapped after the first
+steps (the bound allows a few for unrelated interpreter work).
 """
 import os
 import platform
@@ -24,9 +25,10 @@ PROBE = textwrap.dedent("""
     applied = keep_freed_memory()
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    def step():                                          # a step's activations: 36 MiB alive
+    def step():                                          # a step's activations: 84 MiB alive
         arrays = [np.empty((4096, 128), np.float32) for _ in range(10)]      # 2 MiB each
         arrays += [np.empty((4096, 512), np.float32) for _ in range(2)]      # 8 MiB each
+        arrays += [np.empty((4096, 3072), np.float32)]       # 48 MiB: BERT-base's FFN activation
         for a in arrays:
             a.fill(1.0)
     for _ in range(3):                                   # the first steps grow the heap
