@@ -9,7 +9,8 @@ is its own:
 It prints tokens/s of each, the ratio bert_np / PyTorch, peak memory of each, and the fraction of
 the machine's float32 peak that bert_np's model FLOPs reach (peak = np.matmul on a 2048^3 GEMM,
 measured in the same run). transformers runs with its default attention and dropout on (training
-jobs), the same thread count as NumPy/Numba.
+jobs), the same thread count as NumPy/Numba, and glibc's default malloc settings (bert_np's own
+process keeps freed memory, bert_np/allocator.py; --tune-torch-malloc gives PyTorch the same).
 
     python bench/compare_torch.py                      # tiny mini small medium base
     python bench/compare_torch.py --presets tiny mini --steps 5
@@ -123,10 +124,17 @@ def child(args):
 
 
 def measure(framework, preset, job, args):
+    """Run one job in a fresh interpreter. The PyTorch child imports bert_np for its presets, and
+    that import applies bert_np's malloc settings (bert_np/allocator.py) to the process; unless
+    --tune-torch-malloc is given they are switched off there, so PyTorch runs with glibc's
+    defaults, as in a user's own script."""
     cmd = [sys.executable, __file__, "--child", "--framework", framework, "--preset", preset,
            "--job", job, "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
            "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if framework == "torch" and not args.tune_torch_malloc:
+        env["BERT_NP_KEEP_FREED_MEMORY"] = "0"
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{framework} {preset} {job} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -155,6 +163,9 @@ def main():
                    help="timed steps at least, and at least 3 s of them (the median is reported)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument("--tune-torch-malloc", action="store_true",
+                   help="give the PyTorch process bert_np's malloc settings too (no mmap per "
+                        "large block, no heap trimming); by default it keeps glibc's")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--framework", help=argparse.SUPPRESS)
     p.add_argument("--preset", help=argparse.SUPPRESS)
@@ -168,7 +179,8 @@ def main():
     tokens = args.batch_size * args.seq_len
     print(f"machine: {os.cpu_count()} cores, float32 matmul peak {peak:.0f} GFLOP/s "
           f"(np.matmul 2048^3); bert_np backend {bert_np.get_backend()}; B={args.batch_size} "
-          f"T={args.seq_len}, median of >= {args.steps} steps and >= 3 s, {args.warmup} warm-up")
+          f"T={args.seq_len}, median of >= {args.steps} steps and >= 3 s, {args.warmup} warm-up; "
+          f"PyTorch malloc: {'bert_np settings' if args.tune_torch_malloc else 'glibc defaults'}")
     header = (f"{'preset':7s} {'job':9s} {'bert_np tok/s':>13s} {'torch tok/s':>11s} {'ratio':>6s} "
               f"{'bert_np MB':>10s} {'torch MB':>9s} {'% peak':>7s}")
     print(header)
@@ -190,7 +202,8 @@ def main():
                   f"{ours['peak_mb']:10.0f} {theirs['peak_mb']:9.0f} {100 * frac:6.1f}%", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"peak_gflops": peak, "rows": rows}, f, indent=1)
+            json.dump({"peak_gflops": peak, "torch_malloc_tuned": args.tune_torch_malloc,
+                       "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
