@@ -17,8 +17,13 @@ import os
 import platform
 import time
 
-import numba
-import numpy as np
+# OpenBLAS with its own default spin (2^28 cycles), not the short one bert_np sets on import
+# (bert_np/openblas.py): with the short one its workers are asleep when each timed call starts,
+# and waking them made OpenBLAS's small products read 5-20x slower than they run warm.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "28")
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
 
 from bert_np import kernels
 from bert_np.kernels.gemm import matmul
@@ -34,9 +39,10 @@ REPEATS = 5
 def settled_time(fn, settle=0.25):
     """Wall time of one call of fn, after `settle` seconds of rest and one untimed call.
 
-    After a call returns, OpenBLAS keeps its worker threads spinning for up to ~0.1 s, and a call
-    of either library made in that time shares the cores with them (Numba's pool sleeps at once).
-    The rest lets them go idle; the untimed call warms the caches.
+    After a call returns, OpenBLAS keeps its worker threads spinning (for up to ~0.1 s by default;
+    importing bert_np shortens that, see bert_np/openblas.py), and a call of either library made
+    in that time shares the cores with them (Numba's pool sleeps at once). The rest lets them go
+    idle; the untimed call warms the caches.
     """
     time.sleep(settle)
     fn()
