@@ -154,6 +154,33 @@ def test_softmax_fully_masked_row_is_uniform(dtype, rng):
     assert np.all(probs[1, ..., 6:] == 0)                      # padded keys of a real row get 0
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_scores_give_the_references_nan_row(bad, rng):
+    """A NaN or +inf score makes the reference's whole softmax row NaN. The softmax kernel and the
+    fused attention core give that NaN row too (not numbers made up by fast-math code, not an
+    exception), and every other value as the reference; a diverged model then shows a NaN loss."""
+    from bert_np.kernels import attention as fused
+    scores, mask = scores_and_mask(2, 3, 9, np.float32, rng)
+    scores[1, 2, 4, 5] = bad
+    probs = softmax.attention_softmax_forward(scores, mask, 0.3)
+    with np.errstate(invalid="ignore"):                       # inf - inf in the reference
+        ref = attention.attention_softmax_forward.reference(scores, mask, 0.3)
+    assert np.isnan(ref[1, 2, 4]).all() and np.isnan(probs[1, 2, 4]).all()
+    others = np.ones(scores.shape[:3], bool)
+    others[1, 2, 4] = False
+    assert_close([probs[others]], [ref[others]], np.float32, "the other rows")
+    q, k, v = (attention.split_heads(rng.standard_normal((2, 9, 12)).astype(np.float32), 3)
+               for _ in range(3))
+    q[1, 2, 4, 0] = bad                                       # query 4 of head 2 in sequence 1
+    out = fused.attention_context_forward(q, k, v, mask, 0.3)
+    with np.errstate(invalid="ignore"):
+        out_ref = attention.attention_context_forward.reference(q, k, v, mask, 0.3)
+    for ours, theirs in zip(out[:3], out_ref[:3]):
+        np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+        assert np.isnan(ours).any()
+        assert_close([np.nan_to_num(ours)], [np.nan_to_num(theirs)], np.float32, "finite part")
+
+
 def test_softmax_non_contiguous_scores(rng):
     """Scores given as a transposed view (as Q K^T can be) equal the reference's result."""
     scores, mask = scores_and_mask(2, 3, 9, np.float64, rng)

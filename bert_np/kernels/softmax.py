@@ -51,16 +51,38 @@ def _normalise(p):
         p[j] *= inv
 
 
+@njit(cache=True, fastmath={"reassoc"})
+def _all_finite(s):
+    """True if no value of s is NaN or infinite: sum(s * 0) is 0 then and NaN otherwise. Compiled
+    without the no-NaN assumption of the other functions here, which would let LLVM drop the test;
+    reassociation lets the sum vectorise."""
+    total = s[0] - s[0]
+    for j in range(s.shape[0]):
+        total += s[j] * 0
+    return total == 0
+
+
+@njit(cache=True)
+def _fill_nan(p):
+    for j in range(p.shape[0]):
+        p[j] = np.nan
+
+
 @njit(cache=True, fastmath=True)
 def softmax_row(s, m, scale, p, z, pow2, pow2_bits, consts, mantissa_bits, exponent_bias):
     """p = softmax(scale * s + m) for one row of T scores; s and p may be the same row.
 
     z, pow2 (T,) are scratch rows (pow2_bits the integer view of pow2), distinct from s and p.
+    A row with a NaN or infinite score becomes NaN throughout, so a diverged model shows NaN (as
+    the reference does) instead of whatever the fast-math code below makes of such values.
     Not inlined in Numba's IR: a caller compiled with narrower fastmath flags (the attention
     kernel, whose GEMM tiles must not be reassociated) would impose them on the max and sum here,
     and those reductions only vectorise when reassociation is allowed.
     """
-    z_max = _scale_mask_max(s, m, scale, z)                   # s is read once, here
+    if not _all_finite(s):
+        _fill_nan(p)
+        return
+    z_max = _scale_mask_max(s, m, scale, z)
     for j in range(z.shape[0]):
         z[j] -= z_max                                         # <= 0: the softmax ignores a shift
     exp_nonpositive(z, p, pow2, pow2_bits, consts, mantissa_bits, exponent_bias)
