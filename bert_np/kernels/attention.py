@@ -6,7 +6,7 @@ The NumPy reference (layers/attention.py) runs these as four operations over the
 (B, A, T, T) stack: S is written to memory, read back by the softmax, P written, read by dropout,
 P' written and read by the second product, and the context is then copied once more to merge the
 heads. At T = 128 one head's S is 64 KB, which fits in L2. So here each task takes one (b, a):
-  1. S = Q K^T into a (T, T) block (the GEMM's one-thread loops, gemm.gemm_one_thread),
+  1. S = Q K^T into a (T, T) block, with the GEMM's 8 x 16 micro-kernel (`_head_product`),
   2. each row of that block becomes its softmax in place (softmax.softmax_row),
   3. under dropout, each row is multiplied by its mask, drawn from the same counter-based
      generator as the reference (dropout.counter_uniform), at the same element index,

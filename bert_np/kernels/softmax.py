@@ -21,7 +21,7 @@ from numba import njit, prange
 from ..layers import attention as reference
 from . import register
 from .common import FLOAT_TYPES, supported
-from .vecmath import maxnum, exp_constants, exp_constants_type, exp_nonpositive, exponent_layout
+from .vecmath import exp_constants, exp_constants_type, exp_nonpositive, exponent_layout, maxnum
 
 _FORWARD_SIGNATURES = [
     f"void({t}[:, :, ::1], {t}[:, ::1], {t}, {t}[:, :, ::1], {t}[:, :, ::1], {i}[:, :, ::1], "
@@ -64,6 +64,7 @@ def _all_finite(s):
 
 @njit(cache=True)
 def _fill_nan(p):
+    """p[:] = NaN, compiled without fast-math flags (under them a NaN constant is undefined)."""
     for j in range(p.shape[0]):
         p[j] = np.nan
 

@@ -28,7 +28,8 @@ def layernorm_forward(x, w, b, eps):
 def add_layernorm_forward(x, residual, w, b, eps):
     """LayerNorm(x + residual), the transformer's "Add & Norm". Returns (y, cache) exactly as
     layernorm_forward on the sum does, so layernorm_backward is its backward: the gradient of the
-    sum is the gradient of both x and residual. (The kernel never writes the sum to memory.)"""
+    sum is the gradient of both x and residual. (The kernel forms the sum row by row and never
+    stores it as an array of its own.)"""
     return layernorm_forward(x + residual, w, b, eps)
 
 
