@@ -11,6 +11,9 @@ heads. At T = 128 one head's S is 64 KB, which fits in L2. So here each task tak
   3. under dropout, each row is multiplied by its mask, drawn from the same counter-based
      generator as the reference (dropout.counter_uniform), at the same element index,
   4. C = P' V is written straight into columns a*D .. (a+1)*D of the (B, T, H) context.
+K and V are packed by two loops of their own rather than gemm._pack_panels: that routine takes any
+strides, so on a head's view Numba cannot see the unit stride and the copy stays scalar; indexing
+the (B, T, H) arrays directly it vectorises (packing measured ~23 -> ~5 us per head at T = 128).
 The block never leaves the cache in inference, where nothing needs P afterwards (keep_probs off).
 For training the block is P itself, in the (B, A, T, T) array the backward reads, and P' and the
 mask are written beside it, as the reference returns them.
