@@ -25,17 +25,16 @@ from ..layers import attention as reference
 from ..layers.attention import merge_heads
 from ..layers.dropout import UNIFORM_BITS, draw_key
 from . import register
-from .common import supported
+from .common import FLOAT_TYPES, supported
 from .dropout import counter_uniform
 from .gemm import MR, NR, _micro_tile, _pack_panels, _store_tile
 from .softmax import softmax_row
-from .vecmath import exp_constants, exp_constants_type, exponent_layout
+from .vecmath import exp_constants, exp_constants_type
 
 _SIGNATURES = [
     f"void({t}[:, :, ::1], {t}[:, :, ::1], {t}[:, :, ::1], int64, {t}[:, ::1], {t}, "
     f"boolean, uint64, {t}, {t}, {t}[:, :, ::1], {t}[:, :, :, ::1], {t}[:, :, :, ::1], "
-    f"{t}[:, :, :, ::1], {t}[:, :, ::1], {i}[:, :, ::1], {exp_constants_type(t)}, int64, int64)"
-    for t, i in (("float32", "int32"), ("float64", "int64"))]
+    f"{t}[:, :, :, ::1], {t}[:, ::1], {exp_constants_type(t)})" for t in FLOAT_TYPES]
 
 
 @njit(cache=True, inline="always")
@@ -95,14 +94,13 @@ def _head_product(a, b_panels, n, c):
 
 @njit(_SIGNATURES, cache=True, fastmath={"contract"}, parallel=True)
 def _attention_heads(q, k, v, num_heads, mask, scale, dropout, key, p, keep_scale, context, probs,
-                     probs_dropped, keep_scaled, scratch, scratch_bits, consts, mantissa_bits,
-                     exponent_bias):
+                     probs_dropped, keep_scaled, scratch, consts):
     """context[b, :, a*D:(a+1)*D] = dropout(softmax(scale Q K^T + mask[b])) V for each batch row b
     and head a, where Q = q[b, :, a*D:(a+1)*D] and likewise K and V; q, k, v (B, T, H).
 
     probs, probs_dropped, keep_scaled (B, A, T, T) receive P, P' and the mask m / (1 - p) when
     their first axis is B; with a first axis of 0 each task works in a block of its own.
-    scratch (B*A, 2, T) gives each task the softmax's two scratch rows (scratch_bits: integer view).
+    scratch (B*A, T) gives each task the softmax's scratch row.
     """
     B, T, H = q.shape
     A, D = num_heads, H // num_heads
@@ -111,13 +109,11 @@ def _attention_heads(q, k, v, num_heads, mask, scale, dropout, key, p, keep_scal
     for task in prange(B * A):
         b, a = task // A, task % A
         block = probs[b, a] if keep_probs else np.empty((T, T), dtype=q.dtype)   # (T, T)
-        z, pow2, pow2_bits = scratch[task, 0], scratch[task, 1], scratch_bits[task, 1]
         panels_of_kt = np.empty(((T + NR - 1) // NR, D, NR), dtype=q.dtype)   # K^T, packed
         _pack_rows(k, b, a * D, D, panels_of_kt)
         _head_product(q[b, :, a * D:(a + 1) * D], panels_of_kt, T, block)   # S = Q K^T
         for i in range(T):
-            softmax_row(block[i], mask[b], scale, block[i], z, pow2, pow2_bits, consts,
-                        mantissa_bits, exponent_bias)
+            softmax_row(block[i], mask[b], scale, block[i], scratch[task], consts)
         if dropout:
             for i in range(T):
                 first = (task * T + i) * T                    # index of P[b, a, i, 0] in the stack
@@ -148,13 +144,12 @@ def attention_context_forward(q, k, v, mask_bias, scale, dropout_p=0.0, rng=None
         else (probs, None)
     key = draw_key(rng) if dropout else np.uint64(0)
     context = np.empty((B, T, A * D), dtype)
-    int_type, mantissa_bits, exponent_bias = exponent_layout(dtype)
-    scratch = np.empty((B * A, 2, T), dtype)
+    scratch = np.empty((B * A, T), dtype)
     q, k, v = (np.ascontiguousarray(merge_heads(t)) for t in (q, k, v))   # (B, T, H): views
     _attention_heads(q, k, v, A, np.ascontiguousarray(mask_bias).reshape(B, T), dtype.type(scale),
                      dropout, key, dtype.type(dropout_p), dtype.type(1.0 / (1.0 - dropout_p)),
                      context, probs, probs_dropped, probs if keep_scaled is None else keep_scaled,
-                     scratch, scratch.view(int_type), exp_constants(dtype), mantissa_bits, exponent_bias)
+                     scratch, exp_constants(dtype))
     if not keep_probs:
         return context, None, None, None
     return context, probs, probs_dropped, keep_scaled

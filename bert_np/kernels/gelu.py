@@ -29,9 +29,9 @@ from numba.extending import overload
 from ..layers import activations as reference
 from . import register
 from .common import FLOAT_TYPES, supported
-from .vecmath import exp_constants, exp_constants_type, exp_nonpositive, exponent_layout
+from .vecmath import exp_constants, exp_constants_type, exp_nonpositive
 
-BLOCK = 4096   # elements per step; the backward's three scratch rows of this size stay in L1/L2
+BLOCK = 4096   # elements per step; the backward's two scratch rows of this size stay in L1/L2
 _ERF_P = tuple(np.float32(c) for c in (
     -2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
     -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02))
@@ -81,8 +81,8 @@ def _erf_of(x):
 _CONSTANTS = {t: f"UniTuple({t}, 4)" for t in FLOAT_TYPES}
 _FORWARD_SIGNATURES = [f"void({t}[::1], {t}[::1], {_CONSTANTS[t]})" for t in FLOAT_TYPES]
 _BACKWARD_SIGNATURES = [
-    f"void({t}[::1], {t}[::1], {t}[::1], {t}[:, :, ::1], {i}[:, :, ::1], {exp_constants_type(t)}, "
-    f"int64, int64, {_CONSTANTS[t]})" for t, i in (("float32", "int32"), ("float64", "int64"))]
+    f"void({t}[::1], {t}[::1], {t}[::1], {t}[:, :, ::1], {exp_constants_type(t)}, {_CONSTANTS[t]})"
+    for t in FLOAT_TYPES]
 
 
 @njit(_FORWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
@@ -97,9 +97,8 @@ def _gelu(x, y, consts):
 
 
 @njit(_BACKWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
-def _gelu_backward(dy, x, dx, scratch, scratch_bits, exp_consts, mantissa_bits, exponent_bias,
-                   consts):
-    """dx = dy * (Phi(x) + x phi(x)); dy, x, dx (n,); scratch (chunks, 3, BLOCK) per-chunk rows,
+def _gelu_backward(dy, x, dx, scratch, exp_consts, consts):
+    """dx = dy * (Phi(x) + x phi(x)); dy, x, dx (n,); scratch (chunks, 2, BLOCK) per-chunk rows,
     zeros at the start.
 
     Chunk c of the n elements is done BLOCK elements at a time in its own scratch rows. The exp
@@ -110,14 +109,13 @@ def _gelu_backward(dy, x, dx, scratch, scratch_bits, exp_consts, mantissa_bits, 
     n = x.shape[0]
     n_chunks = scratch.shape[0]
     for c in prange(n_chunks):
-        z, pdf, pow2, pow2_bits = scratch[c, 0], scratch[c, 1], scratch[c, 2], scratch_bits[c, 2]
+        z, pdf = scratch[c, 0], scratch[c, 1]
         for lo in range(c * n // n_chunks, (c + 1) * n // n_chunks, BLOCK):
             m = min(BLOCK, (c + 1) * n // n_chunks - lo)
             xb, dyb, dxb = x[lo:lo + m], dy[lo:lo + m], dx[lo:lo + m]
             for i in range(m):
                 z[i] = -half * xb[i] * xb[i]                  # <= 0
-            exp_nonpositive(z, pdf, pow2, pow2_bits, exp_consts, mantissa_bits,
-                            exponent_bias)                    # exp(-x^2 / 2)
+            exp_nonpositive(z, half - half, pdf, exp_consts)  # exp(-x^2 / 2)
             for i in range(m):
                 cdf = half * (one + erf_of(xb[i] * inv_sqrt_2))                  # Phi(x)
                 dxb[i] = dyb[i] * (cdf + xb[i] * inv_sqrt_2pi * pdf[i])
@@ -143,9 +141,7 @@ def gelu_backward(dy, x):
     dx = np.empty_like(x1)
     dtype = x1.dtype
     n_chunks = max(1, min((x1.size + BLOCK - 1) // BLOCK, 4 * numba.get_num_threads()))
-    scratch = np.zeros((n_chunks, 3, BLOCK), dtype=dtype)
-    int_type, mantissa_bits, exponent_bias = exponent_layout(dtype)
-    _gelu_backward(np.ascontiguousarray(dy).reshape(-1), x1, dx, scratch,
-                   scratch.view(int_type), exp_constants(dtype), mantissa_bits, exponent_bias,
+    scratch = np.zeros((n_chunks, 2, BLOCK), dtype=dtype)
+    _gelu_backward(np.ascontiguousarray(dy).reshape(-1), x1, dx, scratch, exp_constants(dtype),
                    gelu_constants(dtype))
     return dx.reshape(x.shape)

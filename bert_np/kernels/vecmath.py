@@ -6,7 +6,8 @@ this computes with plain arithmetic that vectorises:
     exp(z) = 2^k * exp(r),   k = floor(z / ln 2 + 1/2),   r = z - k ln 2  in [-ln2/2, ln2/2]
     exp(r) = sum_{i <= d} r^i / i!     Horner; d = 7 for float32, 12 for float64, where the
                                        remainder (ln2/2)^(d+1) / (d+1)! is below the dtype's eps
-    2^k    = the float whose exponent bits are k + bias: an integer written into an integer view
+    2^k    = the float whose exponent bits are k + bias: built as an integer and reinterpreted
+             as a float in the same register (`two_to_the`)
 ln 2 is split into a high part with few significant bits and a low part (Cody and Waite), so
 k ln 2 is subtracted without rounding error. Below log(smallest normal) the result is 0 (NumPy's
 exp gives a subnormal there; the difference is < 1e-37).
@@ -43,12 +44,6 @@ def exp_constants_type(dtype):
     return f"UniTuple({dtype.name}, {5 + _DEGREE[dtype] + 1})"
 
 
-def exponent_layout(dtype):
-    """(integer dtype of the same width, mantissa bits, exponent bias) of a float dtype."""
-    return {np.dtype(np.float32): (np.int32, 23, 127),
-            np.dtype(np.float64): (np.int64, 52, 1023)}[np.dtype(dtype)]
-
-
 @intrinsic
 def maxnum(typingctx, a, b):
     """max(a, b) of two floats of one type as LLVM's maxnum, flagged free of NaNs.
@@ -69,20 +64,48 @@ def maxnum(typingctx, a, b):
     return a(a, b), codegen
 
 
-@njit(cache=True, fastmath=_FLAGS)
-def exp_nonpositive(z, out, pow2, pow2_bits, consts, mantissa_bits, exponent_bias):
-    """out[j] = exp(z[j]) for z[j] <= 0; z, out (n,); pow2 (n,) scratch and pow2_bits its integer
-    view; consts from exp_constants(dtype). z, out and pow2 must be distinct arrays: if two of them
-    overlap, LLVM's run-time alias check sends the loop down its scalar path, ~10x slower."""
+@intrinsic
+def two_to_the(typingctx, k):
+    """2^k for a float k that holds an integer with 2^k in the normal range of its type.
+
+    The float with biased exponent k + bias and a zero mantissa is 2^k: k is converted to the
+    integer type of the same width, the bias added, the sum shifted into the exponent field, and
+    the bits reinterpreted as a float (an LLVM bitcast, free in a vector register). Numba has no
+    such reinterpretation of a scalar; writing the integers into an integer view of an array and
+    reading them back as floats costs a second pass and a scratch array.
+    """
+    layout = {types.float32: (32, 23, 127), types.float64: (64, 52, 1023)}
+    if k not in layout:
+        return None
+    width, mantissa_bits, exponent_bias = layout[k]
+
+    def codegen(context, builder, signature, args):
+        integer = ir.IntType(width)
+        biased = builder.add(builder.fptosi(args[0], integer), integer(exponent_bias))
+        return builder.bitcast(builder.shl(biased, integer(mantissa_bits)), args[0].type)
+    return k(k), codegen
+
+
+@njit(cache=True, fastmath=_FLAGS, inline="always")
+def _exp_element(z, consts):
+    """exp(z) for one z <= 0 (see the module docstring); 0 below log(smallest normal)."""
     log2e, ln2_hi, ln2_lo, lowest, half = consts[0], consts[1], consts[2], consts[3], consts[4]
+    zc = max(z, lowest)
+    k = np.floor(zc * log2e + half)                           # nearest integer to z / ln 2
+    r = (zc - k * ln2_hi) - k * ln2_lo                        # |r| <= ln2 / 2
+    p = consts[5]
+    for i in range(6, len(consts)):
+        p = p * r + consts[i]                                 # Horner: sum r^i / i!
+    e = p * two_to_the(k)
+    return e if z >= lowest else e - e
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def exp_nonpositive(z, shift, out, consts):
+    """out[j] = exp(z[j] - shift) for z[j] <= shift; z, out (n,) distinct arrays (if they overlap,
+    LLVM's run-time alias check sends the loop down its scalar path, ~10x slower); consts from
+    exp_constants(dtype). The shift is the softmax's row max, subtracted here rather than in a
+    pass of its own. A function of its own, so that callers compiled with reassociation (for their
+    sums) cannot merge the two parts of ln 2."""
     for j in range(z.shape[0]):
-        zj = max(z[j], lowest)
-        k = np.floor(zj * log2e + half)                       # nearest integer to z / ln 2
-        r = (zj - k * ln2_hi) - k * ln2_lo                    # |r| <= ln2 / 2
-        p = consts[5]
-        for i in range(6, len(consts)):
-            p = p * r + consts[i]                             # Horner: sum r^i / i!
-        out[j] = p if z[j] >= lowest else p - p              # 0 below the normal range
-        pow2_bits[j] = (int(k) + exponent_bias) << mantissa_bits   # the bits of 2^k
-    for j in range(z.shape[0]):
-        out[j] *= pow2[j]
+        out[j] = _exp_element(z[j] - shift, consts)
