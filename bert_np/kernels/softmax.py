@@ -5,9 +5,9 @@ backward:  dS = scale * P * (dP - sum_j dP_j P_j)
 
 Why it is fast: the NumPy reference makes ~7 passes over the (B, A, T, T) array, each writing a
 temporary as large as the array (scale, add the mask, max, subtract, exp, sum, divide) and so runs
-at memory speed. Here each row of T scores is read from memory once, scaled and masked into a scratch row
-(tracking the max), exponentiated into the output row with a vectorised exp (vecmath.py) and
-normalised there, all in L1; the row is written once. The backward reads dP and P once and writes
+at memory speed. Here each row of T scores is read from memory once, scaled and masked into a
+scratch row (tracking the max), exponentiated into the output row with a vectorised exp
+(vecmath.py) and normalised there, all in L1; the row is written once. The backward reads dP and P once and writes
 dS once. Rows are independent: `prange` hands chunks of rows to the cores, each chunk with its own
 scratch row.
 
