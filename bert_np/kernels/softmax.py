@@ -7,9 +7,9 @@ Why it is fast: the NumPy reference makes ~7 passes over the (B, A, T, T) array,
 temporary as large as the array (scale, add the mask, max, subtract, exp, sum, divide) and so runs
 at memory speed. Here each row of T scores is read from memory once, scaled and masked into a
 scratch row (tracking the max), exponentiated into the output row with a vectorised exp
-(vecmath.py) and normalised there, all in L1; the row is written once. The backward reads dP and P once and writes
-dS once. Rows are independent: `prange` hands chunks of rows to the cores, each chunk with its own
-scratch row.
+(vecmath.py) and normalised there, all in L1; the row is written once. The backward reads dP and
+P once and writes dS once. Rows are independent: `prange` hands chunks of rows to the cores, each
+chunk with its own scratch row.
 
 A row whose keys are all padding has every score equal to dtype-min after the mask (the scaled
 score is absorbed), so it gets uniform attention 1/T, exactly as the reference and transformers.
