@@ -12,6 +12,7 @@ Parameter names are Hugging Face's state_dict keys; `prefix` is "bert." inside t
     embeddings:  x = LayerNorm(E_word[ids] + E_pos[0..T-1] + E_type[types]);  x = dropout(x)
     layer:       h = LayerNorm(dropout(Attention(x) Wo^T + bo) + x)
                  y = LayerNorm(dropout(act(h Wi^T + bi) Wo2^T + bo2) + h)
+                 (bi is added by the activation as it reads h Wi^T: one pass over (B, T, I) fewer)
     pooler:      pooled = tanh(h[:, 0] Wp^T + bp)
 """
 from __future__ import annotations
@@ -90,8 +91,9 @@ def layer_forward(x, mask_bias, params, prefix, cfg, rng, keep_cache=True):
     a, c_ad = dropout_forward(a, p_drop, rng)
     h, c_aln = add_layernorm_forward(a, x, *w("attention.output.LayerNorm"), cfg.layer_norm_eps)
     # feed-forward sublayer
-    i, c_i = linear_forward(h, *w("intermediate.dense"))                              # (B, T, I)
-    g, c_g = act_forward(i)                                                           # (B, T, I)
+    wi, bi = w("intermediate.dense")
+    i, c_i = linear_forward(h, wi, None)                                              # (B, T, I)
+    g, c_g = act_forward(i, bi)                                                       # act(i + bi)
     o, c_o = linear_forward(g, *w("output.dense"))                                    # (B, T, H)
     o, c_od = dropout_forward(o, p_drop, rng)
     y, c_oln = add_layernorm_forward(o, h, *w("output.LayerNorm"), cfg.layer_norm_eps)  # LN(o + h)
@@ -110,8 +112,8 @@ def layer_backward(dy, cache, grads, prefix, cfg):
     do = dropout_backward(d_sum, c_od)                      # o = dropout(o)
     dg, dw, db = linear_backward(do, c_o)                   # o = g Wo2^T + bo2
     add_grads(grads, prefix + "output.dense", dw, db)
-    di = act_backward(dg, c_g)                              # g = act(i)
-    dh, dw, db = linear_backward(di, c_i)                   # i = h Wi^T + bi
+    di = act_backward(dg, c_g)                              # g = act(i + bi)
+    dh, dw, db = linear_backward(di, c_i)                   # i = h Wi^T; db = sum di for bi
     add_grads(grads, prefix + "intermediate.dense", dw, db)
     dh += d_sum                                             # residual: y = LN(o + h)
     # self-attention sublayer

@@ -74,6 +74,8 @@ def test_linear_matches_reference(x_shape, d_out, dtype, rng):
     grads_ref = linear_ref.linear_backward.reference(dy, cache_ref)
     assert_close(gemm.linear_backward(dy, cache), grads_ref, dtype, "linear_backward")
     assert_close(gemm.linear_backward(dy, cache_ref), grads_ref, dtype, "linear_backward(ref cache)")
+    assert_close([gemm.linear_forward(x, w, None)[0]], [linear_ref.linear_forward.reference(x, w, None)[0]],
+                 dtype, "linear_forward without bias")
 
 
 @pytest.mark.parametrize("layout", ["strided", "transposed", "reversed", "gathered", "pooler h[:, 0]"])
@@ -232,18 +234,20 @@ def test_add_layernorm_matches_reference(shape, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1,)] + ELEMENTWISE_SHAPES)
-def test_gelu_matches_reference(shape, dtype, rng):
-    """y, its cache and dx equal the reference's for inputs from -12 to 12 (where Phi saturates
-    and exp(-x^2/2) underflows)."""
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_gelu_matches_reference(shape, dtype, with_bias, rng):
+    """y, its cache and dz equal the reference's for z = x (+ b) from about -12 to 12 (where Phi
+    saturates and exp(-z^2/2) underflows), with and without the Linear layer's bias b."""
     x = (4 * rng.standard_normal(shape)).astype(dtype)
     x.flat[0] = -12.0
+    b = rng.standard_normal(shape[-1:]).astype(dtype) if with_bias else None
     dy = rng.standard_normal(shape).astype(dtype)
-    y, cache = gelu.gelu_forward(x)
-    y_ref, cache_ref = activations.gelu_forward.reference(x)
-    assert cache is x
+    y, cache = gelu.gelu_forward(x, b)
+    y_ref, cache_ref = activations.gelu_forward.reference(x, b)
+    assert cache[0] is x and cache[1] is b                    # z = x + b is not stored
     assert_close([y], [y_ref], dtype, "gelu_forward")
-    assert_close([gelu.gelu_backward(dy, x)], [activations.gelu_backward.reference(dy, x)], dtype,
-                 "gelu_backward")
+    assert_close([gelu.gelu_backward(dy, cache)], [activations.gelu_backward.reference(dy, cache)],
+                 dtype, "gelu_backward")
 
 
 @pytest.mark.parametrize("layout", ["strided", "transposed", "reversed", "gathered"])
@@ -257,9 +261,10 @@ def test_layernorm_and_gelu_non_contiguous_inputs(layout, rng):
     assert_close(layernorm.layernorm_backward(dy[:, ::-1], out[1]),
                  layernorm_ref.layernorm_backward.reference(dy[:, ::-1], out_ref[1]), np.float64,
                  "layernorm_backward")
-    assert_close([gelu.gelu_forward(x)[0], gelu.gelu_backward(dy[:, ::-1], x)],
-                 [activations.gelu_forward.reference(x)[0],
-                  activations.gelu_backward.reference(dy[:, ::-1], x)], np.float64, "gelu")
+    bias = rng.standard_normal(34)[::2]                       # (17,), strided
+    assert_close([gelu.gelu_forward(x, bias)[0], gelu.gelu_backward(dy[:, ::-1], (x, bias))],
+                 [activations.gelu_forward.reference(x, bias)[0],
+                  activations.gelu_backward.reference(dy[:, ::-1], (x, bias))], np.float64, "gelu")
 
 
 def test_other_dtypes_fall_back_to_the_reference(rng):

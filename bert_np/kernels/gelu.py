@@ -1,12 +1,14 @@
-"""Exact (erf) GELU forward and backward, element-wise, fused into one pass.
+"""Exact (erf) GELU forward and backward of z = x + b, element-wise, fused into one pass.
 
-forward:   y = x * Phi(x),           Phi(x) = (1 + erf(x / sqrt 2)) / 2
-backward:  dx = dy * (Phi(x) + x * phi(x)),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+forward:   y = z * Phi(z),           Phi(z) = (1 + erf(z / sqrt 2)) / 2,   z = x + b
+backward:  dz = dy * (Phi(z) + z * phi(z)),   phi(z) = exp(-z^2 / 2) / sqrt(2 pi)
+b is the bias of the Linear layer before the GELU (layers/activations.py), added as x is read.
 
-Why it is fast: the NumPy reference builds 4 (forward) to 8 (backward) temporaries the size of the
+Why it is fast: the NumPy reference builds 5 (forward) to 9 (backward) temporaries the size of the
 (B, T, I) activations, one ufunc at a time. Here every element is read once and its result written
-once, the blocks of 4096 elements are split over the cores with `prange`, and the backward's
-exp(-x^2/2), whose argument is always <= 0, uses the vectorised exp of vecmath.py.
+once, the rows are split over the cores with `prange`, and the backward's exp(-z^2/2), whose
+argument is always <= 0, uses the vectorised exp of vecmath.py. z is never stored: the backward
+adds the bias again as it reads x.
 erf: in float64, libm's (a scalar call per element, exact to the last bit, so float64 results match
 the reference to ~1e-16). In float32, a rational approximation x P(x^2) / Q(x^2) with the
 coefficients Eigen uses for its vectorised float erf: plain multiply-adds and one division, which
@@ -14,7 +16,7 @@ LLVM vectorises; its error is below 5e-7 absolute. Beyond |x| = 3.9, erf(x) roun
 in float32 (1 - erf(3.9) = 3.5e-8 is under half of float32's spacing below 1), so there it returns
 +-1 exactly, as the reference does: GELU(x) for very negative x is then 0, not a rounding residue.
 
-Indexing: every element loop runs over a 0-based range on a 1-D slice. Numba turns x[i] into
+Indexing: every element loop runs over a 0-based range on a 1-D row. Numba turns x[i] into
 x[i + n if i < 0 else i] (negative indices count from the end); LLVM removes that test only when
 it can see i >= 0. With i = lo + j and lo from the parallel scheduler it cannot, the loop then
 loads and stores through gathers and scatters, and ran 3-5x slower.
@@ -31,7 +33,6 @@ from . import register
 from .common import FLOAT_TYPES, supported
 from .vecmath import exp_constants, exp_constants_type, exp_nonpositive
 
-BLOCK = 4096   # elements per step; the backward's two scratch rows of this size stay in L1/L2
 _ERF_P = tuple(np.float32(c) for c in (
     -2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
     -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02))
@@ -79,69 +80,75 @@ def _erf_of(x):
 
 
 _CONSTANTS = {t: f"UniTuple({t}, 4)" for t in FLOAT_TYPES}
-_FORWARD_SIGNATURES = [f"void({t}[::1], {t}[::1], {_CONSTANTS[t]})" for t in FLOAT_TYPES]
+_FORWARD_SIGNATURES = [f"void({t}[:, ::1], {t}[::1], {t}[:, ::1], {_CONSTANTS[t]})"
+                       for t in FLOAT_TYPES]
 _BACKWARD_SIGNATURES = [
-    f"void({t}[::1], {t}[::1], {t}[::1], {t}[:, :, ::1], {exp_constants_type(t)}, {_CONSTANTS[t]})"
-    for t in FLOAT_TYPES]
+    f"void({t}[:, ::1], {t}[:, ::1], {t}[::1], {t}[:, ::1], {t}[:, :, ::1], "
+    f"{exp_constants_type(t)}, {_CONSTANTS[t]})" for t in FLOAT_TYPES]
 
 
 @njit(_FORWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
-def _gelu(x, y, consts):
-    """y = x * Phi(x); x, y (n,); consts = gelu_constants(dtype)."""
+def _gelu(x, b, y, consts):
+    """y[n] = z * Phi(z), z = x[n] + b, for every row n; x, y (N, I), b (I,);
+    consts = gelu_constants(dtype)."""
     half, one, inv_sqrt_2 = consts[0], consts[1], consts[2]
-    for blk in prange((x.shape[0] + BLOCK - 1) // BLOCK):
-        lo, hi = blk * BLOCK, min((blk + 1) * BLOCK, x.shape[0])
-        xb, yb = x[lo:hi], y[lo:hi]                           # see "Indexing" in the docstring
-        for i in range(hi - lo):
-            yb[i] = xb[i] * half * (one + erf_of(xb[i] * inv_sqrt_2))
+    for n in prange(x.shape[0]):
+        xr, yr = x[n], y[n]                                   # see "Indexing" in the docstring
+        for i in range(xr.shape[0]):
+            z = xr[i] + b[i]
+            yr[i] = z * half * (one + erf_of(z * inv_sqrt_2))
 
 
 @njit(_BACKWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
-def _gelu_backward(dy, x, dx, scratch, exp_consts, consts):
-    """dx = dy * (Phi(x) + x phi(x)); dy, x, dx (n,); scratch (chunks, 2, BLOCK) per-chunk rows,
-    zeros at the start.
-
-    Chunk c of the n elements is done BLOCK elements at a time in its own scratch rows. The exp
-    runs over whole rows; after a short last block their tails hold earlier values of z, which
-    are <= 0 (or the initial zeros), so no garbage reaches the exp.
-    """
+def _gelu_backward(dy, x, b, dx, scratch, exp_consts, consts):
+    """dx[n] = dy[n] * (Phi(z) + z phi(z)), z = x[n] + b, for every row n; dy, x, dx (N, I), b (I,);
+    scratch (chunks, 2, I): two rows per chunk of rows, for the exp's argument and result."""
     half, one, inv_sqrt_2, inv_sqrt_2pi = consts[0], consts[1], consts[2], consts[3]
-    n = x.shape[0]
+    N = x.shape[0]
     n_chunks = scratch.shape[0]
     for c in prange(n_chunks):
-        z, pdf = scratch[c, 0], scratch[c, 1]
-        for lo in range(c * n // n_chunks, (c + 1) * n // n_chunks, BLOCK):
-            m = min(BLOCK, (c + 1) * n // n_chunks - lo)
-            xb, dyb, dxb = x[lo:lo + m], dy[lo:lo + m], dx[lo:lo + m]
-            for i in range(m):
-                z[i] = -half * xb[i] * xb[i]                  # <= 0
-            exp_nonpositive(z, half - half, pdf, exp_consts)  # exp(-x^2 / 2)
-            for i in range(m):
-                cdf = half * (one + erf_of(xb[i] * inv_sqrt_2))                  # Phi(x)
-                dxb[i] = dyb[i] * (cdf + xb[i] * inv_sqrt_2pi * pdf[i])
+        t, pdf = scratch[c, 0], scratch[c, 1]
+        for n in range(c * N // n_chunks, (c + 1) * N // n_chunks):
+            xr, dyr, dxr = x[n], dy[n], dx[n]
+            for i in range(xr.shape[0]):
+                z = xr[i] + b[i]
+                t[i] = -half * z * z                          # <= 0
+            exp_nonpositive(t, half - half, pdf, exp_consts)  # exp(-z^2 / 2)
+            for i in range(xr.shape[0]):
+                z = xr[i] + b[i]
+                cdf = half * (one + erf_of(z * inv_sqrt_2))                      # Phi(z)
+                dxr[i] = dyr[i] * (cdf + z * inv_sqrt_2pi * pdf[i])
+
+
+def _rows_and_bias(x, b):
+    """x as C-contiguous rows (N, I) and b as (I,), zeros when there is no bias."""
+    I = x.shape[-1] if x.ndim else 1
+    rows = np.ascontiguousarray(x).reshape(-1, I)
+    bias = np.zeros(I, x.dtype) if b is None else np.ascontiguousarray(b)
+    return rows, bias
 
 
 @register("gelu_forward")
-def gelu_forward(x):
-    """Returns (y, x) like the reference."""
-    if not supported(x):
-        return reference.gelu_forward.reference(x)
-    x1 = np.ascontiguousarray(x).reshape(-1)
-    y = np.empty_like(x1)
-    _gelu(x1, y, gelu_constants(x1.dtype))
-    return y.reshape(x.shape), x
+def gelu_forward(x, b=None):
+    """Returns (y, (x, b)) like the reference."""
+    if not supported(x, *(() if b is None else (b,))) or (b is not None and b.shape != x.shape[-1:]):
+        return reference.gelu_forward.reference(x, b)
+    rows, bias = _rows_and_bias(x, b)
+    y = np.empty_like(rows)
+    _gelu(rows, bias, y, gelu_constants(rows.dtype))
+    return y.reshape(x.shape), (x, b)
 
 
 @register("gelu_backward")
-def gelu_backward(dy, x):
-    """Returns dx like the reference."""
-    if not supported(dy, x):
-        return reference.gelu_backward.reference(dy, x)
-    x1 = np.ascontiguousarray(x).reshape(-1)
-    dx = np.empty_like(x1)
-    dtype = x1.dtype
-    n_chunks = max(1, min((x1.size + BLOCK - 1) // BLOCK, 4 * numba.get_num_threads()))
-    scratch = np.zeros((n_chunks, 2, BLOCK), dtype=dtype)
-    _gelu_backward(np.ascontiguousarray(dy).reshape(-1), x1, dx, scratch, exp_constants(dtype),
-                   gelu_constants(dtype))
+def gelu_backward(dy, cache):
+    """Returns dz like the reference."""
+    x, b = cache
+    if not supported(dy, x, *(() if b is None else (b,))) or dy.shape != x.shape:
+        return reference.gelu_backward.reference(dy, cache)
+    rows, bias = _rows_and_bias(x, b)
+    dx = np.empty_like(rows)
+    n_chunks = max(1, min(rows.shape[0], 4 * numba.get_num_threads()))
+    scratch = np.empty((n_chunks, 2, rows.shape[1]), dtype=rows.dtype)
+    _gelu_backward(np.ascontiguousarray(dy).reshape(rows.shape), rows, bias, dx, scratch,
+                   exp_constants(rows.dtype), gelu_constants(rows.dtype))
     return dx.reshape(x.shape)

@@ -3,6 +3,8 @@
 forward:   y = x W^T + b                        x (N, in)  W (out, in)  b (out,)  y (N, out)
 backward:  dx = dy W        dW = dy^T x        db = sum_n dy
 Any leading dimensions of x (B, T, ...) are folded into N.
+With b=None the layer computes x W^T only: the feed-forward sublayer leaves its intermediate bias to
+the activation that follows (layers/activations.py). db = sum_n dy is the bias's gradient then too.
 """
 import numpy as np
 
@@ -17,10 +19,11 @@ def add_bias(y, b):
 
 @accelerated("linear_forward")
 def linear_forward(x, w, b):
-    """y = x @ w.T + b; returns (y, cache) with cache = (x, w)."""
+    """y = x @ w.T + b (b None: no bias); returns (y, cache) with cache = (x, w)."""
     x2 = x.reshape(-1, x.shape[-1])                           # (N, in): one 2-D GEMM, not a batch
     y = np.matmul(x2, w.T)                                    # (N, out)
-    add_bias(y, b)
+    if b is not None:
+        add_bias(y, b)
     return y.reshape(*x.shape[:-1], w.shape[0]), (x, w)
 
 
