@@ -1,8 +1,17 @@
 """bert_np against transformers + PyTorch on this CPU, in one run.
 
 For each preset and each job, both frameworks process the same batch (B=32, T=128 by default,
-random token ids, 15% MLM labels), each in a fresh subprocess so that its peak memory (max RSS)
-is its own:
+random token ids, 15% MLM labels), each in a subprocess of its own so that its peak memory (max
+RSS) is its own. The two processes take turns: one runs steps for about --turn-seconds while the
+other waits, then the other, until each has at least --steps steps and --min-seconds of them. The
+speed of a shared VM drifts by 20-50% within minutes; taking turns puts both frameworks through
+the same drift, which a run of one after the other does not. A short pause after each turn lets
+the threads of the process that just ran (PyTorch's OpenMP workers, OpenBLAS's) go to sleep
+before the other starts. Two processes running the very same step also differ, by up to ~17% on
+the VM of the README (memory placement, whatever the cause), so each pair is started --repeats
+times afresh. Reported: tokens/s from the median step time of each process, the median over the
+repeats, and the ratio as the median of the repeats' ratios with their range; peak memory is the
+largest of the repeats.
   pretrain   BertForPreTraining: forward, backward, AdamW step        (MLM + NSP loss)
   finetune   BertForSequenceClassification: forward, backward, AdamW step
   inference  BertForSequenceClassification: forward only
@@ -13,7 +22,7 @@ jobs), the same thread count as NumPy/Numba, and glibc's default malloc settings
 process keeps freed memory, bert_np/allocator.py; --tune-torch-malloc gives PyTorch the same).
 
     python bench/compare_torch.py                      # tiny mini small medium base
-    python bench/compare_torch.py --presets tiny mini --steps 5
+    python bench/compare_torch.py --presets tiny mini --steps 20
 """
 from __future__ import annotations
 
@@ -48,7 +57,8 @@ def model_flops_per_token(cfg, T, job, masked_fraction=0.15):
     return forward * (1 if job == "inference" else 3)
 
 
-def run_bert_np(preset, job, B, T, steps, warmup):
+def bert_np_step(preset, job, B, T):
+    """One training or inference step of bert_np, as a function of no arguments."""
     import bert_np
     from bert_np.optim import AdamW
     cfg = bert_np.BertConfig.preset(preset, hidden_dropout_prob=0.1)
@@ -68,10 +78,11 @@ def run_bert_np(preset, job, B, T, steps, warmup):
         else:
             _, grads = model.loss_and_grads(**inputs, **labels, training=True)
             opt.step(grads)
-    return time_steps(step, steps, warmup)
+    return step
 
 
-def run_torch(preset, job, B, T, steps, warmup):
+def torch_step(preset, job, B, T):
+    """The same step in transformers + PyTorch."""
     import torch
     import transformers
     import bert_np
@@ -99,45 +110,83 @@ def run_torch(preset, job, B, T, steps, warmup):
             opt.zero_grad(set_to_none=True)
             model(**inputs, **labels).loss.backward()
             opt.step()
-    return time_steps(step, steps, warmup)
+    return step
 
 
-def time_steps(step, steps, warmup, min_seconds=3.0):
-    """Median seconds per step over at least `steps` timed steps and at least `min_seconds`: a
-    BERT-tiny inference step takes ~40 ms, and the median of three of them is mostly noise."""
-    for _ in range(warmup):
+def serve(args):
+    """The child process: build one framework's step, warm it up, then run turns on request.
+
+    Protocol on stdin/stdout, one line each: "ready" once warm; "run S" runs steps for at least
+    S seconds (at least one step) and answers with their times as a JSON list; "quit" answers with
+    the peak memory {"peak_mb": ...} and exits.
+    """
+    make_step = bert_np_step if args.framework == "bert_np" else torch_step
+    step = make_step(args.preset, args.job, args.batch_size, args.seq_len)
+    for _ in range(args.warmup):
         step()
-    times = []
-    while len(times) < steps or sum(times) < min_seconds:
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if command[0] == "quit":
+            break
+        times, deadline = [], time.perf_counter() + float(command[1])
+        while not times or time.perf_counter() < deadline:
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+        print(json.dumps(times), flush=True)
+    print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 
 
-def child(args):
-    """Run one measurement and print it as JSON (called in a subprocess)."""
-    runner = run_bert_np if args.framework == "bert_np" else run_torch
-    seconds = runner(args.preset, args.job, args.batch_size, args.seq_len, args.steps, args.warmup)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb}))
+class Child:
+    """One framework's step in a subprocess of its own (see serve). The PyTorch child imports
+    bert_np for its presets, and that import applies bert_np's malloc settings
+    (bert_np/allocator.py) to the process; unless --tune-torch-malloc is given they are switched
+    off there, so PyTorch runs with glibc's defaults, as in a user's own script."""
+
+    def __init__(self, framework, preset, job, args):
+        cmd = [sys.executable, __file__, "--child", "--framework", framework, "--preset", preset,
+               "--job", job, "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
+               "--warmup", str(args.warmup)]
+        env = dict(os.environ)
+        if framework == "torch" and not args.tune_torch_malloc:
+            env["BERT_NP_KEEP_FREED_MEMORY"] = "0"
+        self.name = f"{framework} {preset} {job}"
+        self.process = subprocess.Popen(cmd, env=env, text=True, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.times = []
+        self._answer()                                        # "ready"
+
+    def _answer(self):
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} failed:\n{self.process.stderr.read()[-3000:]}")
+        return line
+
+    def turn(self, seconds):
+        self.process.stdin.write(f"run {seconds}\n")
+        self.process.stdin.flush()
+        self.times += json.loads(self._answer())
+
+    def finish(self):
+        """Median seconds per step and peak memory; ends the process."""
+        self.process.stdin.write("quit\n")
+        self.process.stdin.flush()
+        peak_mb = json.loads(self._answer())["peak_mb"]
+        self.process.wait()
+        return dict(seconds=float(np.median(self.times)), steps=len(self.times), peak_mb=peak_mb)
 
 
-def measure(framework, preset, job, args):
-    """Run one job in a fresh interpreter. The PyTorch child imports bert_np for its presets, and
-    that import applies bert_np's malloc settings (bert_np/allocator.py) to the process; unless
-    --tune-torch-malloc is given they are switched off there, so PyTorch runs with glibc's
-    defaults, as in a user's own script."""
-    cmd = [sys.executable, __file__, "--child", "--framework", framework, "--preset", preset,
-           "--job", job, "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-           "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    env = dict(os.environ)
-    if framework == "torch" and not args.tune_torch_malloc:
-        env["BERT_NP_KEEP_FREED_MEMORY"] = "0"
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"{framework} {preset} {job} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def measure_pair(preset, job, args):
+    """bert_np and PyTorch in turns (module docstring); returns ({seconds, steps, peak_mb}, ...)."""
+    children = [Child(framework, preset, job, args) for framework in ("bert_np", "torch")]
+    turn = 0
+    while any(len(c.times) < args.steps or sum(c.times) < args.min_seconds for c in children):
+        for child in (children if turn % 2 == 0 else children[::-1]):   # alternate who goes first
+            time.sleep(args.pause)
+            child.turn(args.turn_seconds)
+        turn += 1
+    return tuple(child.finish() for child in children)
 
 
 def matmul_peak_gflops(n=2048, repeats=5):
@@ -160,7 +209,16 @@ def main():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--steps", type=int, default=3,
-                   help="timed steps at least, and at least 3 s of them (the median is reported)")
+                   help="timed steps per framework at least (the median is reported)")
+    p.add_argument("--min-seconds", type=float, default=6.0,
+                   help="and at least this many seconds of timed steps per framework")
+    p.add_argument("--turn-seconds", type=float, default=1.0,
+                   help="steps run for about this long (at least one step) before the other "
+                        "framework takes its turn")
+    p.add_argument("--pause", type=float, default=0.3,
+                   help="seconds of idle before each turn, for the other process's threads to sleep")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="fresh pairs of processes per job; the medians over them are reported")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the results to this file")
     p.add_argument("--tune-torch-malloc", action="store_true",
@@ -172,34 +230,44 @@ def main():
     p.add_argument("--job", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        return child(args)
+        return serve(args)
 
     import bert_np
     peak = matmul_peak_gflops()
     tokens = args.batch_size * args.seq_len
     print(f"machine: {os.cpu_count()} cores, float32 matmul peak {peak:.0f} GFLOP/s "
           f"(np.matmul 2048^3); bert_np backend {bert_np.get_backend()}; B={args.batch_size} "
-          f"T={args.seq_len}, median of >= {args.steps} steps and >= 3 s, {args.warmup} warm-up; "
+          f"T={args.seq_len}; the two take turns of ~{args.turn_seconds:g} s, each timing >= "
+          f"{args.steps} steps and >= {args.min_seconds:g} s (median), {args.warmup} warm-up, "
+          f"{args.repeats} pairs of processes per job; "
           f"PyTorch malloc: {'bert_np settings' if args.tune_torch_malloc else 'glibc defaults'}")
     header = (f"{'preset':7s} {'job':9s} {'bert_np tok/s':>13s} {'torch tok/s':>11s} {'ratio':>6s} "
-              f"{'bert_np MB':>10s} {'torch MB':>9s} {'% peak':>7s}")
+              f"{'range':>11s} {'bert_np MB':>10s} {'torch MB':>9s} {'% peak':>7s}")
     print(header)
     print("-" * len(header))
     rows = []
     for preset in args.presets:
         cfg = bert_np.BertConfig.preset(preset)
         for job in args.jobs:
-            ours = measure("bert_np", preset, job, args)
-            theirs = measure("torch", preset, job, args)
-            ours_tps, theirs_tps = tokens / ours["seconds"], tokens / theirs["seconds"]
-            frac = model_flops_per_token(cfg, args.seq_len, job) * ours_tps / 1e9 / peak
-            row = dict(preset=preset, job=job, bert_np_tokens_per_s=ours_tps,
-                       torch_tokens_per_s=theirs_tps, ratio=ours_tps / theirs_tps,
-                       bert_np_peak_mb=ours["peak_mb"], torch_peak_mb=theirs["peak_mb"],
-                       fraction_of_peak=frac)
+            pairs = [measure_pair(preset, job, args) for _ in range(args.repeats)]
+            ours_tps = [tokens / ours["seconds"] for ours, _ in pairs]
+            theirs_tps = [tokens / theirs["seconds"] for _, theirs in pairs]
+            ratios = [a / b for a, b in zip(ours_tps, theirs_tps)]
+            row = dict(preset=preset, job=job, bert_np_tokens_per_s=float(np.median(ours_tps)),
+                       torch_tokens_per_s=float(np.median(theirs_tps)),
+                       ratio=float(np.median(ratios)), ratios=ratios,
+                       bert_np_peak_mb=max(ours["peak_mb"] for ours, _ in pairs),
+                       torch_peak_mb=max(theirs["peak_mb"] for _, theirs in pairs),
+                       bert_np_steps=[ours["steps"] for ours, _ in pairs],
+                       torch_steps=[theirs["steps"] for _, theirs in pairs])
+            row["fraction_of_peak"] = (model_flops_per_token(cfg, args.seq_len, job)
+                                       * row["bert_np_tokens_per_s"] / 1e9 / peak)
             rows.append(row)
-            print(f"{preset:7s} {job:9s} {ours_tps:13.0f} {theirs_tps:11.0f} {row['ratio']:6.2f} "
-                  f"{ours['peak_mb']:10.0f} {theirs['peak_mb']:9.0f} {100 * frac:6.1f}%", flush=True)
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+            print(f"{preset:7s} {job:9s} {row['bert_np_tokens_per_s']:13.0f} "
+                  f"{row['torch_tokens_per_s']:11.0f} {row['ratio']:6.2f} {spread:>11s} "
+                  f"{row['bert_np_peak_mb']:10.0f} {row['torch_peak_mb']:9.0f} "
+                  f"{100 * row['fraction_of_peak']:6.1f}%", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"peak_gflops": peak, "torch_malloc_tuned": args.tune_torch_malloc,
