@@ -65,6 +65,8 @@ FLOAT_TYPES = ("float32", "float64")
 
 def supported(*arrays):
     """True if all arrays share one dtype the kernels are compiled for; otherwise the wrapper calls
-    the NumPy reference, which then applies NumPy's promotion rules."""
+    the NumPy reference, which then applies NumPy's promotion rules. None stands for an optional
+    array that is absent (a Linear layer's or an activation's bias) and is not checked."""
+    arrays = [a for a in arrays if a is not None]
     dtype = arrays[0].dtype
     return dtype.name in FLOAT_TYPES and all(a.dtype == dtype for a in arrays)

@@ -231,7 +231,7 @@ def matmul(a, b, bias=None):
 @register("linear_forward")
 def linear_forward(x, w, b):
     """y = x @ w.T + b with the bias fused into the GEMM; returns (y, (x, w)) like the reference."""
-    if not supported(x, w, *(() if b is None else (b,))):
+    if not supported(x, w, b):
         return reference_linear.linear_forward.reference(x, w, b)
     x2 = x.reshape(-1, x.shape[-1])                           # (N, in), a view when possible
     y = matmul(x2, w.T, b)                                    # (N, out)
