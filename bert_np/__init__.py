@@ -5,7 +5,7 @@ from .config import BertConfig
 from .hf import CheckpointError
 from .kernels import get_backend, set_backend
 from .openblas import let_idle_threads_sleep
-from .modeling import (BertForMaskedLM, BertForPreTraining, BertForSequenceClassification,
+from .models import (BertForMaskedLM, BertForPreTraining, BertForSequenceClassification,
                        BertModel)
 from .optim import AdamW, clip_grad_norm, linear_warmup_decay
 

@@ -16,7 +16,7 @@ from . import paths
 from .config import BertConfig
 from .data.tasks import Example, get_task, load_jsonl, load_split
 from .metrics import compute_metrics
-from .modeling import BertForSequenceClassification
+from .models import BertForSequenceClassification
 from .optim import AdamW, linear_warmup_decay
 from .plots import plot_training_curves
 from .tokenization import BertTokenizer

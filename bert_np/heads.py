@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .layers import (ACTIVATIONS, dropout_backward, dropout_forward, layernorm_backward,
                      layernorm_forward, linear_backward, linear_forward)
-from .model import add_grad, add_grads
+from .encoder import add_grad, add_grads
 
 WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
 

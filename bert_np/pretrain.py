@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import BertConfig
 from .data.pretraining import PretrainingDataset
-from .modeling import BertForPreTraining
+from .models import BertForPreTraining
 from .optim import AdamW, linear_warmup_decay
 from .plots import plot_training_curves
 from .tokenization import BertTokenizer

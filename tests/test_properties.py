@@ -18,7 +18,7 @@ from bert_np.data.pretraining import (IGNORE_INDEX, MaskingSpec, PretrainingData
 from bert_np.layers import padding_mask_bias
 from bert_np.layers.attention import attention_softmax_forward
 from bert_np.layers.layernorm import layernorm_forward
-from bert_np.checks import check_inputs
+from bert_np.inputs import check_inputs
 from bert_np.tokenization import train_wordpiece
 from reference import rel_error
 

@@ -5,7 +5,7 @@ backward:  dE[v] += sum over (b, t) with ids[b, t] == v of dy[b, t]
 Several tokens can share an id, so the backward is a scatter-add (np.add.at), not an assignment.
 With a padding id (PyTorch's `padding_idx`, which transformers sets to pad_token_id for the word
 embeddings) the lookups of that id add nothing: the padding row keeps its value during training.
-BERT's input embedding is the sum of three lookups (word, position, token type); see model.py.
+BERT's input embedding is the sum of three lookups (word, position, token type); see encoder.py.
 """
 import numpy as np
 

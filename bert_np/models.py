@@ -5,7 +5,7 @@ Each holds `params`, a flat dict keyed by the Hugging Face state_dict names, and
     forward(input_ids, token_type_ids=None, attention_mask=None, training=False) -> dict of outputs
     loss_and_grads(..., labels=..., training=False) -> (loss, grads with the keys of params)
     from_pretrained(directory) / save_pretrained(directory)
-The layers live in bert_np/layers, the encoder in model.py and the heads in heads.py; a class only
+The layers live in bert_np/layers, the encoder in encoder.py and the heads in heads.py; a class only
 wires them together and checks its inputs.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from .heads import (classifier_head_backward, classifier_head_forward, mlm_head_
                     mlm_head_forward, nsp_head_backward, nsp_head_forward)
 from .layers import (IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward, mse_backward,
                      mse_forward, padding_mask_bias)
-from .checks import check_inputs, check_regression_labels, check_token_labels
-from .model import encoder_backward, encoder_forward, pooler_backward, pooler_forward
+from .inputs import check_inputs, check_regression_labels, check_token_labels
+from .encoder import encoder_backward, encoder_forward, pooler_backward, pooler_forward
 
 logger = logging.getLogger("bert_np")
 
@@ -200,7 +200,7 @@ class BertModel(BertPreTrainedModel):
 
     def loss_and_grads(self, *args, **kwargs):
         raise TypeError("BertModel has no loss; use a task model, or backpropagate your own "
-                        "gradient of last_hidden_state through bert_np.model.encoder_backward")
+                        "gradient of last_hidden_state through bert_np.encoder.encoder_backward")
 
 
 class BertForPreTraining(BertPreTrainedModel):
