@@ -19,7 +19,8 @@ It prints tokens/s of each, the ratio bert_np / PyTorch, peak memory of each, an
 the machine's float32 peak that bert_np's model FLOPs reach (peak = np.matmul on a 2048^3 GEMM,
 measured in the same run). transformers runs with its default attention and dropout on (training
 jobs), the same thread count as NumPy/Numba, and glibc's default malloc settings (bert_np's own
-process keeps freed memory, bert_np/allocator.py; --tune-torch-malloc gives PyTorch the same).
+process applies bert_np.tune_process(), as `bert-np` does; --tune-torch-malloc gives PyTorch its
+malloc setting too).
 
     python bench/compare_torch.py                      # tiny mini small medium base
     python bench/compare_torch.py --presets tiny mini --steps 20
@@ -120,6 +121,11 @@ def serve(args):
     S seconds (at least one step) and answers with their times as a JSON list; "quit" answers with
     the peak memory {"peak_mb": ...} and exits.
     """
+    from bert_np.kernels.process import keep_freed_memory, tune_process
+    if args.framework == "bert_np":
+        tune_process()                                        # as the bert-np command does
+    elif args.tune_torch_malloc:
+        keep_freed_memory()
     make_step = bert_np_step if args.framework == "bert_np" else torch_step
     step = make_step(args.preset, args.job, args.batch_size, args.seq_len)
     for _ in range(args.warmup):
@@ -139,18 +145,16 @@ def serve(args):
 
 
 class Child:
-    """One framework's step in a subprocess of its own (see serve). The PyTorch child imports
-    bert_np for its presets, and that import applies bert_np's malloc settings
-    (bert_np/allocator.py) to the process; unless --tune-torch-malloc is given they are switched
-    off there, so PyTorch runs with glibc's defaults, as in a user's own script."""
+    """One framework's step in a subprocess of its own (see serve). The bert_np child applies
+    bert_np.tune_process(); the PyTorch child keeps glibc's malloc defaults, as in a user's own
+    script, unless --tune-torch-malloc is given."""
 
     def __init__(self, framework, preset, job, args):
         cmd = [sys.executable, __file__, "--child", "--framework", framework, "--preset", preset,
                "--job", job, "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-               "--warmup", str(args.warmup)]
+               "--warmup", str(args.warmup)] + (["--tune-torch-malloc"] if args.tune_torch_malloc
+                                                else [])
         env = dict(os.environ)
-        if framework == "torch" and not args.tune_torch_malloc:
-            env["BERT_NP_KEEP_FREED_MEMORY"] = "0"
         self.name = f"{framework} {preset} {job}"
         self.process = subprocess.Popen(cmd, env=env, text=True, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -17,8 +17,8 @@ import os
 import platform
 import time
 
-# OpenBLAS with its own default spin (2^28 cycles), not the short one bert_np sets on import
-# (bert_np/openblas.py): with the short one its workers are asleep when each timed call starts,
+# OpenBLAS with its own default spin (2^28 cycles), not the short one bert_np.tune_process() sets
+# (bert_np/kernels/process.py): with the short one its workers are asleep when each timed call starts,
 # and waking them made OpenBLAS's small products read 5-20x slower than they run warm.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "28")
 
@@ -29,6 +29,9 @@ from bert_np import kernels
 from bert_np.kernels.gemm import matmul
 from bert_np.config import PRESETS
 from bert_np.layers import activations, attention, layernorm
+from bert_np.kernels.process import tune_process
+
+tune_process()          # malloc as bert-np sets it; the OpenBLAS timeout above is kept
 
 B, T = 32, 128
 N = B * T
@@ -40,9 +43,9 @@ def settled_time(fn, settle=0.25):
     """Wall time of one call of fn, after `settle` seconds of rest and one untimed call.
 
     After a call returns, OpenBLAS keeps its worker threads spinning (for up to ~0.1 s by default;
-    importing bert_np shortens that, see bert_np/openblas.py), and a call of either library made
-    in that time shares the cores with them (Numba's pool sleeps at once). The rest lets them go
-    idle; the untimed call warms the caches.
+    bert_np.tune_process() shortens that, see bert_np/kernels/process.py), and a call of either
+    library made in that time shares the cores with them (Numba's pool sleeps at once). The rest
+    lets them go idle; the untimed call warms the caches.
     """
     time.sleep(settle)
     fn()

@@ -16,6 +16,8 @@ import numpy as np
 import bert_np
 from bert_np.optim import AdamW
 
+bert_np.tune_process()                       # as the bert-np command does
+
 
 def make_step(preset, job, B, T):
     cfg = bert_np.BertConfig.preset(preset)

@@ -12,17 +12,19 @@ Parameter names are Hugging Face's state_dict keys; `prefix` is "bert." inside t
     embeddings:  x = LayerNorm(E_word[ids] + E_pos[0..T-1] + E_type[types]);  x = dropout(x)
     layer:       h = LayerNorm(dropout(Attention(x) Wo^T + bo) + x)
                  y = LayerNorm(dropout(act(h Wi^T + bi) Wo2^T + bo2) + h)
-                 (bi is added by the activation as it reads h Wi^T: one pass over (B, T, I) fewer)
     pooler:      pooled = tanh(h[:, 0] Wp^T + bp)
+Each forward returns a named cache (a NamedTuple) whose fields the backward reads by name.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from .layers import (ACTIVATIONS, add_layernorm_forward, attention_backward, attention_forward,
+from .layers import (add_layernorm_forward, attention_backward, attention_forward,
                      dropout_backward, dropout_forward, embedding_backward, embedding_forward,
-                     layernorm_backward, layernorm_forward, linear_backward, linear_forward,
-                     tanh_backward, tanh_forward)
+                     layernorm_backward, layernorm_forward, linear_act_backward, linear_act_forward,
+                     linear_backward, linear_forward, tanh_backward, tanh_forward)
 
 
 def add_grad(grads, name, g):
@@ -48,6 +50,13 @@ def grad_buffer(grads, name, shape, dtype):
     return grads[name]
 
 
+class EmbeddingsCache(NamedTuple):
+    input_ids: np.ndarray       # (B, T)
+    token_type_ids: np.ndarray  # (B, T)
+    norm: tuple                 # LayerNorm's cache
+    dropout: object             # dropout's cache
+
+
 def embeddings_forward(input_ids, token_type_ids, params, prefix, cfg, rng):
     """input_ids, token_type_ids (B, T) -> (x (B, T, H), cache)."""
     p = prefix + "embeddings."
@@ -58,76 +67,94 @@ def embeddings_forward(input_ids, token_type_ids, params, prefix, cfg, rng):
     x, cache_ln = layernorm_forward(x, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"],
                                     cfg.layer_norm_eps)
     x, cache_drop = dropout_forward(x, cfg.hidden_dropout_prob, rng)
-    return x, (input_ids, token_type_ids, cache_ln, cache_drop)
+    return x, EmbeddingsCache(input_ids, token_type_ids, cache_ln, cache_drop)
 
 
-def embeddings_backward(dx, cache, grads, prefix, cfg):
+def embeddings_backward(dx, cache: EmbeddingsCache, grads, prefix, cfg):
     p = prefix + "embeddings."
-    input_ids, token_type_ids, cache_ln, cache_drop = cache
-    dx = dropout_backward(dx, cache_drop)
-    dx, dw, db = layernorm_backward(dx, cache_ln)
+    dx = dropout_backward(dx, cache.dropout)                # x = dropout(x)
+    dx, dw, db = layernorm_backward(dx, cache.norm)         # x = LayerNorm(x)
     add_grads(grads, p + "LayerNorm", dw, db)
     H, dtype = dx.shape[-1], dx.dtype
-    embedding_backward(dx, token_type_ids, grad_buffer(grads, p + "token_type_embeddings.weight",
-                                                       (cfg.type_vocab_size, H), dtype))
-    grad_buffer(grads, p + "position_embeddings.weight",
+    embedding_backward(dx, cache.token_type_ids,            # x += E_type[types]
+                       grad_buffer(grads, p + "token_type_embeddings.weight",
+                                   (cfg.type_vocab_size, H), dtype))
+    grad_buffer(grads, p + "position_embeddings.weight",    # x = ... + E_pos[0..T-1]
                 (cfg.max_position_embeddings, H), dtype)[:dx.shape[1]] += dx.sum(axis=0)  # (T, H)
-    embedding_backward(dx, input_ids, grad_buffer(grads, p + "word_embeddings.weight",
-                                                  (cfg.vocab_size, H), dtype), cfg.pad_token_id)
+    embedding_backward(dx, cache.input_ids,                 # x = E_word[ids]
+                       grad_buffer(grads, p + "word_embeddings.weight", (cfg.vocab_size, H), dtype),
+                       cfg.pad_token_id)
 
 
-def layer_forward(x, mask_bias, params, prefix, cfg, rng, keep_cache=True):
+class LayerCache(NamedTuple):
+    """The caches of one transformer layer, in the order of layer_forward's lines."""
+    attention: object           # ctx = Attention(x)
+    attention_dense: tuple      # a = ctx Wo^T + bo
+    attention_dropout: object   # a = dropout(a)
+    attention_norm: tuple       # h = LayerNorm(a + x)
+    intermediate: tuple         # g = act(h Wi^T + bi)
+    output_dense: tuple         # o = g Wo2^T + bo2
+    output_dropout: object      # o = dropout(o)
+    output_norm: tuple          # y = LayerNorm(o + h)
+
+
+def layer_forward(x, mask_bias, params, prefix, cfg, rng, *, keep_cache=True):
     """One transformer layer: (B, T, H) -> (B, T, H); `prefix` ends with "encoder.layer.{i}.".
     With keep_cache=False (inference) the cache returned is None."""
     def w(name):
         return params[prefix + name + ".weight"], params[prefix + name + ".bias"]
-    act_forward, _ = ACTIVATIONS[cfg.hidden_act]
     p_drop = cfg.hidden_dropout_prob
     # self-attention sublayer
-    ctx, c_attn = attention_forward(x, *w("attention.self.query"), *w("attention.self.key"),
-                                    *w("attention.self.value"), mask_bias, cfg.num_attention_heads,
-                                    cfg.attention_probs_dropout_prob, rng, keep_cache)  # (B, T, H)
-    a, c_ao = linear_forward(ctx, *w("attention.output.dense"))                      # (B, T, H)
-    a, c_ad = dropout_forward(a, p_drop, rng)
-    h, c_aln = add_layernorm_forward(a, x, *w("attention.output.LayerNorm"), cfg.layer_norm_eps)
+    ctx, c_attention = attention_forward(
+        x, *w("attention.self.query"), *w("attention.self.key"), *w("attention.self.value"),
+        mask_bias, cfg.num_attention_heads, cfg.attention_probs_dropout_prob, rng,
+        keep_cache=keep_cache)                                                        # (B, T, H)
+    a, c_attention_dense = linear_forward(ctx, *w("attention.output.dense"))          # (B, T, H)
+    a, c_attention_dropout = dropout_forward(a, p_drop, rng)
+    h, c_attention_norm = add_layernorm_forward(a, x, *w("attention.output.LayerNorm"),
+                                                cfg.layer_norm_eps)                   # LN(a + x)
     # feed-forward sublayer
-    wi, bi = w("intermediate.dense")
-    i, c_i = linear_forward(h, wi, None)                                              # (B, T, I)
-    g, c_g = act_forward(i, bi)                                                       # act(i + bi)
-    o, c_o = linear_forward(g, *w("output.dense"))                                    # (B, T, H)
-    o, c_od = dropout_forward(o, p_drop, rng)
-    y, c_oln = add_layernorm_forward(o, h, *w("output.LayerNorm"), cfg.layer_norm_eps)  # LN(o + h)
+    g, c_intermediate = linear_act_forward(h, *w("intermediate.dense"), cfg.hidden_act)  # (B, T, I)
+    o, c_output_dense = linear_forward(g, *w("output.dense"))                         # (B, T, H)
+    o, c_output_dropout = dropout_forward(o, p_drop, rng)
+    y, c_output_norm = add_layernorm_forward(o, h, *w("output.LayerNorm"),
+                                             cfg.layer_norm_eps)                      # LN(o + h)
     if not keep_cache:
         return y, None
-    return y, (c_attn, c_ao, c_ad, c_aln, c_i, c_g, c_o, c_od, c_oln)
+    return y, LayerCache(c_attention, c_attention_dense, c_attention_dropout, c_attention_norm,
+                         c_intermediate, c_output_dense, c_output_dropout, c_output_norm)
 
 
-def layer_backward(dy, cache, grads, prefix, cfg):
+def layer_backward(dy, cache: LayerCache, grads, prefix, cfg):
     """Reverse of layer_forward, line by line; returns dx."""
-    _, act_backward = ACTIVATIONS[cfg.hidden_act]
-    c_attn, c_ao, c_ad, c_aln, c_i, c_g, c_o, c_od, c_oln = cache
+    c = cache
     # feed-forward sublayer
-    d_sum, dw, db = layernorm_backward(dy, c_oln)           # y = LN(o + h)
+    d_sum, dw, db = layernorm_backward(dy, c.output_norm)       # y = LN(o + h)
     add_grads(grads, prefix + "output.LayerNorm", dw, db)
-    do = dropout_backward(d_sum, c_od)                      # o = dropout(o)
-    dg, dw, db = linear_backward(do, c_o)                   # o = g Wo2^T + bo2
+    do = dropout_backward(d_sum, c.output_dropout)              # o = dropout(o)
+    dg, dw, db = linear_backward(do, c.output_dense)            # o = g Wo2^T + bo2
     add_grads(grads, prefix + "output.dense", dw, db)
-    di = act_backward(dg, c_g)                              # g = act(i + bi)
-    dh, dw, db = linear_backward(di, c_i)                   # i = h Wi^T; db = sum di for bi
+    dh, dw, db = linear_act_backward(dg, c.intermediate)        # g = act(h Wi^T + bi)
     add_grads(grads, prefix + "intermediate.dense", dw, db)
-    dh += d_sum                                             # residual: y = LN(o + h)
+    dh += d_sum                                                 # residual: y = LN(o + h)
     # self-attention sublayer
-    d_sum, dw, db = layernorm_backward(dh, c_aln)           # h = LN(a + x)
+    d_sum, dw, db = layernorm_backward(dh, c.attention_norm)    # h = LN(a + x)
     add_grads(grads, prefix + "attention.output.LayerNorm", dw, db)
-    da = dropout_backward(d_sum, c_ad)                      # a = dropout(a)
-    dctx, dw, db = linear_backward(da, c_ao)                # a = ctx Wo^T + bo
+    da = dropout_backward(d_sum, c.attention_dropout)           # a = dropout(a)
+    dctx, dw, db = linear_backward(da, c.attention_dense)       # a = ctx Wo^T + bo
     add_grads(grads, prefix + "attention.output.dense", dw, db)
-    dx, (dwq, dbq, dwk, dbk, dwv, dbv) = attention_backward(dctx, c_attn)  # ctx = Attention(x)
+    dx, (dwq, dbq, dwk, dbk, dwv, dbv) = attention_backward(dctx, c.attention)  # ctx = Attention(x)
     add_grads(grads, prefix + "attention.self.query", dwq, dbq)
     add_grads(grads, prefix + "attention.self.key", dwk, dbk)
     add_grads(grads, prefix + "attention.self.value", dwv, dbv)
-    dx += d_sum                                             # residual: h = LN(a + x)
+    dx += d_sum                                                 # residual: h = LN(a + x)
     return dx
+
+
+class PoolerCache(NamedTuple):
+    hidden_shape: tuple         # (B, T, H) of the encoder's output
+    dense: tuple                # z = h[:, 0] Wp^T + bp
+    tanh: object                # pooled = tanh(z)
 
 
 def pooler_forward(h, params, prefix):
@@ -135,21 +162,25 @@ def pooler_forward(h, params, prefix):
     p = prefix + "pooler.dense"
     z, c_dense = linear_forward(h[:, 0], params[p + ".weight"], params[p + ".bias"])  # (B, H)
     pooled, c_tanh = tanh_forward(z)
-    return pooled, (h.shape, c_dense, c_tanh)
+    return pooled, PoolerCache(h.shape, c_dense, c_tanh)
 
 
-def pooler_backward(dpooled, cache, grads, prefix):
+def pooler_backward(dpooled, cache: PoolerCache, grads, prefix):
     """Returns dh (B, T, H), non-zero only at position 0."""
-    h_shape, c_dense, c_tanh = cache
-    dz = tanh_backward(dpooled, c_tanh)
-    dh0, dw, db = linear_backward(dz, c_dense)
+    dz = tanh_backward(dpooled, cache.tanh)                  # pooled = tanh(z)
+    dh0, dw, db = linear_backward(dz, cache.dense)           # z = h[:, 0] Wp^T + bp
     add_grads(grads, prefix + "pooler.dense", dw, db)
-    dh = np.zeros(h_shape, dtype=dh0.dtype)
+    dh = np.zeros(cache.hidden_shape, dtype=dh0.dtype)
     dh[:, 0] = dh0
     return dh
 
 
-def encoder_forward(input_ids, token_type_ids, mask_bias, params, prefix, cfg, rng,
+class EncoderCache(NamedTuple):
+    embeddings: EmbeddingsCache
+    layers: list                # a LayerCache per layer
+
+
+def encoder_forward(input_ids, token_type_ids, mask_bias, params, prefix, cfg, rng, *,
                     keep_cache=True):
     """Embeddings then every layer: returns (last_hidden_state (B, T, H), cache).
 
@@ -160,13 +191,12 @@ def encoder_forward(input_ids, token_type_ids, mask_bias, params, prefix, cfg, r
     c_layers = []
     for i in range(cfg.num_hidden_layers):
         x, c = layer_forward(x, mask_bias, params, f"{prefix}encoder.layer.{i}.", cfg, rng,
-                             keep_cache)
+                             keep_cache=keep_cache)
         c_layers.append(c)
-    return x, ((c_emb, c_layers) if keep_cache else None)
+    return x, (EncoderCache(c_emb, c_layers) if keep_cache else None)
 
 
-def encoder_backward(dh, cache, grads, prefix, cfg):
-    c_emb, c_layers = cache
+def encoder_backward(dh, cache: EncoderCache, grads, prefix, cfg):
     for i in reversed(range(cfg.num_hidden_layers)):
-        dh = layer_backward(dh, c_layers[i], grads, f"{prefix}encoder.layer.{i}.", cfg)
-    embeddings_backward(dh, c_emb, grads, prefix, cfg)
+        dh = layer_backward(dh, cache.layers[i], grads, f"{prefix}encoder.layer.{i}.", cfg)
+    embeddings_backward(dh, cache.embeddings, grads, prefix, cfg)

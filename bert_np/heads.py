@@ -10,38 +10,41 @@ Classification head (classifier):     logits = dropout(pooled) Wc^T + bc  (B, nu
 """
 from __future__ import annotations
 
-from .layers import (ACTIVATIONS, dropout_backward, dropout_forward, layernorm_backward,
-                     layernorm_forward, linear_backward, linear_forward)
+from typing import NamedTuple
+
 from .encoder import add_grad, add_grads
+from .layers import (dropout_backward, dropout_forward, layernorm_backward, layernorm_forward,
+                     linear_act_backward, linear_act_forward, linear_backward, linear_forward)
 
 WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
 
 
+class MlmHeadCache(NamedTuple):
+    transform: tuple            # t = act(h Wt^T + bt)
+    norm: tuple                 # t = LayerNorm(t)
+    decoder: tuple              # logits = t E^T + b
+
+
 def mlm_head_forward(h, params, cfg):
-    """h (N, H) or (B, T, H) -> logits (N, V) or (B, T, V), cache."""
-    act_forward, _ = ACTIVATIONS[cfg.hidden_act]
+    """h (N, H) or (B, T, H) -> logits (N, V) or (B, T, V), MlmHeadCache."""
     p = "cls.predictions."
-    t, c_dense = linear_forward(h, params[p + "transform.dense.weight"],
-                                params[p + "transform.dense.bias"])                   # (N, H)
-    t, c_act = act_forward(t)
-    t, c_ln = layernorm_forward(t, params[p + "transform.LayerNorm.weight"],
-                                params[p + "transform.LayerNorm.bias"], cfg.layer_norm_eps)
-    logits, c_dec = linear_forward(t, params[WORD_EMBEDDINGS], params[p + "bias"])   # (N, V)
-    return logits, (c_dense, c_act, c_ln, c_dec)
+    t, c_transform = linear_act_forward(h, params[p + "transform.dense.weight"],
+                                        params[p + "transform.dense.bias"], cfg.hidden_act)  # (N, H)
+    t, c_norm = layernorm_forward(t, params[p + "transform.LayerNorm.weight"],
+                                  params[p + "transform.LayerNorm.bias"], cfg.layer_norm_eps)
+    logits, c_decoder = linear_forward(t, params[WORD_EMBEDDINGS], params[p + "bias"])  # (N, V)
+    return logits, MlmHeadCache(c_transform, c_norm, c_decoder)
 
 
-def mlm_head_backward(dlogits, cache, grads, cfg):
+def mlm_head_backward(dlogits, cache: MlmHeadCache, grads, cfg):
     """Returns dh; adds the decoder gradient into the (tied) word-embedding gradient."""
-    _, act_backward = ACTIVATIONS[cfg.hidden_act]
     p = "cls.predictions."
-    c_dense, c_act, c_ln, c_dec = cache
-    dt, dw_dec, db_vocab = linear_backward(dlogits, c_dec)  # logits = t E^T + b
+    dt, dw_dec, db_vocab = linear_backward(dlogits, cache.decoder)  # logits = t E^T + b
     add_grad(grads, WORD_EMBEDDINGS, dw_dec)                # tied: the encoder adds its part
     add_grad(grads, p + "bias", db_vocab)
-    dt, dw, db = layernorm_backward(dt, c_ln)               # t = LN(t)
+    dt, dw, db = layernorm_backward(dt, cache.norm)         # t = LN(t)
     add_grads(grads, p + "transform.LayerNorm", dw, db)
-    dt = act_backward(dt, c_act)                            # t = act(t)
-    dh, dw, db = linear_backward(dt, c_dense)               # t = h Wt^T + bt
+    dh, dw, db = linear_act_backward(dt, cache.transform)   # t = act(h Wt^T + bt)
     add_grads(grads, p + "transform.dense", dw, db)
     return dh
 
@@ -58,15 +61,19 @@ def nsp_head_backward(dlogits, cache, grads):
     return dpooled
 
 
+class ClassifierHeadCache(NamedTuple):
+    dropout: object             # x = dropout(pooled)
+    dense: tuple                # logits = x Wc^T + bc
+
+
 def classifier_head_forward(pooled, params, dropout_p, rng):
-    """pooled (B, H) -> logits (B, num_labels)."""
-    x, c_drop = dropout_forward(pooled, dropout_p, rng)
-    logits, c_lin = linear_forward(x, params["classifier.weight"], params["classifier.bias"])
-    return logits, (c_drop, c_lin)
+    """pooled (B, H) -> logits (B, num_labels), ClassifierHeadCache."""
+    x, c_dropout = dropout_forward(pooled, dropout_p, rng)
+    logits, c_dense = linear_forward(x, params["classifier.weight"], params["classifier.bias"])
+    return logits, ClassifierHeadCache(c_dropout, c_dense)
 
 
-def classifier_head_backward(dlogits, cache, grads):
-    c_drop, c_lin = cache
-    dx, dw, db = linear_backward(dlogits, c_lin)
+def classifier_head_backward(dlogits, cache: ClassifierHeadCache, grads):
+    dx, dw, db = linear_backward(dlogits, cache.dense)      # logits = x Wc^T + bc
     add_grads(grads, "classifier", dw, db)
-    return dropout_backward(dx, c_drop)
+    return dropout_backward(dx, cache.dropout)              # x = dropout(pooled)

@@ -120,7 +120,7 @@ class BertPreTrainedModel:
 
     # -- shared pieces of forward / backward --
 
-    def _encode(self, input_ids, token_type_ids, attention_mask, training, keep_cache=True):
+    def _encode(self, input_ids, token_type_ids, attention_mask, training, *, keep_cache=True):
         """Checked inputs -> encoder (and pooler): (h, pooled, cache, dropout rng or None)."""
         cfg = self.config
         input_ids, token_type_ids, attention_mask = check_inputs(cfg, input_ids, token_type_ids,
@@ -128,7 +128,7 @@ class BertPreTrainedModel:
         rng = self.rng if training else None
         mask_bias = padding_mask_bias(attention_mask, self.dtype)                    # (B, 1, 1, T)
         h, c_enc = encoder_forward(input_ids, token_type_ids, mask_bias, self.params,
-                                   self.base_prefix, cfg, rng, keep_cache)           # (B, T, H)
+                                   self.base_prefix, cfg, rng, keep_cache=keep_cache)  # (B, T, H)
         pooled, c_pool = (pooler_forward(h, self.params, self.base_prefix)
                           if self.has_pooler else (None, None))                      # (B, H)
         return h, pooled, (c_enc, c_pool), rng
@@ -195,7 +195,8 @@ class BertModel(BertPreTrainedModel):
     base_prefix = ""
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
-        h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training, False)
+        h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                          keep_cache=False)
         return self._base_outputs(h, pooled)
 
     def loss_and_grads(self, *args, **kwargs):
@@ -215,7 +216,8 @@ class BertForPreTraining(BertPreTrainedModel):
         return shapes
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
-        h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training, False)
+        h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                          keep_cache=False)
         out = self._base_outputs(h, pooled)
         out["prediction_logits"], _ = mlm_head_forward(h, self.params, self.config)  # (B, T, V)
         out["seq_relationship_logits"], _ = nsp_head_forward(pooled, self.params)    # (B, 2)
@@ -248,7 +250,8 @@ class BertForPreTraining(BertPreTrainedModel):
     def evaluate(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                  next_sentence_label=None):
         """Forward only: (loss, stats) as loss_and_grads would give them, without the backward."""
-        h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, False, False)
+        h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, False,
+                                          keep_cache=False)
         loss, stats = 0.0, {}
         if labels is not None:
             loss += self._mlm_forward(h, labels, stats)[0]
@@ -295,7 +298,8 @@ class BertForMaskedLM(BertForPreTraining):
         return shapes
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
-        h, _, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training, False)
+        h, _, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                          keep_cache=False)
         out = self._base_outputs(h, None)
         out["logits"], _ = mlm_head_forward(h, self.params, self.config)              # (B, T, V)
         return out
@@ -332,7 +336,8 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return cfg.hidden_dropout_prob if cfg.classifier_dropout is None else cfg.classifier_dropout
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
-        h, pooled, _, rng = self._encode(input_ids, token_type_ids, attention_mask, training, False)
+        h, pooled, _, rng = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                          keep_cache=False)
         out = self._base_outputs(h, pooled)
         out["logits"], _ = classifier_head_forward(pooled, self.params, self._classifier_dropout, rng)
         return out

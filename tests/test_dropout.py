@@ -1,4 +1,4 @@
-"""Dropout's random numbers: the counter-based SplitMix64 uniforms of bert_np/layers/dropout.py.
+"""Dropout's random numbers: the counter-based SplitMix64 uniforms of bert_np/rng.py.
 
 Compared, and why these bounds:
   - the first values against SplitMix64 written out with Python integers (an independent, exact
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bert_np.layers.dropout import counter_uniform, draw_key, dropout_forward
+from bert_np.layers.dropout import dropout_forward
+from bert_np.rng import counter_uniform, draw_key
 
 N = 1 << 20
 KEYS = [0, 12345, 2 ** 64 - 1]

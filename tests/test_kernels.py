@@ -41,6 +41,15 @@ def assert_close(kernel_values, reference_values, dtype, what):
         assert err <= TOL[dtype], f"{what}[{i}]: relative error {err:.2e} > {TOL[dtype]}"
 
 
+def under_numba(op):
+    """op (an accelerated function of bert_np.layers or bert_np.optim) as the "numba" backend runs
+    it: its kernel, or its NumPy reference where the kernel declines the call (NotImplemented)."""
+    def run(*args, **kwargs):
+        with kernels.using_backend("numba"):
+            return op(*args, **kwargs)
+    return run
+
+
 def non_contiguous(x, rng):
     """The values of x (rows, columns) in other memory layouts: three views that are not
     C-contiguous, and a gathered copy as fancy indexing makes (the MLM head's h[masked])."""
@@ -102,13 +111,13 @@ def test_add_bias_matches_reference(shape, dtype, rng):
     y, b = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
     ours, through_wrapper, ref = y.copy(), y.copy(), y.copy()
     gemm._add_bias_rows(ours, b)
-    gemm.add_bias(through_wrapper, b)
+    under_numba(linear_ref.add_bias)(through_wrapper, b)
     linear_ref.add_bias.reference(ref, b)
     np.testing.assert_array_equal(ours, ref)
     np.testing.assert_array_equal(through_wrapper, ref)
     wide = np.repeat(y, 2, axis=1)
     strided = wide[:, ::2]
-    gemm.add_bias(strided, b)
+    under_numba(linear_ref.add_bias)(strided, b)
     np.testing.assert_array_equal(wide[:, ::2], ref)
 
 
@@ -227,7 +236,7 @@ def test_add_layernorm_matches_reference(shape, dtype, rng):
     out_ref = layernorm_ref.add_layernorm_forward.reference(x, residual, w, b, 1e-12)
     assert_close([out[0], *out[1]], [out_ref[0], *out_ref[1]], dtype, "add_layernorm_forward")
     row = residual[..., :1, :]
-    out = layernorm.add_layernorm_forward(x, row, w, b, 1e-12)
+    out = under_numba(layernorm_ref.add_layernorm_forward)(x, row, w, b, 1e-12)
     assert_close([out[0]], [layernorm_ref.layernorm_forward.reference(x + row, w, b, 1e-12)[0]],
                  dtype, "add_layernorm_forward, broadcast residual")
 
@@ -236,18 +245,31 @@ def test_add_layernorm_matches_reference(shape, dtype, rng):
 @pytest.mark.parametrize("shape", [(1,)] + ELEMENTWISE_SHAPES)
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_gelu_matches_reference(shape, dtype, with_bias, rng):
-    """y, its cache and dz equal the reference's for z = x (+ b) from about -12 to 12 (where Phi
-    saturates and exp(-z^2/2) underflows), with and without the Linear layer's bias b."""
+    """y, its cache and dz equal the reference's for z from about -12 to 12 (where Phi saturates
+    and exp(-z^2/2) underflows). With the bias: linear_act_forward (GELU of x W^T + b, the bias
+    added in the GELU's pass) gives the reference composition's y and z; the backward of the
+    composition then runs the GELU kernel on that z."""
     x = (4 * rng.standard_normal(shape)).astype(dtype)
     x.flat[0] = -12.0
-    b = rng.standard_normal(shape[-1:]).astype(dtype) if with_bias else None
     dy = rng.standard_normal(shape).astype(dtype)
-    y, cache = gelu.gelu_forward(x, b)
-    y_ref, cache_ref = activations.gelu_forward.reference(x, b)
-    assert cache[0] is x and cache[1] is b                    # z = x + b is not stored
-    assert_close([y], [y_ref], dtype, "gelu_forward")
-    assert_close([gelu.gelu_backward(dy, cache)], [activations.gelu_backward.reference(dy, cache)],
-                 dtype, "gelu_backward")
+    if not with_bias:
+        y, cache = gelu.gelu_forward(x)
+        y_ref, cache_ref = activations.gelu_forward.reference(x)
+        assert cache is x                                     # the cache is the input itself
+        assert_close([y], [y_ref], dtype, "gelu_forward")
+        assert_close([gelu.gelu_backward(dy, cache)],
+                     [activations.gelu_backward.reference(dy, cache)], dtype, "gelu_backward")
+        return
+    h = rng.standard_normal(shape[:-1] + (7,)).astype(dtype)
+    w = rng.standard_normal((shape[-1], 7)).astype(dtype)
+    b = (4 * rng.standard_normal(shape[-1:])).astype(dtype)
+    y, cache = gelu.linear_act_forward(h, w, b, "gelu")
+    y_ref, cache_ref = activations.linear_act_forward.reference(h, w, b, "gelu")
+    assert cache[0][0] is h and cache[0][1] is w and cache[2] == "gelu"
+    assert_close([y, cache[1]], [y_ref, cache_ref[1]], dtype, "linear_act_forward")
+    assert_close(list(activations.linear_act_backward(dy, cache)),
+                 list(activations.linear_act_backward.reference(dy, cache_ref)), dtype,
+                 "linear_act_backward")
 
 
 @pytest.mark.parametrize("layout", ["strided", "transposed", "reversed", "gathered"])
@@ -261,10 +283,13 @@ def test_layernorm_and_gelu_non_contiguous_inputs(layout, rng):
     assert_close(layernorm.layernorm_backward(dy[:, ::-1], out[1]),
                  layernorm_ref.layernorm_backward.reference(dy[:, ::-1], out_ref[1]), np.float64,
                  "layernorm_backward")
-    bias = rng.standard_normal(34)[::2]                       # (17,), strided
-    assert_close([gelu.gelu_forward(x, bias)[0], gelu.gelu_backward(dy[:, ::-1], (x, bias))],
-                 [activations.gelu_forward.reference(x, bias)[0],
-                  activations.gelu_backward.reference(dy[:, ::-1], (x, bias))], np.float64, "gelu")
+    assert_close([gelu.gelu_forward(x)[0], gelu.gelu_backward(dy[:, ::-1], x)],
+                 [activations.gelu_forward.reference(x)[0],
+                  activations.gelu_backward.reference(dy[:, ::-1], x)], np.float64, "gelu")
+    w, bias = rng.standard_normal((17, 17))[:, ::-1], rng.standard_normal(34)[::2]   # strided
+    assert_close([gelu.linear_act_forward(x, w, bias, "gelu")[0]],
+                 [activations.linear_act_forward.reference(x, w, bias, "gelu")[0]], np.float64,
+                 "linear_act")
 
 
 def test_other_dtypes_fall_back_to_the_reference(rng):
@@ -272,9 +297,10 @@ def test_other_dtypes_fall_back_to_the_reference(rng):
     float16 input, a float64 mask on float32 scores) is passed to the reference, so the result is
     the reference's own, NumPy's promotion included."""
     x16 = rng.standard_normal((3, 5)).astype(np.float16)
-    np.testing.assert_array_equal(gelu.gelu_forward(x16)[0], activations.gelu_forward.reference(x16)[0])
+    np.testing.assert_array_equal(under_numba(activations.gelu_forward)(x16)[0],
+                                  activations.gelu_forward.reference(x16)[0])
     scores, mask = scores_and_mask(2, 1, 3, np.float32, rng)
-    probs = softmax.attention_softmax_forward(scores, mask.astype(np.float64), 0.5)
+    probs = under_numba(attention.attention_softmax_forward)(scores, mask.astype(np.float64), 0.5)
     assert probs.dtype == np.float64
     np.testing.assert_array_equal(
         probs, attention.attention_softmax_forward.reference(scores, mask.astype(np.float64), 0.5))
@@ -352,8 +378,7 @@ def test_adamw_update_non_contiguous_takes_the_reference(rng):
     g, m, v = rng.normal(size=p.shape), np.zeros(p.shape), np.zeros(p.shape)
     expected = p.copy()
     optim.adamw_update.reference(expected, g, m.copy(), v.copy(), 0.1, 0.9, 0.999, 1e-6, 0.0, 1.0, 1.0)
-    kernels._load_kernels()
-    kernels._kernels["adamw_update"](p, g, m, v, 0.1, 0.9, 0.999, 1e-6, 0.0, 1.0, 1.0)
+    under_numba(optim.adamw_update)(p, g, m, v, 0.1, 0.9, 0.999, 1e-6, 0.0, 1.0, 1.0)
     np.testing.assert_array_equal(p, expected)
 
 
@@ -379,7 +404,8 @@ def test_dropout_forward_on_a_view_and_when_off(rng):
     from bert_np.layers import dropout as dropout_ref
     x = rng.standard_normal((9, 14)).astype(np.float32)[:, ::2]          # not contiguous
     for p, gen in [(0.3, 5), (0.0, 5), (0.3, None)]:
-        ours = dropout.dropout_forward(x, p, None if gen is None else np.random.default_rng(gen))
+        ours = under_numba(dropout_ref.dropout_forward)(
+            x, p, None if gen is None else np.random.default_rng(gen))
         ref = dropout_ref.dropout_forward.reference(x, p, None if gen is None else np.random.default_rng(gen))
         np.testing.assert_array_equal(ours[0], ref[0])
         assert (ours[1] is None) == (ref[1] is None)
@@ -402,10 +428,11 @@ def test_embedding_backward_equals_np_add_at(dtype, padding_id, rng):
 
 
 def test_embedding_backward_rejects_ids_outside_the_table(rng):
-    from bert_np.kernels import embeddings
+    from bert_np.layers import embeddings as embeddings_ref
     table = np.zeros((6, 5), np.float32)
     with pytest.raises(IndexError):
-        embeddings.embedding_backward(np.ones((1, 2, 5), np.float32), np.array([[1, 6]]), table)
+        under_numba(embeddings_ref.embedding_backward)(np.ones((1, 2, 5), np.float32),
+                                                       np.array([[1, 6]]), table)
 
 
 # ---------------------------------------------------------------- the backend switch
@@ -413,7 +440,7 @@ OPS = ["linear_forward", "linear_backward", "attention_softmax_forward",
        "attention_softmax_backward", "layernorm_forward", "layernorm_backward", "gelu_forward",
        "gelu_backward", "adamw_update", "batched_matmul", "batched_matmul_nt", "batched_matmul_tn",
        "dropout_forward", "embedding_backward", "attention_context_forward",
-       "add_layernorm_forward", "add_bias"]
+       "add_layernorm_forward", "add_bias", "linear_act_forward"]
 
 
 @pytest.fixture
@@ -437,3 +464,43 @@ def test_backend_switch_selects_kernel_or_reference(op, restore_backend):
 def test_auto_names_only_registered_kernels():
     kernels._load_kernels()
     assert kernels.AUTO_NUMBA <= set(kernels._kernels)
+
+
+def test_kernels_are_leaves():
+    """No module of bert_np/kernels imports bert_np.layers or bert_np.optim (read from the source:
+    absolute or relative imports); the dispatcher owns the fall-back to the reference."""
+    import ast
+    import pathlib
+    folder = pathlib.Path(kernels.__file__).parent
+    offending = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if name.startswith(("..layers", "..optim", "bert_np.layers", "bert_np.optim")):
+                    offending.append(f"{path.name}: {name}")
+    assert not offending, offending
+
+
+def test_a_declined_call_runs_the_reference(restore_backend):
+    """A kernel that returns NotImplemented (here: float16, which no kernel is compiled for) makes
+    the dispatcher run the NumPy reference, under every backend."""
+    x = np.linspace(-3, 3, 12, dtype=np.float16).reshape(3, 4)
+    expected = activations.gelu_forward.reference(x)[0]
+    for backend in ("numba", "auto", "numpy"):
+        kernels.set_backend(backend)
+        np.testing.assert_array_equal(activations.gelu_forward(x)[0], expected)
+
+
+def test_each_operation_is_registered_by_the_module_named_for_it():
+    """kernel_for imports only the module KERNEL_MODULE names for an operation, so that module must
+    be the one that registers it, and every registered kernel must be listed."""
+    kernels._load_kernels()
+    assert set(kernels._kernels) == set(kernels.KERNEL_MODULE)
+    for op, module in kernels.KERNEL_MODULE.items():
+        assert kernels._kernels[op].__module__ == f"bert_np.kernels.{module}", op

@@ -40,7 +40,7 @@ def test_linear(rng):
     loss = lambda: float((linear_forward(x, w, b)[0] * G).sum())
     for name, analytic, wrt in (("x", dx, x), ("w", dw, w), ("b", db, b)):
         check(f"linear d{name}", analytic, loss, wrt)
-    # without a bias (the feed-forward's first Linear, whose bias the activation adds): y = x W^T
+    # without a bias: y = x W^T
     np.testing.assert_allclose(linear_forward(x, w, None)[0], np.einsum("btk,ok->bto", x, w),
                                rtol=1e-12)
 
@@ -56,18 +56,20 @@ def test_layernorm(rng):
 
 @pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu"])
 def test_hidden_activations(rng, act):
-    """dL/dx of act(x) and of act(x + b) against central differences; with the bias, dL/db is
-    sum_n dL/dz, which the Linear layer before the activation forms (layers/linear.py)."""
+    """dL/dx of act(x), and dL/dx, dL/dW, dL/db of linear_act = act(x W^T + b) (the feed-forward's
+    intermediate layer), against central differences."""
     forward, backward = activations.ACTIVATIONS[act]
     x = rng.normal(size=(4, 9)) * 2
-    b = rng.normal(size=9)
     x[np.abs(x) < 1e-3] = 0.5  # keep ReLU's kink away from the finite-difference step
-    x[np.abs(x + b) < 1e-3] += 0.5
     G = rng.normal(size=x.shape)
     check(act, backward(G, forward(x)[1]), lambda: float((forward(x)[0] * G).sum()), x)
-    dz = backward(G, forward(x, b)[1])
-    check(act + " with bias, dx", dz, lambda: float((forward(x, b)[0] * G).sum()), x)
-    check(act + " with bias, db", dz.sum(axis=0), lambda: float((forward(x, b)[0] * G).sum()), b)
+    h, w, b = rng.normal(size=(4, 5)), rng.normal(size=(9, 5)), rng.normal(size=9)
+    z = h @ w.T + b
+    b[np.abs(z).min(axis=0) < 1e-3] += 0.5                     # ReLU's kink again
+    dh, dw, db = activations.linear_act_backward(G, activations.linear_act_forward(h, w, b, act)[1])
+    loss = lambda: float((activations.linear_act_forward(h, w, b, act)[0] * G).sum())
+    for name, analytic, wrt in (("x", dh, h), ("w", dw, w), ("b", db, b)):
+        check(f"linear_act {act} d{name}", analytic, loss, wrt)
 
 
 def test_tanh(rng):

@@ -3,7 +3,10 @@
 Every hot operation is written once in plain NumPy, in `bert_np/layers/`, where the formula is easy
 to read. That function is wrapped with `@accelerated("op_name")`. A module in this package may
 register a Numba kernel under the same name with `@register("op_name")`; the kernel takes the same
-arguments and returns the same values (and the same cache layout) as the reference.
+arguments and returns the same values (and the same cache layout) as the reference. A kernel that
+cannot serve a call (a dtype it is not compiled for, an odd layout) returns `NotImplemented` before
+it touches anything, and the dispatcher runs the reference instead: the kernels never import the
+layers, and this package imports nothing from `bert_np.layers` or `bert_np.optim`.
 
 At call time the wrapper runs
   - the NumPy reference when the backend is "numpy",
@@ -16,6 +19,7 @@ Choose with `bert_np.set_backend("numpy" | "numba" | "auto")` or the environment
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -32,16 +36,25 @@ BACKENDS = ("numpy", "numba", "auto")
 AUTO_NUMBA: frozenset[str] = frozenset({
     "attention_context_forward", "attention_softmax_forward", "attention_softmax_backward",
     "layernorm_forward", "add_layernorm_forward", "layernorm_backward",
-    "gelu_forward", "gelu_backward",
+    "gelu_forward", "gelu_backward", "linear_act_forward",
     "adamw_update",
     "dropout_forward", "embedding_backward",
     "add_bias",
 })
 
-_KERNEL_MODULES: tuple[str, ...] = ("gemm", "batched", "softmax", "layernorm", "gelu", "optim",
-                                    "dropout", "embeddings", "attention")
+# the module of this package that registers each operation's kernel; a run imports (and so
+# compiles, or loads from Numba's cache) only the modules of the operations it calls
+KERNEL_MODULE: dict[str, str] = {
+    "linear_forward": "gemm", "linear_backward": "gemm", "add_bias": "gemm",
+    "batched_matmul": "batched", "batched_matmul_nt": "batched", "batched_matmul_tn": "batched",
+    "attention_softmax_forward": "softmax", "attention_softmax_backward": "softmax",
+    "layernorm_forward": "layernorm", "add_layernorm_forward": "layernorm",
+    "layernorm_backward": "layernorm",
+    "gelu_forward": "gelu", "gelu_backward": "gelu", "linear_act_forward": "gelu",
+    "adamw_update": "optim", "dropout_forward": "dropout", "embedding_backward": "embeddings",
+    "attention_context_forward": "attention",
+}
 _kernels: dict[str, Callable] = {}
-_loaded = False
 _backend = "auto"
 
 
@@ -57,6 +70,17 @@ def get_backend() -> str:
     return _backend
 
 
+@contextlib.contextmanager
+def using_backend(name: str):
+    """`with using_backend("numpy"):` runs a block on one backend, then restores the one before."""
+    before = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(before)
+
+
 def register(op_name: str) -> Callable:
     """Decorator for a Numba kernel that replaces the NumPy reference named `op_name`."""
     def decorate(kernel: Callable) -> Callable:
@@ -66,19 +90,17 @@ def register(op_name: str) -> Callable:
 
 
 def _load_kernels() -> None:
-    """Import the kernel modules (compiling them, or loading them from Numba's on-disk cache)."""
-    global _loaded
-    for module in _KERNEL_MODULES:
+    """Import every kernel module (each kernel compiles when a call first needs it)."""
+    for module in sorted(set(KERNEL_MODULE.values())):
         importlib.import_module(f"{__name__}.{module}")
-    _loaded = True
 
 
 def kernel_for(op_name: str) -> Callable | None:
     """The Numba kernel the current backend selects for `op_name`, or None for the reference."""
     if _backend == "numpy" or (_backend == "auto" and op_name not in AUTO_NUMBA):
         return None
-    if not _loaded:
-        _load_kernels()
+    if op_name not in _kernels and op_name in KERNEL_MODULE:
+        importlib.import_module(f"{__name__}.{KERNEL_MODULE[op_name]}")
     return _kernels.get(op_name)
 
 
@@ -88,7 +110,11 @@ def accelerated(op_name: str) -> Callable:
         @functools.wraps(reference)
         def dispatch(*args, **kwargs):
             kernel = kernel_for(op_name)
-            return (kernel or reference)(*args, **kwargs)
+            if kernel is not None:
+                result = kernel(*args, **kwargs)
+                if result is not NotImplemented:
+                    return result
+            return reference(*args, **kwargs)
         dispatch.reference = reference
         dispatch.op_name = op_name
         return dispatch

@@ -9,7 +9,7 @@ heads. At T = 128 one head's S is 64 KB, which fits in L2. So here each task tak
   1. S = Q K^T into a (T, T) block, with the GEMM's 8 x 16 micro-kernel (`_head_product`),
   2. each row of that block becomes its softmax in place (softmax.softmax_row),
   3. under dropout, each row is multiplied by its mask, drawn from the same counter-based
-     generator as the reference (dropout.counter_uniform), at the same element index,
+     generator as the reference (bert_np.rng.counter_uniform), at the same element index,
   4. C = P' V is written straight into columns a*D .. (a+1)*D of the (B, T, H) context.
 K and V are packed by two loops of their own rather than gemm._pack_panels: that routine takes any
 strides, so on a head's view Numba cannot see the unit stride and the copy stays scalar; indexing
@@ -21,11 +21,9 @@ mask are written beside it, as the reference returns them.
 import numpy as np
 from numba import njit, prange
 
-from ..layers import attention as reference
-from ..layers.attention import merge_heads
-from ..layers.dropout import UNIFORM_BITS, draw_key
+from ..rng import UNIFORM_BITS, draw_key
 from . import register
-from .common import FLOAT_TYPES, supported
+from .common import FLOAT_TYPES, njit_per_dtype, supported
 from .dropout import counter_uniform
 from .gemm import MR, NR, _micro_tile, _pack_panels, _store_tile
 from .softmax import softmax_row
@@ -98,7 +96,7 @@ def _head_product(a, b_panels, n, c, tiles_in_place):
             _store_tile(c, tile, full, jr * NR, M - full, nr, True, no_bias)
 
 
-@njit(_SIGNATURES, cache=True, fastmath={"contract"}, parallel=True)
+@njit_per_dtype(_SIGNATURES, cache=True, fastmath={"contract"}, parallel=True)
 def _attention_heads(q, k, v, num_heads, mask, scale, dropout, key, p, keep_scale, context, probs,
                      probs_dropped, keep_scaled, scratch, consts):
     """context[b, :, a*D:(a+1)*D] = dropout(softmax(scale Q K^T + mask[b])) V for each batch row b
@@ -136,11 +134,11 @@ def _attention_heads(q, k, v, num_heads, mask, scale, dropout, key, p, keep_scal
 
 
 @register("attention_context_forward")
-def attention_context_forward(q, k, v, mask_bias, scale, dropout_p=0.0, rng=None, keep_probs=True):
+def attention_context_forward(q, k, v, mask_bias, scale, dropout_p=0.0, rng=None, *,
+                              keep_probs=True):
     """(context, P, P', dropout cache) like the reference, computed one head at a time."""
     if not supported(q, k, v, mask_bias) or q.ndim != 4:
-        return reference.attention_context_forward.reference(q, k, v, mask_bias, scale,
-                                                             dropout_p, rng, keep_probs)
+        return NotImplemented
     B, A, T, D = q.shape
     dtype = q.dtype
     dropout = dropout_p != 0.0 and rng is not None
@@ -151,7 +149,8 @@ def attention_context_forward(q, k, v, mask_bias, scale, dropout_p=0.0, rng=None
     key = draw_key(rng) if dropout else np.uint64(0)
     context = np.empty((B, T, A * D), dtype)
     scratch = np.empty((B * A, T), dtype)
-    q, k, v = (np.ascontiguousarray(merge_heads(t)) for t in (q, k, v))   # (B, T, H): views
+    q, k, v = (np.ascontiguousarray(t.transpose(0, 2, 1, 3)).reshape(B, T, A * D)
+               for t in (q, k, v))                            # (B, T, H), heads merged
     _attention_heads(q, k, v, A, np.ascontiguousarray(mask_bias).reshape(B, T), dtype.type(scale),
                      dropout, key, dtype.type(dropout_p), dtype.type(1.0 / (1.0 - dropout_p)),
                      context, probs, probs_dropped, probs if keep_scaled is None else keep_scaled,

@@ -15,16 +15,15 @@ nothing is transposed in memory beforehand.
 import numpy as np
 from numba import njit, prange
 
-from ..layers import attention as reference
 from . import register
-from .common import FLOAT_TYPES, supported
+from .common import FLOAT_TYPES, njit_per_dtype, supported
 from .gemm import gemm_one_thread
 
 _SIGNATURES = [f"void({t}[:, :, :, :], {t}[:, :, :, :], boolean, boolean, {t}[:, :, :, ::1])"
                for t in FLOAT_TYPES]
 
 
-@njit(_SIGNATURES, cache=True, fastmath={"contract"}, parallel=True)
+@njit_per_dtype(_SIGNATURES, cache=True, fastmath={"contract"}, parallel=True)
 def _batched(a, b, transpose_a, transpose_b, out):
     """out[x, y] = op(a[x, y]) @ op(b[x, y]) for every (x, y) of the two leading axes."""
     X, Y = out.shape[0], out.shape[1]
@@ -36,9 +35,9 @@ def _batched(a, b, transpose_a, transpose_b, out):
         gemm_one_thread(a_xy, b_xy, no_bias, out[x, y])
 
 
-def _run(a, b, transpose_a, transpose_b, fallback):
+def _run(a, b, transpose_a, transpose_b):
     if not supported(a, b) or a.ndim != 4 or b.ndim != 4:
-        return fallback.reference(a, b)
+        return NotImplemented
     M = a.shape[3] if transpose_a else a.shape[2]
     N = b.shape[2] if transpose_b else b.shape[3]
     out = np.empty(a.shape[:2] + (M, N), dtype=a.dtype)
@@ -49,16 +48,16 @@ def _run(a, b, transpose_a, transpose_b, fallback):
 @register("batched_matmul")
 def batched_matmul(a, b):
     """a @ b over the two leading axes, like the reference."""
-    return _run(a, b, False, False, reference.batched_matmul)
+    return _run(a, b, False, False)
 
 
 @register("batched_matmul_nt")
 def batched_matmul_nt(a, b):
     """a @ b^T (last two axes), like the reference."""
-    return _run(a, b, False, True, reference.batched_matmul_nt)
+    return _run(a, b, False, True)
 
 
 @register("batched_matmul_tn")
 def batched_matmul_tn(a, b):
     """a^T @ b (last two axes), like the reference."""
-    return _run(a, b, True, False, reference.batched_matmul_tn)
+    return _run(a, b, True, False)

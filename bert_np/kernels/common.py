@@ -1,4 +1,11 @@
-"""What every kernel module shares: the dtypes, the thread pool and the vector width of the kernels.
+"""What every kernel module shares: the dtypes, compilation per dtype on first use with a notice,
+the thread pool and the vector width of the kernels.
+
+Compilation. Each kernel has one signature per float dtype; `njit_per_dtype` compiles the one a
+call needs the first time it is needed (or loads it from Numba's on-disk cache), so a float32 run
+never compiles the float64 code and a run compiles only the kernels it calls. A real compilation
+(not a cache load) is announced on standard error, with the kernel's name, dtype and time, because
+it can take a minute on a fresh install and nothing else would explain the pause.
 
 Thread pool. Numba's parallel loops run on OpenMP (libgomp) with a short spin, unless
 NUMBA_THREADING_LAYER says otherwise, and on Numba's own "workqueue" pool where libgomp is missing.
@@ -26,9 +33,13 @@ the environment, where Numba re-reads its configuration, and Numba's cache keeps
 per feature string.
 """
 import os
+import sys
+import time
 
 import llvmlite.binding
 import numba
+import numpy as np
+from numba.core import event
 
 SPIN_COUNT = "10000"   # GOMP_SPINCOUNT: iterations a libgomp thread spins before it sleeps
 
@@ -61,6 +72,71 @@ if "NUMBA_CPU_FEATURES" not in os.environ and (_wide := _features_without_256_bi
     os.environ["NUMBA_CPU_FEATURES"] = numba.config.CPU_FEATURES = _wide
 
 FLOAT_TYPES = ("float32", "float64")
+
+
+class _CompileNotice(event.Listener):
+    """Writes a line to standard error for each kernel Numba compiles (not for cache loads), and a
+    first line saying what is happening. Nested compilations (the helpers a kernel calls) count
+    as part of the kernel that asked for them."""
+
+    def __init__(self):
+        self.depth, self.started, self.announced = 0, 0.0, False
+
+    def on_start(self, ev):
+        self.depth += 1
+        if self.depth > 1:
+            return
+        if not self.announced:
+            self.announced = True
+            print("bert_np: compiling the Numba kernels this run uses, once; later runs load them "
+                  "from Numba's cache", file=sys.stderr, flush=True)
+        self.started = time.perf_counter()
+
+    def on_end(self, ev):
+        self.depth -= 1
+        if self.depth > 0:
+            return
+        name = ev.data["dispatcher"].py_func.__name__
+        types = ", ".join(sorted({str(getattr(a, "dtype", a)) for a in ev.data["args"]
+                                  if hasattr(a, "dtype")}))
+        print(f"  compiled {name} ({types}) in {time.perf_counter() - self.started:.1f} s",
+              file=sys.stderr, flush=True)
+
+
+event.register("numba:compile", _CompileNotice())
+
+
+class PerDtypeKernel:
+    """A Numba kernel with one signature per dtype, each compiled the first time a call needs it.
+
+    Called like the plain function; the dtype of its first array argument picks the signature.
+    Each dtype gets a dispatcher of its own, compiled for exactly that signature, so no other
+    layout or type is ever compiled for it."""
+
+    def __init__(self, function, signatures, options):
+        self.function, self.options = function, options
+        self.signatures = dict(zip(FLOAT_TYPES, signatures))       # dtype name -> signature
+        self.__name__, self.__doc__ = function.__name__, function.__doc__
+        self.dispatchers = {}
+
+    def dispatcher(self, dtype: str):
+        """The compiled kernel for the dtype name `dtype` (compiled, or loaded from the cache)."""
+        if dtype not in self.dispatchers:
+            self.dispatchers[dtype] = numba.njit([self.signatures[dtype]], **self.options)(
+                self.function)
+        return self.dispatchers[dtype]
+
+    def __call__(self, *args):
+        dtype = next(a.dtype.name for a in args if isinstance(a, np.ndarray))
+        return self.dispatcher(dtype)(*args)
+
+
+def njit_per_dtype(signatures, **options):
+    """Decorator: `@njit_per_dtype([f"void({t}[::1])" for t in FLOAT_TYPES], cache=True)` makes a
+    PerDtypeKernel; `signatures` lists one Numba signature per dtype of FLOAT_TYPES, in order."""
+    return lambda function: PerDtypeKernel(function, signatures, options)
+
+
 
 
 def supported(*arrays):

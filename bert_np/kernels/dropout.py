@@ -1,6 +1,6 @@
 """Inverted dropout's forward in one pass: y = x * m / (1 - p), m = (u >= p).
 
-u comes from the counter-based SplitMix64 of the reference (layers/dropout.py): element i's number
+u comes from the counter-based SplitMix64 of bert_np/rng.py: element i's number
 depends on (key, i) only, so every element is computed independently, in parallel blocks, with
 64-bit integer vector arithmetic, and the values are the reference's bit for bit. The NumPy
 reference materialises the 64-bit counters, five integer passes, u, the comparison and the float
@@ -10,10 +10,9 @@ to the dtype of x first, as NumPy does with a Python float scalar.
 import numpy as np
 from numba import njit, prange
 
-from ..layers import dropout as reference
-from ..layers.dropout import GAMMA, MIX_1, MIX_2, SHIFTS, UNIFORM_BITS, draw_key
+from ..rng import GAMMA, MIX_1, MIX_2, SHIFTS, UNIFORM_BITS, draw_key
 from . import register
-from .common import FLOAT_TYPES, supported
+from .common import FLOAT_TYPES, njit_per_dtype, supported
 
 BLOCK = 16384   # elements per task
 _TOP = np.uint64(64 - UNIFORM_BITS)
@@ -31,7 +30,7 @@ def counter_uniform(key, i, grid):
     return (z >> _TOP) * grid
 
 
-@njit(_SIGNATURES, cache=True, parallel=True)
+@njit_per_dtype(_SIGNATURES, cache=True, parallel=True)
 def _dropout(x, key, p, scale, mask, y):
     """mask[i] = scale if u[i] >= p else 0;  y[i] = x[i] * mask[i];  u[i] from (key, i)."""
     n = x.shape[0]
@@ -49,7 +48,7 @@ def _dropout(x, key, p, scale, mask, y):
 def dropout_forward(x, p, rng):
     """Returns (y, m / (1 - p)) like the reference, or (x, None) when dropout is off."""
     if p == 0.0 or rng is None or not supported(x):
-        return reference.dropout_forward.reference(x, p, rng)
+        return NotImplemented
     dtype = x.dtype.type
     x1 = np.ascontiguousarray(x).reshape(-1)
     mask, y = np.empty_like(x1), np.empty_like(x1)

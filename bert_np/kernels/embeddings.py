@@ -10,14 +10,13 @@ reference, which raises IndexError.
 import numpy as np
 from numba import njit
 
-from ..layers import embeddings as reference
 from . import register
-from .common import FLOAT_TYPES, supported
+from .common import FLOAT_TYPES, njit_per_dtype, supported
 
 _SIGNATURES = [f"void({t}[:, ::1], int64[::1], int64, {t}[:, ::1])" for t in FLOAT_TYPES]
 
 
-@njit(_SIGNATURES, cache=True)
+@njit_per_dtype(_SIGNATURES, cache=True)
 def _scatter_add_rows(dy, ids, padding_id, dtable):
     """dtable[ids[n]] += dy[n] for every n with ids[n] != padding_id; dy (N, H), ids (N,)."""
     for n in range(ids.shape[0]):
@@ -33,6 +32,6 @@ def embedding_backward(dy, ids, dtable, padding_id=None):
     ids1 = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
     in_range = ids1.size == 0 or (ids1.min() >= 0 and ids1.max() < dtable.shape[0])
     if not (in_range and supported(dy, dtable) and dtable.flags.c_contiguous):
-        return reference.embedding_backward.reference(dy, ids, dtable, padding_id)   # it raises
+        return NotImplemented       # the reference raises on ids out of range
     dy2 = np.ascontiguousarray(dy).reshape(-1, dy.shape[-1])
     _scatter_add_rows(dy2, ids1, -1 if padding_id is None else padding_id, dtable)

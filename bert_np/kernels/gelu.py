@@ -1,14 +1,17 @@
-"""Exact (erf) GELU forward and backward of z = x + b, element-wise, fused into one pass.
+"""Exact (erf) GELU forward and backward, element-wise in one pass; and the feed-forward's
+`linear_act` (Linear then GELU) with the bias added in the GELU's pass.
 
-forward:   y = z * Phi(z),           Phi(z) = (1 + erf(z / sqrt 2)) / 2,   z = x + b
+forward:   y = z * Phi(z),           Phi(z) = (1 + erf(z / sqrt 2)) / 2
 backward:  dz = dy * (Phi(z) + z * phi(z)),   phi(z) = exp(-z^2 / 2) / sqrt(2 pi)
-b is the bias of the Linear layer before the GELU (layers/activations.py), added as x is read.
+linear_act_forward (act "gelu"):  z = x W^T (np.matmul), then z += b and y = GELU(z) in one pass;
+its backward is the reference's composition, whose GELU backward is the kernel here.
 
 Why it is fast: the NumPy reference builds 5 (forward) to 9 (backward) temporaries the size of the
 (B, T, I) activations, one ufunc at a time. Here every element is read once and its result written
 once, the rows are split over the cores with `prange`, and the backward's exp(-z^2/2), whose
-argument is always <= 0, uses the vectorised exp of vecmath.py. z is never stored: the backward
-adds the bias again as it reads x.
+argument is always <= 0, uses the vectorised exp of vecmath.py. In linear_act_forward the bias of
+the Linear layer is added as the GELU reads the product, which saves the separate pass over the
+(B, T, I) activations that `y += b` would make.
 erf: in float64, libm's (a scalar call per element, exact to the last bit, so float64 results match
 the reference to ~1e-16). In float32, a rational approximation x P(x^2) / Q(x^2) with the
 coefficients Eigen uses for its vectorised float erf: plain multiply-adds and one division, which
@@ -28,9 +31,8 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ..layers import activations as reference
 from . import register
-from .common import FLOAT_TYPES, supported
+from .common import FLOAT_TYPES, njit_per_dtype, supported
 from .vecmath import exp_constants, exp_constants_type, exp_nonpositive
 
 _ERF_P = tuple(np.float32(c) for c in (
@@ -83,72 +85,84 @@ _CONSTANTS = {t: f"UniTuple({t}, 4)" for t in FLOAT_TYPES}
 _FORWARD_SIGNATURES = [f"void({t}[:, ::1], {t}[::1], {t}[:, ::1], {_CONSTANTS[t]})"
                        for t in FLOAT_TYPES]
 _BACKWARD_SIGNATURES = [
-    f"void({t}[:, ::1], {t}[:, ::1], {t}[::1], {t}[:, ::1], {t}[:, :, ::1], "
+    f"void({t}[:, ::1], {t}[:, ::1], {t}[:, ::1], {t}[:, :, ::1], "
     f"{exp_constants_type(t)}, {_CONSTANTS[t]})" for t in FLOAT_TYPES]
 
 
-@njit(_FORWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
-def _gelu(x, b, y, consts):
-    """y[n] = z * Phi(z), z = x[n] + b, for every row n; x, y (N, I), b (I,);
-    consts = gelu_constants(dtype)."""
+@njit_per_dtype(_FORWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
+def _gelu(z, b, y, consts):
+    """z[n] += b (when b has entries) and y[n] = z[n] * Phi(z[n]) for every row n; z, y (N, I),
+    b (I,) or empty; consts = gelu_constants(dtype)."""
     half, one, inv_sqrt_2 = consts[0], consts[1], consts[2]
-    for n in prange(x.shape[0]):
-        xr, yr = x[n], y[n]                                   # see "Indexing" in the docstring
-        for i in range(xr.shape[0]):
-            z = xr[i] + b[i]
-            yr[i] = z * half * (one + erf_of(z * inv_sqrt_2))
+    add_bias = b.shape[0] > 0
+    for n in prange(z.shape[0]):
+        zr, yr = z[n], y[n]                                   # see "Indexing" in the docstring
+        if add_bias:
+            for i in range(zr.shape[0]):
+                zr[i] += b[i]
+        for i in range(zr.shape[0]):
+            zi = zr[i]
+            yr[i] = zi * half * (one + erf_of(zi * inv_sqrt_2))
 
 
-@njit(_BACKWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
-def _gelu_backward(dy, x, b, dx, scratch, exp_consts, consts):
-    """dx[n] = dy[n] * (Phi(z) + z phi(z)), z = x[n] + b, for every row n; dy, x, dx (N, I), b (I,);
+@njit_per_dtype(_BACKWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
+def _gelu_backward(dy, z, dz, scratch, exp_consts, consts):
+    """dz[n] = dy[n] * (Phi(z) + z phi(z)) for every row n; dy, z, dz (N, I);
     scratch (chunks, 2, I): two rows per chunk of rows, for the exp's argument and result."""
     half, one, inv_sqrt_2, inv_sqrt_2pi = consts[0], consts[1], consts[2], consts[3]
-    N = x.shape[0]
+    N = z.shape[0]
     n_chunks = scratch.shape[0]
     for c in prange(n_chunks):
         t, pdf = scratch[c, 0], scratch[c, 1]
         for n in range(c * N // n_chunks, (c + 1) * N // n_chunks):
-            xr, dyr, dxr = x[n], dy[n], dx[n]
-            for i in range(xr.shape[0]):
-                z = xr[i] + b[i]
-                t[i] = -half * z * z                          # <= 0
+            zr, dyr, dzr = z[n], dy[n], dz[n]
+            for i in range(zr.shape[0]):
+                t[i] = -half * zr[i] * zr[i]                  # <= 0
             exp_nonpositive(t, half - half, pdf, exp_consts)  # exp(-z^2 / 2)
-            for i in range(xr.shape[0]):
-                z = xr[i] + b[i]
-                cdf = half * (one + erf_of(z * inv_sqrt_2))                      # Phi(z)
-                dxr[i] = dyr[i] * (cdf + z * inv_sqrt_2pi * pdf[i])
+            for i in range(zr.shape[0]):
+                zi = zr[i]
+                cdf = half * (one + erf_of(zi * inv_sqrt_2))                     # Phi(z)
+                dzr[i] = dyr[i] * (cdf + zi * inv_sqrt_2pi * pdf[i])
 
 
-def _rows_and_bias(x, b):
-    """x as C-contiguous rows (N, I) and b as (I,), zeros when there is no bias."""
-    I = x.shape[-1] if x.ndim else 1
-    rows = np.ascontiguousarray(x).reshape(-1, I)
-    bias = np.zeros(I, x.dtype) if b is None else np.ascontiguousarray(b)
-    return rows, bias
+def _rows(x):
+    """x as C-contiguous rows (N, I) (a view when it already is)."""
+    return np.ascontiguousarray(x).reshape(-1, x.shape[-1] if x.ndim else 1)
 
 
 @register("gelu_forward")
-def gelu_forward(x, b=None):
-    """Returns (y, (x, b)) like the reference."""
-    if not supported(x, b) or (b is not None and b.shape != x.shape[-1:]):
-        return reference.gelu_forward.reference(x, b)
-    rows, bias = _rows_and_bias(x, b)
+def gelu_forward(x):
+    """Returns (y, x) like the reference."""
+    if not supported(x):
+        return NotImplemented
+    rows = _rows(x)
     y = np.empty_like(rows)
-    _gelu(rows, bias, y, gelu_constants(rows.dtype))
-    return y.reshape(x.shape), (x, b)
+    _gelu(rows, np.empty(0, rows.dtype), y, gelu_constants(rows.dtype))
+    return y.reshape(x.shape), x
 
 
 @register("gelu_backward")
-def gelu_backward(dy, cache):
-    """Returns dz like the reference."""
-    x, b = cache
-    if not supported(dy, x, b) or dy.shape != x.shape:
-        return reference.gelu_backward.reference(dy, cache)
-    rows, bias = _rows_and_bias(x, b)
+def gelu_backward(dy, x):
+    """Returns dx like the reference."""
+    if not supported(dy, x) or dy.shape != x.shape:
+        return NotImplemented
+    rows = _rows(x)
     dx = np.empty_like(rows)
     n_chunks = max(1, min(rows.shape[0], 4 * numba.get_num_threads()))
     scratch = np.empty((n_chunks, 2, rows.shape[1]), dtype=rows.dtype)
-    _gelu_backward(np.ascontiguousarray(dy).reshape(rows.shape), rows, bias, dx, scratch,
+    _gelu_backward(np.ascontiguousarray(dy).reshape(rows.shape), rows, dx, scratch,
                    exp_constants(rows.dtype), gelu_constants(rows.dtype))
     return dx.reshape(x.shape)
+
+
+@register("linear_act_forward")
+def linear_act_forward(x, w, b, act):
+    """(y, ((x, w), z, act)) like the reference, for act "gelu" with a bias; z = x W^T + b is
+    formed in the product's output by the GELU's pass."""
+    if act != "gelu" or b is None or not supported(x, w, b) or b.shape != w.shape[:1]:
+        return NotImplemented
+    z = np.matmul(x.reshape(-1, x.shape[-1]), w.T)           # (N, I) = x W^T, C-contiguous
+    y = np.empty_like(z)
+    _gelu(z, np.ascontiguousarray(b), y, gelu_constants(z.dtype))   # z += b;  y = GELU(z)
+    shape = x.shape[:-1] + w.shape[:1]
+    return y.reshape(shape), ((x, w), z.reshape(shape), act)

@@ -34,9 +34,8 @@ from numba import carray, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ..layers import linear as reference_linear
 from . import register
-from .common import FLOAT_TYPES, supported
+from .common import FLOAT_TYPES, njit_per_dtype, supported
 
 MR = 8      # rows of the register tile (A panel width)
 NR = 16     # columns of the register tile (B panel width): one AVX-512 float32 vector
@@ -45,8 +44,6 @@ MC = 96     # rows of A packed per block (per thread), kept in L2
 NC = 1024   # columns of B packed per block, shared by the threads
 
 _SIGNATURES = [f"void({t}[:, :], {t}[:, :], {t}[:], {t}[:, ::1])" for t in FLOAT_TYPES]
-_PACK_SIGNATURES = [f"void({t}[:, :], int64, int64, int64, int64, {t}[:, :, ::1])"
-                    for t in FLOAT_TYPES]
 
 
 @intrinsic
@@ -64,7 +61,7 @@ def _register_row(dtype):
     return carray(_stack_row(dtype), (NR,))
 
 
-@njit(_PACK_SIGNATURES, cache=True)
+@njit(cache=True)
 def _pack_panels(src, r0, rows, k0, kc, out):
     """out[p, k, i] = src[r0 + w*p + i, k0 + k], w = out.shape[2]: rows of src cut into panels of
     w rows, each stored k-major so the micro-kernel reads one contiguous run of w values per k.
@@ -188,14 +185,16 @@ def _gemm_loops(a, b, bias, c):
                 _multiply_block(apk, bpk, mc, nc, kc, c, ic, jc, pc == 0, bias)
 
 
-gemm = njit(_SIGNATURES, cache=True, fastmath={"contract"}, parallel=True)(_gemm_loops)
+gemm = njit_per_dtype(_SIGNATURES, cache=True, fastmath={"contract"},
+                      parallel=True)(_gemm_loops)
 # For the attention's stacks of small products, where the threads take whole products instead.
 # Not cached on its own (two cached dispatchers of one function would share a cache index); the
 # cached kernel that calls it stores its code.
 gemm_one_thread = njit(fastmath={"contract"})(_gemm_loops)
 
 
-@njit([f"void({t}[:, ::1], {t}[::1])" for t in FLOAT_TYPES], cache=True, parallel=True)
+@njit_per_dtype([f"void({t}[:, ::1], {t}[::1])" for t in FLOAT_TYPES], cache=True,
+                parallel=True)
 def _add_bias_rows(y, b):
     """y[n] += b for every row n, the rows split over the cores."""
     for n in prange(y.shape[0]):
@@ -216,8 +215,7 @@ def add_bias(y, b):
     faster in a step, although the kernel alone is 3-5x faster on warm data."""
     if (not supported(y, b) or y.ndim != 2 or b.shape != y.shape[1:] or not y.flags.c_contiguous
             or y.nbytes <= PARALLEL_BIAS_BYTES):
-        reference_linear.add_bias.reference(y, b)
-        return
+        return NotImplemented
     _add_bias_rows(y, np.ascontiguousarray(b))
 
 
@@ -232,7 +230,7 @@ def matmul(a, b, bias=None):
 def linear_forward(x, w, b):
     """y = x @ w.T + b with the bias fused into the GEMM; returns (y, (x, w)) like the reference."""
     if not supported(x, w, b):
-        return reference_linear.linear_forward.reference(x, w, b)
+        return NotImplemented
     x2 = x.reshape(-1, x.shape[-1])                           # (N, in), a view when possible
     y = matmul(x2, w.T, b)                                    # (N, out)
     return y.reshape(x.shape[:-1] + (w.shape[0],)), (x, w)
@@ -243,7 +241,7 @@ def linear_backward(dy, cache):
     """dx = dy @ w, dw = dy^T @ x, db = sum_n dy, each GEMM reading the views it is given."""
     x, w = cache
     if not supported(dy, x, w):
-        return reference_linear.linear_backward.reference(dy, cache)
+        return NotImplemented
     x2 = x.reshape(-1, x.shape[-1])                           # (N, in)
     dy2 = dy.reshape(-1, dy.shape[-1])                        # (N, out)
     dx = matmul(dy2, w).reshape(x.shape)                      # y = x W^T   ->  dx = dy W

@@ -11,15 +11,14 @@ Every element is computed independently, so the result does not depend on the th
 """
 from numba import njit, prange
 
-from ..optim import adamw_update as reference
 from . import register
-from .common import FLOAT_TYPES, supported
+from .common import FLOAT_TYPES, njit_per_dtype, supported
 
 _SIGNATURES = [f"void({t}[::1], {t}[::1], {t}[::1], {t}[::1], float64, float64, float64, float64, "
                f"float64, float64, float64)" for t in FLOAT_TYPES]
 
 
-@njit(_SIGNATURES, cache=True, fastmath=False, parallel=True)
+@njit_per_dtype(_SIGNATURES, cache=True, fastmath=False, parallel=True)
 def _adamw(p, g, m, v, lr, beta1, beta2, eps, decay, step_size, inv_sqrt_bc2):
     keep = 1.0 - decay
     for i in prange(p.shape[0]):
@@ -35,6 +34,6 @@ def _adamw(p, g, m, v, lr, beta1, beta2, eps, decay, step_size, inv_sqrt_bc2):
 def adamw_update(p, g, m, v, lr, beta1, beta2, eps, decay, step_size, inv_sqrt_bc2):
     """In place, like the reference; non-contiguous or mixed-dtype tensors take the reference."""
     if not (supported(p, g, m, v) and all(a.flags.c_contiguous for a in (p, g, m, v))):
-        return reference.reference(p, g, m, v, lr, beta1, beta2, eps, decay, step_size, inv_sqrt_bc2)
+        return NotImplemented
     _adamw(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), lr, beta1, beta2, eps,
            decay, step_size, inv_sqrt_bc2)

@@ -18,9 +18,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ..layers import attention as reference
 from . import register
-from .common import FLOAT_TYPES, supported
+from .common import FLOAT_TYPES, njit_per_dtype, supported
 from .vecmath import exp_constants, exp_constants_type, exp_nonpositive, maxnum
 
 _FORWARD_SIGNATURES = [
@@ -90,7 +89,7 @@ def softmax_row(s, m, scale, p, z, consts):
     _normalise(p)
 
 
-@njit(_FORWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
+@njit_per_dtype(_FORWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
 def _softmax_rows(scores, mask, scale, probs, scratch, consts):
     """probs[b, r] = softmax(scale * scores[b, r] + mask[b]); scores, probs (B, A*T, T), mask (B, T).
 
@@ -107,7 +106,7 @@ def _softmax_rows(scores, mask, scale, probs, scratch, consts):
             softmax_row(scores[b, r], mask[b], scale, probs[b, r], z, consts)
 
 
-@njit(_BACKWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
+@njit_per_dtype(_BACKWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
 def _softmax_backward_rows(dprobs, probs, scale, dscores):
     """dscores = scale * P * (dP - sum_j dP_j P_j), row by row; all (rows, T)."""
     for row in prange(probs.shape[0]):
@@ -123,7 +122,7 @@ def _softmax_backward_rows(dprobs, probs, scale, dscores):
 def attention_softmax_forward(scores, mask_bias, scale):
     """probs (B, A, T, T) = softmax(scale * scores + mask_bias) in one pass per row."""
     if not supported(scores, mask_bias):
-        return reference.attention_softmax_forward.reference(scores, mask_bias, scale)
+        return NotImplemented
     B, A, T, _ = scores.shape
     dtype = scores.dtype
     scores3 = np.ascontiguousarray(scores).reshape(B, A * T, T)           # (B, A*T, T)
@@ -139,7 +138,7 @@ def attention_softmax_forward(scores, mask_bias, scale):
 def attention_softmax_backward(dprobs, probs, scale):
     """dscores (B, A, T, T) = scale * P * (dP - sum_j dP_j P_j), one pass over dP and P."""
     if not supported(dprobs, probs):
-        return reference.attention_softmax_backward.reference(dprobs, probs, scale)
+        return NotImplemented
     shape, T = probs.shape, probs.shape[-1]
     dscores = np.empty(shape, dtype=probs.dtype)
     _softmax_backward_rows(np.ascontiguousarray(dprobs).reshape(-1, T),

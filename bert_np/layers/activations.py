@@ -1,4 +1,5 @@
-"""Element-wise activations: GELU (exact erf form and tanh approximation), tanh, ReLU.
+"""Element-wise activations: GELU (exact erf form and tanh approximation), tanh, ReLU; and the
+feed-forward's first half, Linear then activation, as one named operation.
 
 gelu (hidden_act="gelu", exact):
     y = x * Phi(x),  Phi(x) = (1 + erf(x / sqrt(2))) / 2   (erf from scipy.special)
@@ -8,11 +9,10 @@ gelu_new / gelu_pytorch_tanh (tanh approximation, differs from the exact form by
     dy/dx = (1 + tanh u) / 2 + x (1 - tanh^2 u) sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2
 tanh:  y = tanh(x),  dy/dx = 1 - y^2          relu:  y = max(x, 0),  dy/dx = [x > 0]
 
-The hidden activations (the ACTIVATIONS table) take an optional bias b and act on z = x + b: the
-feed-forward sublayer hands them the bias of the Linear layer before them, so that the bias is
-added as the activation reads its input instead of in a pass of its own over the (B, T, I)
-activations (the largest of a layer). Their backward returns dL/dz, which is also dL/dx, and the
-Linear layer's backward sums it into the bias gradient as usual.
+linear_act (the feed-forward's intermediate layer, `intermediate.dense` + `hidden_act`):
+    z = x W^T + b,  y = act(z)           backward:  dz = act'(z) * dy,  then Linear's backward
+Its reference is exactly that composition; its kernel (kernels/gelu.py) adds b and applies the
+GELU in one pass over z.
 """
 import math
 
@@ -20,46 +20,38 @@ import numpy as np
 from scipy.special import erf as _erf
 
 from ..kernels import accelerated
+from .linear import linear_backward, linear_forward
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def biased(x, b):
-    """z = x + b, or x itself when there is no bias."""
-    return x if b is None else x + b
-
-
 @accelerated("gelu_forward")
-def gelu_forward(x, b=None):
-    """Exact GELU of z = x (+ b); returns (y, cache) with cache = (x, b): z is not stored, the
-    backward forms it again."""
-    z = biased(x, b)
-    phi_cdf = 0.5 * (1.0 + _erf(z * _INV_SQRT_2))             # Phi(z)
-    return z * phi_cdf, (x, b)
+def gelu_forward(x):
+    """Exact GELU; returns (y, cache) with cache = x."""
+    phi_cdf = 0.5 * (1.0 + _erf(x * _INV_SQRT_2))             # Phi(x)
+    return x * phi_cdf, x
 
 
 @accelerated("gelu_backward")
-def gelu_backward(dy, cache):
-    """dz = dy * (Phi(z) + z phi(z)), z = x (+ b)."""
-    z = biased(*cache)
-    phi_cdf = 0.5 * (1.0 + _erf(z * _INV_SQRT_2))             # Phi(z)
-    phi_pdf = _INV_SQRT_2PI * np.exp(-0.5 * z * z)            # phi(z)
-    return dy * (phi_cdf + z * phi_pdf)
+def gelu_backward(dy, x):
+    """dx = dy * (Phi(x) + x phi(x))."""
+    phi_cdf = 0.5 * (1.0 + _erf(x * _INV_SQRT_2))             # Phi(x)
+    phi_pdf = _INV_SQRT_2PI * np.exp(-0.5 * x * x)            # phi(x)
+    return dy * (phi_cdf + x * phi_pdf)
 
 
-def gelu_tanh_forward(x, b=None):
-    """tanh-approximated GELU of z = x (+ b); returns (y, cache) with cache = z."""
-    z = biased(x, b)
-    t = np.tanh(_SQRT_2_OVER_PI * (z + 0.044715 * z ** 3))   # tanh u
-    return 0.5 * z * (1.0 + t), z
+def gelu_tanh_forward(x):
+    """tanh-approximated GELU; returns (y, cache) with cache = x."""
+    t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))   # tanh u
+    return 0.5 * x * (1.0 + t), x
 
 
-def gelu_tanh_backward(dy, z):
-    t = np.tanh(_SQRT_2_OVER_PI * (z + 0.044715 * z ** 3))
-    du_dz = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * z * z)
-    return dy * (0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * du_dz)
+def gelu_tanh_backward(dy, x):
+    t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))   # tanh u
+    du_dx = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x)
+    return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
 
 
 def tanh_forward(x):
@@ -72,14 +64,13 @@ def tanh_backward(dy, y):
     return dy * (1.0 - y * y)
 
 
-def relu_forward(x, b=None):
-    """max(z, 0) of z = x (+ b); returns (y, cache) with cache = z."""
-    z = biased(x, b)
-    return np.maximum(z, 0), z
+def relu_forward(x):
+    """Returns (y, cache) with cache = x."""
+    return np.maximum(x, 0), x
 
 
-def relu_backward(dy, z):
-    return dy * (z > 0)
+def relu_backward(dy, x):
+    return dy * (x > 0)
 
 
 # hidden_act name -> (forward, backward)
@@ -89,3 +80,22 @@ ACTIVATIONS = {
     "gelu_pytorch_tanh": (gelu_tanh_forward, gelu_tanh_backward),
     "relu": (relu_forward, relu_backward),
 }
+
+
+@accelerated("linear_act_forward")
+def linear_act_forward(x, w, b, act):
+    """y = act(x W^T + b) for the hidden_act name `act`; returns (y, cache) with
+    cache = (Linear's cache, the activation's cache, act)."""
+    act_forward, _ = ACTIVATIONS[act]
+    z, cache_linear = linear_forward(x, w, b)                 # z = x W^T + b
+    y, cache_act = act_forward(z)                             # y = act(z)
+    return y, (cache_linear, cache_act, act)
+
+
+@accelerated("linear_act_backward")
+def linear_act_backward(dy, cache):
+    """Returns (dx, dw, db)."""
+    cache_linear, cache_act, act = cache
+    _, act_backward = ACTIVATIONS[act]
+    dz = act_backward(dy, cache_act)                          # y = act(z)
+    return linear_backward(dz, cache_linear)                  # z = x W^T + b

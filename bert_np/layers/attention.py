@@ -17,6 +17,7 @@ backward, line by line in reverse:
 The derivation of the softmax backward is in notebooks/04_attention_backward.ipynb.
 """
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -83,7 +84,8 @@ def merge_heads(x):
 
 
 @accelerated("attention_context_forward")
-def attention_context_forward(q, k, v, mask_bias, scale, dropout_p=0.0, rng=None, keep_probs=True):
+def attention_context_forward(q, k, v, mask_bias, scale, dropout_p=0.0, rng=None, *,
+                              keep_probs=True):
     """C = dropout(softmax(scale Q K^T + M)) V for every (batch, head); q, k, v (B, A, T, D).
 
     Returns (context (B, T, H) with the heads merged, probs P, probs_dropped P', dropout cache).
@@ -99,36 +101,49 @@ def attention_context_forward(q, k, v, mask_bias, scale, dropout_p=0.0, rng=None
     return context, probs, probs_dropped, cache_drop
 
 
+class AttentionCache(NamedTuple):
+    """What attention_backward needs from attention_forward."""
+    query: tuple             # the three projections' Linear caches
+    key: tuple
+    value: tuple
+    q: np.ndarray            # (B, A, T, D) each, split into heads
+    k: np.ndarray
+    v: np.ndarray
+    probs: np.ndarray        # P   (B, A, T, T)
+    probs_dropped: np.ndarray  # P'  (B, A, T, T), P itself without dropout
+    dropout: object          # dropout's cache of P' = dropout(P)
+    scale: float             # 1 / sqrt(D)
+
+
 def attention_forward(x, wq, bq, wk, bk, wv, bv, mask_bias, num_heads, dropout_p=0.0, rng=None,
-                      keep_cache=True):
-    """Returns (context (B, T, H), cache); the cache is None when keep_cache is False."""
-    q, cache_q = linear_forward(x, wq, bq)                    # (B, T, H)
-    k, cache_k = linear_forward(x, wk, bk)
-    v, cache_v = linear_forward(x, wv, bv)
+                      *, keep_cache=True):
+    """Returns (context (B, T, H), AttentionCache); the cache is None when keep_cache is False."""
+    q, cache_q = linear_forward(x, wq, bq)                    # Q = x Wq^T + bq   (B, T, H)
+    k, cache_k = linear_forward(x, wk, bk)                    # K = x Wk^T + bk
+    v, cache_v = linear_forward(x, wv, bv)                    # V = x Wv^T + bv
     q, k, v = (split_heads(t, num_heads) for t in (q, k, v))  # (B, A, T, D)
     scale = 1.0 / math.sqrt(q.shape[-1])
     context, probs, probs_dropped, cache_drop = attention_context_forward(
-        q, k, v, mask_bias, scale, dropout_p, rng, keep_cache)  # (B, T, H)
+        q, k, v, mask_bias, scale, dropout_p, rng, keep_probs=keep_cache)  # (B, T, H)
     if not keep_cache:
         return context, None
-    cache = (cache_q, cache_k, cache_v, q, k, v, probs, probs_dropped, cache_drop, scale)
-    return context, cache
+    return context, AttentionCache(cache_q, cache_k, cache_v, q, k, v, probs, probs_dropped,
+                                   cache_drop, scale)
 
 
-def attention_backward(dcontext, cache):
+def attention_backward(dcontext, cache: AttentionCache):
     """Returns (dx, (dwq, dbq, dwk, dbk, dwv, dbv))."""
-    cache_q, cache_k, cache_v, q, k, v, probs, probs_dropped, cache_drop, scale = cache
-    num_heads = q.shape[1]
-    dctx = split_heads(dcontext, num_heads)                   # (B, A, T, D)
-    dprobs_dropped = batched_matmul_nt(dctx, v)               # C = P' V  ->  dP' = dC V^T
-    dv = batched_matmul_tn(probs_dropped, dctx)               # C = P' V  ->  dV = P'^T dC
-    dprobs = dropout_backward(dprobs_dropped, cache_drop)     # P' = dropout(P)
-    dscores = attention_softmax_backward(dprobs, probs, scale)  # P = softmax(S / sqrt(D) + M)
-    dq = batched_matmul(dscores, k)                           # S = Q K^T  ->  dQ = dS K
-    dk = batched_matmul_tn(dscores, q)                        # S = Q K^T  ->  dK = dS^T Q
-    dx, dwq, dbq = linear_backward(merge_heads(dq), cache_q)  # Q = x Wq^T + bq
-    dx_k, dwk, dbk = linear_backward(merge_heads(dk), cache_k)
-    dx_v, dwv, dbv = linear_backward(merge_heads(dv), cache_v)
+    c = cache
+    dctx = split_heads(dcontext, c.q.shape[1])                # (B, A, T, D)
+    dprobs_dropped = batched_matmul_nt(dctx, c.v)             # C = P' V  ->  dP' = dC V^T
+    dv = batched_matmul_tn(c.probs_dropped, dctx)             # C = P' V  ->  dV = P'^T dC
+    dprobs = dropout_backward(dprobs_dropped, c.dropout)      # P' = dropout(P)
+    dscores = attention_softmax_backward(dprobs, c.probs, c.scale)  # P = softmax(S / sqrt(D) + M)
+    dq = batched_matmul(dscores, c.k)                         # S = Q K^T  ->  dQ = dS K
+    dk = batched_matmul_tn(dscores, c.q)                      # S = Q K^T  ->  dK = dS^T Q
+    dx, dwq, dbq = linear_backward(merge_heads(dq), c.query)  # Q = x Wq^T + bq
+    dx_k, dwk, dbk = linear_backward(merge_heads(dk), c.key)  # K = x Wk^T + bk
+    dx_v, dwv, dbv = linear_backward(merge_heads(dv), c.value)  # V = x Wv^T + bv
     dx += dx_k
     dx += dx_v
     return dx, (dwq, dbq, dwk, dbk, dwv, dbv)
