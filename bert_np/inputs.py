@@ -117,3 +117,33 @@ def check_regression_labels(labels, batch_size, dtype, name="labels"):
                          f"{int(np.flatnonzero(~np.isfinite(arr))[0])}; regression labels must "
                          "be finite")
     return arr
+
+
+def check_distillation(teacher_logits, temperature, alpha, labels, batch_size, num_labels, dtype):
+    """The distillation arguments of loss_and_grads: teacher logits (B, C) or (B,) for regression,
+    finite; a finite temperature > 0; alpha in [0, 1]; labels present unless alpha == 1.
+    Returns (teacher logits as (B, C) in `dtype`, temperature, alpha)."""
+    arr = _as_array("teacher_logits", teacher_logits)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"teacher_logits must hold real numbers, got dtype {arr.dtype}")
+    shapes = ((batch_size, num_labels),) + (((batch_size,),) if num_labels == 1 else ())
+    if arr.shape not in shapes:
+        raise ValueError(f"teacher_logits has shape {arr.shape}, expected "
+                         f"{' or '.join(map(str, shapes))} (batch, num_labels)")
+    arr = arr.astype(dtype).reshape(batch_size, num_labels)
+    if not np.isfinite(arr).all():
+        row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+        raise ValueError(f"teacher_logits holds a non-finite value in row {row}")
+    try:
+        temperature, alpha = float(temperature), float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"temperature and alpha must be numbers, got {temperature!r} and "
+                         f"{alpha!r}") from None
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1] (the weight of the teacher's term), got {alpha}")
+    if alpha < 1.0 and labels is None:
+        raise ValueError(f"labels are needed when alpha < 1 (the label term has weight "
+                         f"1 - alpha = {1 - alpha:g})")
+    return arr, temperature, alpha

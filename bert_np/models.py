@@ -21,8 +21,10 @@ from .config import BertConfig
 from .heads import (classifier_head_backward, classifier_head_forward, mlm_head_backward,
                     mlm_head_forward, nsp_head_backward, nsp_head_forward)
 from .layers import (IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward, mse_backward,
-                     mse_forward, padding_mask_bias)
-from .inputs import check_inputs, check_regression_labels, check_token_labels
+                     mse_forward, padding_mask_bias, soft_cross_entropy_backward,
+                     soft_cross_entropy_forward)
+from .inputs import (check_distillation, check_inputs, check_regression_labels,
+                     check_token_labels)
 from .encoder import encoder_backward, encoder_forward, pooler_backward, pooler_forward
 
 logger = logging.getLogger("bert_np")
@@ -343,24 +345,51 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return out
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
-                       training=False, stats=None):
-        """A dict passed as `stats` receives the batch's logits."""
-        if labels is None:
-            raise ValueError("BertForSequenceClassification.loss_and_grads needs labels")
+                       teacher_logits=None, temperature=1.0, alpha=1.0, training=False,
+                       stats=None):
+        """The loss and the gradient of every parameter. With labels only: cross-entropy (or
+        MSE for num_labels == 1). With teacher_logits (distillation, Hinton et al. 2015):
+
+            loss = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, labels)
+
+        averaged over the batch, T = temperature, t the teacher's logits; for regression the
+        teacher's term is the squared error to the teacher's score. labels may be None when
+        alpha == 1. A dict passed as `stats` receives the batch's logits."""
+        input_ids, token_type_ids, attention_mask = check_inputs(
+            self.config, input_ids, token_type_ids, attention_mask)
+        B, C = input_ids.shape[0], self.config.num_labels
+        if teacher_logits is not None:
+            teacher, temperature, alpha = check_distillation(
+                teacher_logits, temperature, alpha, labels, B, C, self.dtype)
+        elif labels is None:
+            raise ValueError("BertForSequenceClassification.loss_and_grads needs labels (or "
+                             "teacher_logits, for distillation)")
+        else:
+            alpha = 0.0                                        # the label term alone
         h, pooled, cache, rng = self._encode(input_ids, token_type_ids, attention_mask, training)
-        B = h.shape[0]
         grads = {}
         logits, c_head = classifier_head_forward(pooled, self.params, self._classifier_dropout, rng)
-        if self.config.num_labels == 1:
-            target = check_regression_labels(labels, B, self.dtype)
-            loss, c_loss = mse_forward(logits[:, 0], target)
-            dlogits = mse_backward(1.0, c_loss)[:, None]                                # (B, 1)
-        else:
-            target = check_token_labels(labels, (B,), self.config.num_labels)
-            loss, c_loss = cross_entropy_forward(logits, target)
-            dlogits = cross_entropy_backward(1.0, c_loss)                                # (B, C)
+        loss, dlogits = 0.0, np.zeros_like(logits)                                    # (B, C)
+        if alpha > 0.0:                                          # the teacher's term
+            if C == 1:
+                soft, c_soft = mse_forward(logits[:, 0], teacher[:, 0])
+                dlogits[:, 0] += mse_backward(alpha, c_soft)
+            else:
+                soft, c_soft = soft_cross_entropy_forward(logits, teacher, temperature)
+                dlogits += soft_cross_entropy_backward(alpha, c_soft)
+            loss += alpha * soft
+        if alpha < 1.0:                                          # the label term
+            if C == 1:
+                target = check_regression_labels(labels, B, self.dtype)
+                hard, c_hard = mse_forward(logits[:, 0], target)
+                dlogits[:, 0] += mse_backward(1.0 - alpha, c_hard)
+            else:
+                target = check_token_labels(labels, (B,), C)
+                hard, c_hard = cross_entropy_forward(logits, target)
+                dlogits += cross_entropy_backward(1.0 - alpha, c_hard)
+            loss += (1.0 - alpha) * hard
         if stats is not None:
             stats["logits"] = logits
         dpooled = classifier_head_backward(dlogits, c_head, grads)
         self._backward_encoder(np.zeros_like(h), dpooled, cache, grads)
-        return loss, self._complete(grads)
+        return float(loss), self._complete(grads)

@@ -9,4 +9,4 @@ from .embeddings import embedding_backward, embedding_forward
 from .layernorm import add_layernorm_forward, layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .losses import (IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward, mse_backward,
-                     mse_forward)
+                     mse_forward, soft_cross_entropy_backward, soft_cross_entropy_forward)

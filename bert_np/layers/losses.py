@@ -8,6 +8,9 @@ there; a batch without a single label carries no signal, and a NaN would poison 
 
 Mean squared error (regression, num_labels == 1):
     loss = (1/N) sum_n (p_n - y_n)^2,   dp_n = 2 (p_n - y_n) / N
+
+Distillation (soft_cross_entropy): the KL divergence from a teacher's softened predictions, as
+Hinton et al. (2015) and Turc et al. (2019) use it; the formula is in its docstring.
 """
 import numpy as np
 
@@ -43,3 +46,34 @@ def mse_forward(pred, target):
 
 def mse_backward(dloss, diff):
     return (2.0 * dloss / diff.size) * diff
+
+
+def log_softmax(z):
+    """log softmax over the last axis, shifted by the row maximum for stability."""
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def soft_cross_entropy_forward(student_logits, teacher_logits, temperature):
+    """Hinton's distillation term, as torch.nn.functional.kl_div(..., reduction="batchmean"):
+
+        p = softmax(t / T),  q = softmax(s / T)                        t, s (B, C)
+        loss = T^2 / B * sum_b sum_c p_bc (log p_bc - log q_bc)        KL(p || q) * T^2
+        ds = T / B * (q - p)
+
+    The T^2 keeps the gradient's scale comparable across temperatures (Hinton et al. 2015).
+    KL differs from the soft cross-entropy -sum p log q by the teacher's entropy, a constant: the
+    same gradient, a different loss value. Returns (loss, cache)."""
+    T = temperature
+    log_p = log_softmax(teacher_logits / T)                   # (B, C)
+    log_q = log_softmax(student_logits / T)                   # (B, C)
+    p = np.exp(log_p)
+    kl = (p * (log_p - log_q)).sum()                          # 0 log 0 = 0: p underflows to 0 exactly
+    B = student_logits.shape[0]
+    return float(T * T * kl / B), (p, log_q, T)
+
+
+def soft_cross_entropy_backward(dloss, cache):
+    """Returns dstudent_logits (B, C) = dloss * T / B * (softmax(s / T) - softmax(t / T))."""
+    p, log_q, T = cache
+    return (dloss * T / p.shape[0]) * (np.exp(log_q) - p)
