@@ -21,7 +21,9 @@ def data_dir():
     """The dataset directory ($BERT_NP_DATA, ../shared/data in CI)."""
     d = paths.data_dir(required=False)
     if d is None:
-        _unavailable(f"${paths.DATA_ENV} is not set to the shared data directory")
+        _unavailable(f"${paths.DATA_ENV} is not set to the shared data directory: set it to the "
+                     "folder that holds glue/, imdb/, vocab/ (../shared/data beside a clone), or "
+                     "download the datasets as data_scripts/README.md says")
     return d
 
 
@@ -44,12 +46,32 @@ def parity_report():
 
 
 def pytest_terminal_summary(terminalreporter):
+    _skip_summary(terminalreporter)
+    _parity_summary(terminalreporter)
+
+
+def _skip_summary(terminalreporter):
+    """One line per reason a test was skipped, with the count; the reasons say what to do."""
+    counts = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        counts[reason] = counts.get(reason, 0) + 1
+    if not counts:
+        return
+    terminalreporter.write_sep("-", f"{sum(counts.values())} tests skipped, by reason")
+    for reason, n in sorted(counts.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"{n:5d} skipped: {reason}")
+
+
+def _parity_summary(terminalreporter):
     if not _PARITY_ROWS:
         return
     worst = {}
     for measure, case, err in _PARITY_ROWS:
         if err >= worst.get(measure, (-1.0, ""))[0]:
             worst[measure] = (err, case)
-    terminalreporter.write_sep("-", "worst measured error per measure (parity with transformers, finite differences)")
+    terminalreporter.write_sep("-", "worst measured error per measure (parity with transformers, "
+                                    "finite differences)")
     for measure, (err, case) in sorted(worst.items()):
         terminalreporter.write_line(f"{measure:36s} {err:9.2e}   ({case})")
