@@ -10,6 +10,7 @@ wires them together and checks its inputs.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -245,9 +246,10 @@ class BertForPreTraining(BertPreTrainedModel):
         self._backward_encoder(dh, dpooled, cache, grads)
         return loss, self._complete(grads)
 
-    def evaluate(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
-                 next_sentence_label=None):
-        """Forward only: (loss, stats) as loss_and_grads would give them, without the backward."""
+    def pretraining_stats(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
+                          next_sentence_label=None):
+        """Forward only, in eval mode: (loss, stats) as loss_and_grads would give them (stats: the
+        MLM and NSP correct and total counts), without the backward."""
         h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, False, False)
         loss, stats = 0.0, {}
         if labels is not None:
@@ -317,7 +319,17 @@ class BertForMaskedLM(BertForPreTraining):
 
 class BertForSequenceClassification(BertPreTrainedModel):
     """Encoder + pooler + dropout + linear classifier. Cross-entropy for num_labels >= 2, mean
-    squared error (regression) for num_labels == 1, as transformers decides it."""
+    squared error (regression) for num_labels == 1, as transformers decides it.
+
+    `num_labels`, when given, replaces the config's (and drops its label names if their number
+    differs), as `from_pretrained(..., num_labels=...)` does."""
+
+    def __init__(self, config: BertConfig, seed: int = 0, dtype=np.float32,
+                 num_labels: int | None = None):
+        if num_labels is not None and isinstance(config, BertConfig) \
+                and num_labels != config.num_labels:
+            config = dataclasses.replace(config, num_labels=num_labels, id2label=None)
+        super().__init__(config, seed=seed, dtype=dtype)
 
     @classmethod
     def param_shapes(cls, cfg):
