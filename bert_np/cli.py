@@ -20,14 +20,14 @@ class HelpFormatter(argparse.HelpFormatter):
     flag "(default: off)"."""
 
     def _get_help_string(self, action):
-        help = action.help or ""
+        text = action.help or ""
         if not action.option_strings or action.default is argparse.SUPPRESS:
-            return help
+            return text
         if action.required:
-            return f"{help} (required)"
+            return f"{text} (required)"
         if action.nargs == 0:
-            return f"{help} (default: off)"
-        return f"{help} (default: %(default)s)"
+            return f"{text} (default: off)"
+        return f"{text} (default: %(default)s)"
 
 
 # ---- options from a settings dataclass ----------------------------------------------------------
@@ -78,8 +78,9 @@ def default_of(function, name: str):
     return inspect.signature(function).parameters[name].default
 
 
-def _parser(sub, name: str, help: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+def _parser(sub, name: str, summary: str) -> argparse.ArgumentParser:
+    """A verb's parser, its summary in `bert-np --help` and atop its own --help."""
+    return sub.add_parser(name, help=summary, description=summary, formatter_class=HelpFormatter)
 
 
 # ---- the verbs ----------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ One step:
           -> on schedule: evaluate, save a checkpoint; when the data runs out: end_of_epoch
 `apply_gradients` is the one place where gradients reach the parameters. Extensions plug in before
 it, not into a copy of the loop: distillation puts the teacher's logits into the batch and
-overrides `compute_grads` to use them; data-parallel training overrides `compute_grads` to run K
-micro-batches, sum their gradients and allreduce them between ranks.
+overrides `compute_grads` to use them; data-parallel training overrides `compute_grads` to split
+the batch into K micro-batches, sum their gradients and allreduce the sum between ranks.
 
 Resume: `LoopState` (step, epoch, batch within the epoch) is all the loop needs to continue where it
 stopped; the caller saves it in its checkpoint, and `epoch_batches(epoch, start)` must rebuild the
@@ -52,6 +52,7 @@ class LoopSettings:
 
 @dataclass
 class LoopResult:
+    """How a call of run_loop ended."""
     state: LoopState
     tokens: int            # real (unpadded) tokens trained on in this call
     seconds: float         # wall time of this call
