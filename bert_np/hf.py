@@ -236,11 +236,11 @@ def write_checkpoint(directory: str | os.PathLike, config_dict: dict, params: di
     metadata = {"format": "pt", CHECKSUM_KEY: tensors_checksum(tensors)}
     text = json.dumps(config_dict, indent=2, sort_keys=True) + "\n"
     tmp_weights = write_temp(weights_path,
-                              lambda tmp: save_file(tensors, tmp, metadata=metadata))
+                             lambda tmp: save_file(tensors, tmp, metadata=metadata))
     backup = None
     try:
         tmp_config = write_temp(config_path,
-                                 lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+                                lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         try:
             if weights_path.exists():
                 backup = second_name(weights_path)
