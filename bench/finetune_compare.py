@@ -20,9 +20,9 @@ import numpy as np
 import bert_np
 from bert_np import paths
 from bert_np.data.tasks import get_task, load_split
-from bert_np.finetune import (bucketed_batches, encode_examples, load_classifier, pad_batch,
-                              predict_logits, subset)
-from bert_np.metrics import compute_metrics
+from bert_np.data.batching import bucketed_batches, pad_batch
+from bert_np.train.finetune import encode_examples, load_classifier, predict_logits, subset
+from bert_np.train.metrics import compute_metrics
 from bert_np.optim import AdamW, clip_grad_norm, decays, linear_warmup_decay
 from bert_np.tokenization import BertTokenizer
 

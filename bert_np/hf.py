@@ -16,11 +16,12 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from .files import remove_quietly, second_name, write_temp
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -218,46 +219,6 @@ def check_state_dict(state: dict, expected: dict[str, tuple], strict: bool, sour
 
 # ---- writing ---------------------------------------------------------------------------------
 
-def _write_temp(path: Path, write) -> str:
-    """Call write(tmp) for a fresh temporary file beside `path`, fsync it and return its name; on
-    any failure the temporary file is removed and the error re-raised."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved model is an ordinary file
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    return tmp
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _remove_quietly(path) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call write(tmp_path), fsync it, then rename it over `path`: readers see old or new, never half."""
-    path = Path(path)
-    tmp = _write_temp(path, write)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-
-
 def write_checkpoint(directory: str | os.PathLike, config_dict: dict, params: dict) -> None:
     """config.json + model.safetensors, replaced as a pair.
 
@@ -274,15 +235,15 @@ def write_checkpoint(directory: str | os.PathLike, config_dict: dict, params: di
     tensors = {k: np.ascontiguousarray(v) for k, v in params.items()}
     metadata = {"format": "pt", CHECKSUM_KEY: tensors_checksum(tensors)}
     text = json.dumps(config_dict, indent=2, sort_keys=True) + "\n"
-    tmp_weights = _write_temp(weights_path,
-                              lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    tmp_weights = write_temp(weights_path,
+                             lambda tmp: save_file(tensors, tmp, metadata=metadata))
     backup = None
     try:
-        tmp_config = _write_temp(config_path,
-                                 lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        tmp_config = write_temp(config_path,
+                                lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         try:
             if weights_path.exists():
-                backup = _backup(weights_path)
+                backup = second_name(weights_path)
             os.replace(tmp_weights, weights_path)
             try:
                 os.replace(tmp_config, config_path)
@@ -291,24 +252,11 @@ def write_checkpoint(directory: str | os.PathLike, config_dict: dict, params: di
                     os.replace(backup, weights_path)
                     backup = None
                 else:
-                    _remove_quietly(weights_path)
+                    remove_quietly(weights_path)
                 raise
         finally:
-            _remove_quietly(tmp_config)
+            remove_quietly(tmp_config)
     finally:
-        _remove_quietly(tmp_weights)
+        remove_quietly(tmp_weights)
         if backup is not None:
-            _remove_quietly(backup)
-
-
-def _backup(path: Path) -> str:
-    """A second name for the current file (a hard link, or a copy where links are unsupported)."""
-    fd, backup = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
-    os.close(fd)
-    os.remove(backup)
-    try:
-        os.link(path, backup)
-    except OSError:
-        import shutil
-        shutil.copy2(path, backup)
-    return backup
+            remove_quietly(backup)

@@ -10,6 +10,7 @@ wires them together and checks its inputs.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -198,7 +199,7 @@ class BertModel(BertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
         h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                          keep_cache=False)
+                                       keep_cache=False)
         return self._base_outputs(h, pooled)
 
     def loss_and_grads(self, *args, **kwargs):
@@ -219,7 +220,7 @@ class BertForPreTraining(BertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
         h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                          keep_cache=False)
+                                       keep_cache=False)
         out = self._base_outputs(h, pooled)
         out["prediction_logits"], _ = mlm_head_forward(h, self.params, self.config)  # (B, T, V)
         out["seq_relationship_logits"], _ = nsp_head_forward(pooled, self.params)    # (B, 2)
@@ -249,11 +250,12 @@ class BertForPreTraining(BertPreTrainedModel):
         self._backward_encoder(dh, dpooled, cache, grads)
         return loss, self._complete(grads)
 
-    def evaluate(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
-                 next_sentence_label=None):
-        """Forward only: (loss, stats) as loss_and_grads would give them, without the backward."""
+    def pretraining_stats(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
+                          next_sentence_label=None):
+        """Forward only, in eval mode: (loss, stats) as loss_and_grads would give them (stats: the
+        MLM and NSP correct and total counts), without the backward."""
         h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, False,
-                                          keep_cache=False)
+                                       keep_cache=False)
         loss, stats = 0.0, {}
         if labels is not None:
             loss += self._mlm_forward(h, labels, stats)[0]
@@ -301,7 +303,7 @@ class BertForMaskedLM(BertForPreTraining):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
         h, _, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                          keep_cache=False)
+                                       keep_cache=False)
         out = self._base_outputs(h, None)
         out["logits"], _ = mlm_head_forward(h, self.params, self.config)              # (B, T, V)
         return out
@@ -323,7 +325,17 @@ class BertForMaskedLM(BertForPreTraining):
 
 class BertForSequenceClassification(BertPreTrainedModel):
     """Encoder + pooler + dropout + linear classifier. Cross-entropy for num_labels >= 2, mean
-    squared error (regression) for num_labels == 1, as transformers decides it."""
+    squared error (regression) for num_labels == 1, as transformers decides it.
+
+    `num_labels`, when given, replaces the config's (and drops its label names if their number
+    differs), as `from_pretrained(..., num_labels=...)` does."""
+
+    def __init__(self, config: BertConfig, seed: int = 0, dtype=np.float32,
+                 num_labels: int | None = None):
+        if num_labels is not None and isinstance(config, BertConfig) \
+                and num_labels != config.num_labels:
+            config = dataclasses.replace(config, num_labels=num_labels, id2label=None)
+        super().__init__(config, seed=seed, dtype=dtype)
 
     @classmethod
     def param_shapes(cls, cfg):
@@ -339,7 +351,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
         h, pooled, _, rng = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                          keep_cache=False)
+                                       keep_cache=False)
         out = self._base_outputs(h, pooled)
         out["logits"], _ = classifier_head_forward(pooled, self.params, self._classifier_dropout, rng)
         return out

@@ -28,7 +28,8 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import WordPiece
 
-from .hf import atomic_write_bytes
+from .data.batching import pad_inputs
+from .files import atomic_write_text
 
 VOCAB_NAME = "vocab.txt"
 CONFIG_NAME = "tokenizer_config.json"
@@ -70,7 +71,7 @@ def write_vocab(vocab: dict[str, int], path: str | Path) -> Path:
     """Write `{token: id}` as vocab.txt, one token per line in id order."""
     tokens = sorted(vocab, key=vocab.__getitem__)
     text = "".join(token + "\n" for token in tokens)
-    atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write_text(Path(path), text)
     return Path(path)
 
 
@@ -147,8 +148,7 @@ class BertTokenizer:
                   "tokenize_chinese_chars": self.handle_chinese_chars,
                   "tokenizer_class": "BertTokenizer"}
         text = json.dumps(config, indent=2) + "\n"
-        atomic_write_bytes(out_dir / CONFIG_NAME,
-                           lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        atomic_write_text(out_dir / CONFIG_NAME, text)
         return out_dir
 
     # ---- vocabulary ----------------------------------------------------------------------------
@@ -252,12 +252,8 @@ class BertTokenizer:
         `pad_to_multiple_of` if given): int64 arrays `input_ids`, `token_type_ids`,
         `attention_mask` (1 = real token, 0 = [PAD]), all (B, T)."""
         encodings = self.encode_many(texts_a, texts_b, max_length, truncation)
-        return {"input_ids": pad_sequences([e.input_ids for e in encodings], self.pad_id,
-                                           pad_to_multiple_of),
-                "token_type_ids": pad_sequences([e.token_type_ids for e in encodings], 0,
-                                                pad_to_multiple_of),
-                "attention_mask": pad_sequences([[1] * len(e.input_ids) for e in encodings], 0,
-                                                pad_to_multiple_of)}
+        return pad_inputs([e.input_ids for e in encodings], [e.token_type_ids for e in encodings],
+                          self.pad_id, pad_to_multiple_of)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         """Text of `ids`: "##" pieces joined to their word, spaces before punctuation removed."""
@@ -307,23 +303,6 @@ def _longest_first(a: list[int], b: list[int] | None, budget: int):
     if swap:
         n1, n2 = n2, n1
     return a[:n1], b[:n2]
-
-
-def pad_sequences(sequences: Sequence[Sequence[int]], pad_value: int,
-                  pad_to_multiple_of: int | None = None) -> np.ndarray:
-    """Stack sequences into an int64 (B, T) array, T = the longest length rounded up to a multiple
-    of `pad_to_multiple_of`; the tail of each row is `pad_value`."""
-    if len(sequences) == 0:
-        raise ValueError("cannot pad an empty batch")
-    if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
-        raise ValueError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of}")
-    longest = max(len(s) for s in sequences)
-    multiple = pad_to_multiple_of or 1
-    T = -(-longest // multiple) * multiple
-    out = np.full((len(sequences), T), pad_value, dtype=np.int64)  # (B, T)
-    for row, sequence in zip(out, sequences):
-        row[:len(sequence)] = sequence
-    return out
 
 
 def train_wordpiece(files: Sequence[str | Path], vocab_size: int, out_dir: str | Path,

@@ -11,15 +11,15 @@ import sys
 from pathlib import Path
 
 from bert_np.data.tasks import load_split
-from bert_np.hf import atomic_write_bytes
+from bert_np.files import atomic_write_text
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True)
     p.add_argument("--out", required=True)
-    a = p.parse_args(argv)
-    examples = load_split(a.task, "train")
+    args = p.parse_args(argv)
+    examples = load_split(args.task, "train")
     lines = []
     for e in examples:
         lines.append(e.text_a.replace("\n", " "))
@@ -27,8 +27,8 @@ def main(argv=None):
             lines.append(e.text_b.replace("\n", " "))
         lines.append("")
     text = "\n".join(lines) + "\n"
-    atomic_write_bytes(Path(a.out), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    print(f"wrote {len(examples)} documents of {a.task} train to {a.out}")
+    atomic_write_text(Path(args.out), text)
+    print(f"wrote {len(examples)} documents of {args.task} train to {args.out}")
     return 0
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import bert_np
 from bert_np import cli
-from bert_np.finetune import bucketed_batches
+from bert_np.data.batching import bucketed_batches
 
 POSITIVE = ["a wonderful , moving film", "great acting and a clever script", "i loved it"]
 NEGATIVE = ["a dull , lifeless mess", "the worst film of the year", "boring and far too long"]
@@ -65,7 +65,10 @@ def test_finetune_evaluate_predict_end_to_end(run_dir, capsys):
     assert len(lines) == 2
     for line, text in zip(lines, ["a wonderful film", "a dull mess"]):
         label, prob, shown = line.split("\t")
-        assert label in ("LABEL_0", "LABEL_1") and 0.5 <= float(prob) <= 1.0 and shown == text
+        assert label in ("negative", "positive") and 0.5 <= float(prob) <= 1.0 and shown == text
+    saved = json.loads((out / "best" / "config.json").read_text())
+    assert saved["id2label"] == {"0": "negative", "1": "positive"}  # SST-2's names, from its task
+    assert saved["label2id"] == {"negative": 0, "positive": 1}
 
 
 def test_finetune_reports_bad_input_files_clearly(run_dir, capsys):
@@ -76,6 +79,40 @@ def test_finetune_reports_bad_input_files_clearly(run_dir, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "bad.jsonl:2" in err and "text_a" in err  # file:line and the field
+
+
+def test_a_mistyped_model_path_is_reported_as_a_missing_directory(run_dir, capsys):
+    code = cli.main(["finetune", "--task", "sst2", "--model", str(run_dir / "no_such_model"),
+                     "--train-file", str(run_dir / "train.jsonl"),
+                     "--dev-file", str(run_dir / "dev.jsonl"), "--out", str(run_dir / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"no such model directory: {run_dir / 'no_such_model'}" in err
+    assert "(and not a preset: tiny, mini, small, medium, base, large)" in err
+    assert cli.main(["finetune", "--task", "sst2", "--model", "tinyy", "--out", "o"]) == 2
+    assert "no such model directory: tinyy (and not a preset: tiny," in capsys.readouterr().err
+
+
+def test_classifier_configs_carry_the_task_label_names():
+    from bert_np.data.tasks import get_task
+    from bert_np.train.finetune import label_map, load_classifier
+    tnews = load_classifier("tiny", 15, vocab_size=100, seed=0, dtype=np.float32,
+                            max_seq_length=16, id2label=label_map(get_task("tnews")))
+    assert tnews.config.to_dict()["id2label"]["3"] == "news_sports"
+    stsb = load_classifier("tiny", 1, vocab_size=100, seed=0, dtype=np.float32,
+                           max_seq_length=16, id2label=label_map(get_task("stsb")))
+    assert stsb.config.to_dict()["id2label"] == {"0": "LABEL_0"}  # a task without names
+
+
+def test_sequence_classifier_takes_num_labels_like_from_pretrained():
+    cfg = bert_np.BertConfig.preset("tiny", vocab_size=50, num_labels=2,
+                                    id2label={0: "negative", 1: "positive"})
+    model = bert_np.BertForSequenceClassification(cfg, num_labels=3)
+    assert model.config.num_labels == 3 and model.config.id2label is None
+    assert model.params["classifier.weight"].shape == (3, 128)
+    assert model.forward([[2, 5, 3]])["logits"].shape == (1, 3)
+    same = bert_np.BertForSequenceClassification(cfg, num_labels=2)
+    assert same.config.id2label == {0: "negative", 1: "positive"}  # names kept when they fit
 
 
 def test_bucketed_batches_cover_every_example_once_with_little_padding():

@@ -1,4 +1,4 @@
-"""bert_np.metrics: each metric against a worked example computed by hand, or against scipy."""
+"""bert_np.train.metrics: each metric against a worked example computed by hand, or against scipy."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import scipy.stats
 
 from bert_np.data.tasks import TASKS
-from bert_np.metrics import (METRICS, accuracy, average_ranks, compute_metrics, f1_score,
+from bert_np.train.metrics import (METRICS, accuracy, average_ranks, compute_metrics, f1_score,
                              matthews_corrcoef, pearson, spearman)
 
 # Worked example A, position by position (prediction, label):

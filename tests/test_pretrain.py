@@ -4,13 +4,14 @@ Resume is compared bit for bit (==, no tolerance): the resumed run must see the 
 same dropout masks and the same optimizer state, so every logged loss is the same float.
 """
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import bert_np
-from bert_np import train
-from bert_np.pretrain import PretrainSettings, pretrain
+from bert_np.train import checkpoints, loop
+from bert_np.train.pretrain import PretrainSettings, pretrain
 
 
 @pytest.fixture
@@ -36,13 +37,13 @@ def train_losses(out_dir):
 
 
 def crash_at(monkeypatch, step_to_crash, error):
-    real_step = train.train_step
+    real_step = loop.train_step
 
-    def flaky(model, optimizer, batch, max_grad_norm, step, stats=None):
+    def flaky(model, optimizer, batch, max_grad_norm, step, stats=None, compute_grads=None):
         if step == step_to_crash:
             raise error
-        return real_step(model, optimizer, batch, max_grad_norm, step, stats)
-    monkeypatch.setattr("bert_np.pretrain.train_step", flaky)
+        return real_step(model, optimizer, batch, max_grad_norm, step, stats, compute_grads)
+    monkeypatch.setattr("bert_np.train.loop.train_step", flaky)
 
 
 def test_run_writes_checkpoints_log_and_plot(settings):
@@ -50,10 +51,10 @@ def test_run_writes_checkpoints_log_and_plot(settings):
     result = pretrain(s, progress=False)
     out = s.out
     assert result["step"] == 8
-    assert (train.latest_checkpoint(out).name == "step-8")
-    assert sorted(p.name for p in (train.Path(out)).glob("step-*")) == ["step-6", "step-8"]  # keep 2
-    assert (train.Path(out) / "curves.png").stat().st_size > 0
-    model = bert_np.BertForPreTraining.from_pretrained(train.Path(out) / "final", strict=True)
+    assert (checkpoints.latest_checkpoint(out).name == "step-8")
+    assert sorted(p.name for p in (Path(out)).glob("step-*")) == ["step-6", "step-8"]  # keep 2
+    assert (Path(out) / "curves.png").stat().st_size > 0
+    model = bert_np.BertForPreTraining.from_pretrained(Path(out) / "final", strict=True)
     assert model.config.hidden_size == 32
     assert 0.0 <= result["last_eval"]["mlm_acc"] <= 1.0
 
@@ -66,22 +67,22 @@ def test_resume_after_a_crash_is_bit_exact(settings, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         pretrain(interrupted, progress=False)
     monkeypatch.undo()
-    assert train.latest_checkpoint(interrupted.out).name == "step-3"
+    assert checkpoints.latest_checkpoint(interrupted.out).name == "step-3"
     pretrain(interrupted, resume=True, progress=False)
-    a, b = train_losses(train.Path(uninterrupted.out)), train_losses(train.Path(interrupted.out))
+    a, b = train_losses(Path(uninterrupted.out)), train_losses(Path(interrupted.out))
     assert [s for s, _ in b] == list(range(1, 9))
     assert a == b  # exact equality of every loss
-    pa = bert_np.BertForPreTraining.from_pretrained(train.Path(uninterrupted.out) / "final").params
-    pb = bert_np.BertForPreTraining.from_pretrained(train.Path(interrupted.out) / "final").params
+    pa = bert_np.BertForPreTraining.from_pretrained(Path(uninterrupted.out) / "final").params
+    pb = bert_np.BertForPreTraining.from_pretrained(Path(interrupted.out) / "final").params
     assert all(np.array_equal(pa[k], pb[k]) for k in pa)
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(settings, monkeypatch):
     s = settings("nan")
-    crash_at(monkeypatch, 5, train.NonFiniteLossError("step 5: loss nan, gradient norm nan"))
-    with pytest.raises(train.NonFiniteLossError, match=r"step 5.*last good checkpoint is .*step-3"):
+    crash_at(monkeypatch, 5, loop.NonFiniteLossError("step 5: loss nan, gradient norm nan"))
+    with pytest.raises(loop.NonFiniteLossError, match=r"step 5.*last good checkpoint is .*step-3"):
         pretrain(s, progress=False)
-    good = train.latest_checkpoint(s.out)
+    good = checkpoints.latest_checkpoint(s.out)
     assert good.name == "step-3"
     bert_np.BertForPreTraining.from_pretrained(good, strict=True)
 
@@ -93,8 +94,8 @@ def test_train_step_refuses_a_nan_loss_before_updating(settings):
     opt = bert_np.optim.AdamW(model.params, lr=0.1)
     ids = np.array([[2, 5, 7, 3]])
     batch = dict(input_ids=ids, labels=np.array([[-100, 5, -100, -100]]), next_sentence_label=[0])
-    with pytest.raises(train.NonFiniteLossError, match="step 7"):
-        train.train_step(model, opt, batch, 1.0, step=7)
+    with pytest.raises(loop.NonFiniteLossError, match="step 7"):
+        loop.train_step(model, opt, batch, 1.0, step=7)
     assert all(np.array_equal(before[k], model.params[k], equal_nan=True) for k in before)
 
 

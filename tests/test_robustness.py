@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import bert_np
-from bert_np import hf, train
+from bert_np import hf
+from bert_np.train import checkpoints, loop
 from bert_np.data.prepare import DataFormatError, convert_task
 from bert_np.data.pretraining import PretrainingDataset, read_documents, tokenize_documents
 from bert_np.data.tasks import Example, load_jsonl
@@ -241,7 +242,7 @@ def test_config_json_with_an_unsupported_variant_is_rejected(tmp_path):
 def test_tokenizer_larger_than_the_model_vocabulary_is_refused(tmp_path):
     """A model whose embedding table is smaller than the tokenizer's vocabulary: loading it for
     fine-tuning names both sizes; feeding it an id it lacks names the id and vocab_size."""
-    from bert_np.finetune import load_classifier
+    from bert_np.train.finetune import load_classifier
     bert_np.BertModel(small_config()).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="the tokenizer has 100 tokens, the model only 60"):
         load_classifier(str(tmp_path), 2, vocab_size=100, seed=0, dtype=np.float32,
@@ -541,7 +542,7 @@ def corpus_and_vocab(tmp_path_factory):
 
 @pytest.fixture
 def pretrain_settings(corpus_and_vocab, tmp_path):
-    from bert_np.pretrain import PretrainSettings
+    from bert_np.train.pretrain import PretrainSettings
     corpus, vocab, tokenizer = corpus_and_vocab
     cfg = small_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=32,
                        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
@@ -579,16 +580,16 @@ def test_pretraining_stops_on_a_non_finite_loss_and_resumes_bit_exactly(pretrain
     """Step 5's loss is NaN/inf: the run stops with a message naming step 5 and the last good
     checkpoint (step-3), which still loads and still equals the state after step 3. Resuming from
     it then reproduces an uninterrupted run exactly (== on every logged loss and parameter)."""
-    from bert_np.pretrain import pretrain
+    from bert_np.train.pretrain import pretrain
     reference = pretrain_settings("reference")
     pretrain(reference, progress=False)
     s = pretrain_settings("poisoned")
     poison_loss(monkeypatch, bert_np.BertForPreTraining, 5, bad)
-    with pytest.raises(train.NonFiniteLossError,
+    with pytest.raises(loop.NonFiniteLossError,
                        match=rf"step 5: loss {bad}.*last good checkpoint is \S*step-3"):
         pretrain(s, progress=False)
     monkeypatch.undo()
-    good = train.latest_checkpoint(s.out)
+    good = checkpoints.latest_checkpoint(s.out)
     assert good.name == "step-3"
     assert not (Path(s.out) / "step-6").exists()
     bert_np.BertForPreTraining.from_pretrained(good, strict=True)
@@ -613,8 +614,8 @@ def test_an_infinite_gradient_with_a_finite_loss_also_stops_before_the_update():
         grads["classifier.bias"][0] = np.inf
         return loss, grads
     m.loss_and_grads = inf_grad
-    with pytest.raises(train.NonFiniteLossError, match=r"step 12: loss [0-9.]+, gradient norm inf"):
-        train.train_step(m, opt, dict(good_inputs(), labels=[0, 1]), 1.0, step=12)
+    with pytest.raises(loop.NonFiniteLossError, match=r"step 12: loss [0-9.]+, gradient norm inf"):
+        loop.train_step(m, opt, dict(good_inputs(), labels=[0, 1]), 1.0, step=12)
     assert all(np.array_equal(before[k], m.params[k]) for k in before)
 
 
@@ -624,7 +625,7 @@ def tiny_examples(n, seed):
 
 
 def finetune_settings(tmp_path, vocab, tokenizer, epochs):
-    from bert_np.finetune import FinetuneSettings
+    from bert_np.train.finetune import FinetuneSettings
     model_dir = tmp_path / "init"
     if not model_dir.exists():
         bert_np.BertModel(small_config(vocab_size=tokenizer.vocab_size), seed=0).save_pretrained(model_dir)
@@ -637,11 +638,11 @@ def test_finetuning_stops_on_a_nan_loss_naming_the_step_and_keeps_best(corpus_an
                                                                        monkeypatch):
     """3 batches per epoch; the loss of step 5 (epoch 2) is NaN. The run stops naming step 5, and
     best/ (written after epoch 1) still loads with its tokenizer."""
-    from bert_np.finetune import finetune, load_for_inference
+    from bert_np.train.finetune import finetune, load_for_inference
     _, vocab, tokenizer = corpus_and_vocab
     s = finetune_settings(tmp_path, vocab, tokenizer, epochs=2)
     poison_loss(monkeypatch, bert_np.BertForSequenceClassification, 5, float("nan"))
-    with pytest.raises(train.NonFiniteLossError, match=r"step 5: loss nan"):
+    with pytest.raises(loop.NonFiniteLossError, match=r"step 5: loss nan"):
         finetune(s, progress=False, train_examples=tiny_examples(24, 0),
                  dev_examples=tiny_examples(8, 1), log=lambda *_: None)
     model, tok = load_for_inference(str(tmp_path / "out" / "best"))
@@ -651,11 +652,11 @@ def test_finetuning_stops_on_a_nan_loss_naming_the_step_and_keeps_best(corpus_an
 def test_a_failed_save_of_best_keeps_the_previous_best(corpus_and_vocab, tmp_path, monkeypatch):
     """Epoch 2 improves on epoch 1 (the dev metric is forced to rise), and its save of best/
     fails at the last rename: best/ must still hold epoch 1's files, byte for byte, loadable."""
-    from bert_np import finetune as ft
+    from bert_np.train import finetune as ft
     _, vocab, tokenizer = corpus_and_vocab
     s = finetune_settings(tmp_path, vocab, tokenizer, epochs=2)
     scores = iter([0.1, 0.5, 0.9])
-    monkeypatch.setattr(ft, "evaluate_split", lambda *a, **k: {"accuracy": next(scores)})
+    monkeypatch.setattr(ft, "evaluate_classifier", lambda *a, **k: {"accuracy": next(scores)})
     best = tmp_path / "out" / "best"
     saves = {"n": 0, "epoch1": None}
     original_save = bert_np.BertForSequenceClassification.save_pretrained

@@ -7,7 +7,7 @@ import pytest
 from bert_np.data import tasks
 from bert_np.data.tasks import (TASKS, DataFormatError, Example, get_task, load_demo_split,
                                 load_jsonl, load_split, task_cache_dir)
-from bert_np.metrics import METRICS
+from bert_np.train.metrics import METRICS
 
 # ----------------------------------------------------------------------------- registry
 

@@ -12,8 +12,8 @@ import warnings
 import numpy as np
 import pytest
 
-from bert_np.tokenization import (SPECIAL_TOKENS, BertTokenizer, pad_sequences, read_vocab,
-                                  train_wordpiece)
+from bert_np.data.batching import pad_sequences
+from bert_np.tokenization import SPECIAL_TOKENS, BertTokenizer, read_vocab, train_wordpiece
 
 transformers = pytest.importorskip("transformers")
 

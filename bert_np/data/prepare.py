@@ -43,7 +43,6 @@ import io
 import json
 import os
 import re
-import secrets
 import tarfile
 import zipfile
 from collections import Counter
@@ -52,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from bert_np.files import atomic_write_bytes
 
 SPLITS = ("train", "dev", "test")
 SPLIT_SEED = 0
@@ -93,19 +94,16 @@ def make_row(text_a: str, text_b: str | None = None, label: int | float | None =
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    """Write one JSON object per line (UTF-8, non-ASCII kept readable) atomically: into a temporary
-    file in the same directory, then `os.replace`, so readers never see a half-written file."""
+    """Write one JSON object per line (UTF-8, non-ASCII kept readable) atomically (files.py), so
+    readers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, write)
 
 
 def random_split(rows: list, sizes: list[int], seed: int = SPLIT_SEED) -> list[list]:

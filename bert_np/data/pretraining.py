@@ -23,8 +23,8 @@ Written from the description in Devlin et al. (2018), section 3.1 and appendix A
    would overshoot the count (the first word only has to fit in `max_predictions_per_seq`, so at
    least one word is predicted); the 80/10/10 choice is still made per token, as in the
    original.
-4. Batching (`collate`): pad to the longest instance (optionally to a multiple of 8); labels are
-   -100 where nothing is predicted.
+4. Batching (`collate`, with the padding of `data.batching`): pad to the longest instance
+   (optionally to a multiple of 8); labels are -100 (IGNORE_INDEX) where nothing is predicted.
 
 `PretrainingDataset` ties these together for a training loop; every random choice comes from a
 `np.random.Generator` derived from (seed, epoch), so any epoch, and any batch of it, can be rebuilt
@@ -49,10 +49,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from bert_np.tokenization import CLS, CONTINUATION_PREFIX, PAD, SEP, UNK, pad_sequences
+from bert_np.data.batching import pad_inputs, pad_token_labels
+from bert_np.layers.losses import IGNORE_INDEX
+from bert_np.tokenization import CLS, CONTINUATION_PREFIX, PAD, SEP, UNK
 
 IS_NEXT, RANDOM_NEXT = 0, 1  # next_sentence_label: 0 = B follows A, 1 = B from another document
-IGNORE_INDEX = -100          # label of a position that is not predicted
 CORPUS_FORMATS = ("auto", "lines", "wikitext")
 
 Document = list[list[int]]  # a document: its sentences, each a list of token ids
@@ -372,16 +373,12 @@ def collate(instances: Sequence[MaskedInstance], pad_id: int,
     """A batch of int64 arrays: input_ids, token_type_ids, attention_mask, labels (B, T), padded to
     the longest instance (rounded up to a multiple of `pad_to_multiple_of`), and
     next_sentence_label (B,). Padding has attention_mask 0 and label IGNORE_INDEX."""
-    return {
-        "input_ids": pad_sequences([x.input_ids for x in instances], pad_id, pad_to_multiple_of),
-        "token_type_ids": pad_sequences([x.token_type_ids for x in instances], 0,
-                                        pad_to_multiple_of),
-        "attention_mask": pad_sequences([np.ones_like(x.input_ids) for x in instances], 0,
-                                        pad_to_multiple_of),
-        "labels": pad_sequences([x.labels for x in instances], IGNORE_INDEX, pad_to_multiple_of),
-        "next_sentence_label": np.array([x.next_sentence_label for x in instances],
-                                        dtype=np.int64),
-    }
+    batch = pad_inputs([x.input_ids for x in instances], [x.token_type_ids for x in instances],
+                       pad_id, pad_to_multiple_of)
+    batch["labels"] = pad_token_labels([x.labels for x in instances], pad_to_multiple_of)
+    batch["next_sentence_label"] = np.array([x.next_sentence_label for x in instances],
+                                            dtype=np.int64)
+    return batch
 
 
 def stream_rng(seed: int, *keys: int) -> np.random.Generator:

@@ -45,7 +45,7 @@ class Task:
     label_names: class names, index = class id (empty for regression).
     num_labels: number of classes; 1 means regression (STS-B), trained with MSE.
     is_pair: whether each example has two texts (text_a, text_b).
-    metrics: the names of the metrics `bert_np.metrics.compute_metrics` reports for it.
+    metrics: the names of the metrics `bert_np.train.metrics.compute_metrics` reports for it.
     main_metric: the one of them used to pick the best checkpoint (higher is better).
     language: 'en' or 'zh', which selects the vocabulary.
     test_has_labels: whether its test split is labelled (GLUE test sets are not, except MRPC).

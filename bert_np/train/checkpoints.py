@@ -1,5 +1,4 @@
-"""What pretraining and fine-tuning share: one optimisation step, training checkpoints that resume
-bit for bit, a JSONL log, and a guard against non-finite losses.
+"""Training checkpoints that resume bit for bit, and the JSONL log of a run.
 
 A training checkpoint is a directory
     config.json, model.safetensors   the model, loadable by transformers and by from_pretrained
@@ -13,7 +12,6 @@ half-written checkpoint behind; `latest` names the newest complete one.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -21,37 +19,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .hf import atomic_write_bytes
-from .optim import AdamW, clip_grad_norm
+from ..files import atomic_write_text
+from ..hf import read_safetensors
+from ..optim import AdamW
 
 LATEST = "latest"
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
-
-
-def train_step(model, optimizer: AdamW, batch: dict, max_grad_norm: float | None, step: int,
-               stats: dict | None = None) -> tuple[float, float]:
-    """Forward, backward, clip, AdamW update. Returns (loss, gradient norm before clipping).
-
-    Raises NonFiniteLossError before touching the parameters if the loss or a gradient is not
-    finite, so the model stays as it was after the last good step."""
-    loss, grads = model.loss_and_grads(**batch, training=True, stats=stats)
-    norm = clip_grad_norm(grads, max_grad_norm if max_grad_norm else math.inf)
-    if not (math.isfinite(loss) and math.isfinite(norm)):
-        raise NonFiniteLossError(f"step {step}: loss {loss}, gradient norm {norm}")
-    optimizer.step(grads)
-    return loss, norm
-
-
 def rng_state(rng: np.random.Generator) -> dict:
+    """The generator's full state, JSON-serialisable."""
     return rng.bit_generator.state
 
 
 def set_rng_state(rng: np.random.Generator, state: dict) -> None:
+    """Put the generator back into a state `rng_state` returned."""
     rng.bit_generator.state = state
 
 
@@ -80,7 +63,7 @@ def save_training_checkpoint(out_dir: str | os.PathLike, name: str, model, optim
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)
-    atomic_write_bytes(out_dir / LATEST, lambda p: Path(p).write_text(name, encoding="utf-8"))
+    atomic_write_text(out_dir / LATEST, name)
     _prune(out_dir, keep)
     return final
 
@@ -94,6 +77,7 @@ def _prune(out_dir: Path, keep: int) -> None:
 
 
 def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint `out_dir/latest` names, or None when there is no complete one."""
     pointer = Path(out_dir) / LATEST
     if not pointer.exists():
         return None
@@ -103,7 +87,6 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
 
 def load_training_checkpoint(directory: str | os.PathLike, model, optimizer: AdamW) -> dict:
     """Restore the parameters, AdamW and the model's dropout generator; return the saved state."""
-    from .hf import read_safetensors
     directory = Path(directory)
     state = json.loads((directory / STATE_NAME).read_text(encoding="utf-8"))
     loaded = type(model).from_pretrained(directory, dtype=model.dtype, strict=True)

@@ -1,4 +1,4 @@
-"""PNG plots of training curves, read from the JSONL log the trainers write."""
+"""PNG plots of training curves, read from the JSONL log the training loop writes."""
 from __future__ import annotations
 
 import os

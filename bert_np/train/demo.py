@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import paths
-from .data.tasks import load_demo_split
+from .. import paths
+from ..data.tasks import load_demo_split
 from .finetune import FinetuneSettings, finetune, load_for_inference, predict_texts
 
 SENTENCES = [

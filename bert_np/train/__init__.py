@@ -1,0 +1,12 @@
+"""Training: the one training loop and the runs built around it.
+
+    loop.py         the loop: batches -> gradients -> clip -> AdamW, the non-finite guard, the
+                    JSONL log, the progress bar, evaluation and checkpoint hooks, resume state
+    checkpoints.py  training checkpoints that resume bit for bit; the JSONL log
+    settings.py     settings fields carrying their default and help (the CLI's options)
+    pretrain.py     MLM + NSP pretraining from raw text (`bert-np pretrain`)
+    finetune.py     sequence classification (`bert-np finetune`, `evaluate`, `predict`)
+    metrics.py      accuracy, F1, MCC, Pearson, Spearman
+    plots.py        training curves from the log
+    demo.py         `bert-np demo`: fine-tune MiniLM on the shipped SST-2 sample
+"""

@@ -1,0 +1,286 @@
+"""Fine-tuning a sequence classifier: `bert-np finetune`, `evaluate`, `predict` and the demo.
+
+examples -> tokenizer (truncated to max_seq_length) -> length-bucketed batches (data/batching.py)
+-> the training loop (loop.py: the classifier's loss_and_grads -> clip -> AdamW with warmup +
+linear decay) -> evaluation on dev after every epoch -> the best checkpoint (by the task's main
+metric) kept in Hugging Face format with its vocab.txt and the task's label names.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import paths
+from ..config import PRESETS, BertConfig
+from ..data.batching import EncodedSplit, bucketed_batches, length_sorted_batches, pad_batch
+from ..data.tasks import TASKS, Example, Task, get_task, load_jsonl, load_split
+from ..models import BertForSequenceClassification
+from ..optim import AdamW, linear_warmup_decay
+from ..tokenization import BertTokenizer
+from .checkpoints import JsonlLog
+from .loop import Callbacks, LoopSettings, LoopState, run_loop
+from .metrics import compute_metrics
+from .plots import plot_training_curves
+from .settings import check_positive, setting
+
+VOCAB_BY_LANGUAGE = {"en": ("bert-base-uncased", True), "zh": ("bert-base-chinese", False)}
+
+
+@dataclass
+class FinetuneSettings:
+    task: str = setting(help=f"the task: {' '.join(TASKS)}")
+    model: str = setting(help="a Hugging Face model directory, or a preset name "
+                              f"({' '.join(PRESETS)}) to start from random weights")
+    out: str = setting(help="output directory: best/ (the best epoch's model, vocab.txt and "
+                            "label names), log.jsonl, curves.png")
+    epochs: int = setting(3, help="passes over the training examples")
+    lr: float = setting(5e-5, help="peak learning rate of AdamW")
+    batch_size: int = setting(32, help="examples per training batch")
+    max_seq_length: int = setting(128, help="tokens per example, [CLS] and [SEP] included; longer "
+                                            "texts are truncated")
+    warmup_ratio: float = setting(0.1, help="fraction of all steps spent warming the learning rate "
+                                            "up, before its linear decay to 0")
+    weight_decay: float = setting(0.01, help="AdamW's decoupled weight decay (not on biases and "
+                                             "LayerNorm)")
+    max_grad_norm: float = setting(1.0, help="clip the global gradient norm to this (0: no "
+                                             "clipping)")
+    seed: int = setting(0, help="seed of the new head's weights, the data order and dropout")
+    dtype: str = setting("float32", choices=("float32", "float64"),
+                         help="float32 for speed, float64 for checks")
+    max_train_examples: int | None = setting(None, help="train on a seeded random subset of this "
+                                                        "many examples; unset: all")
+    max_eval_examples: int | None = setting(None, help="evaluate on a seeded random subset of "
+                                                       "this many examples; unset: all")
+    train_file: str | None = setting(None, help="a JSONL file instead of the task's train split")
+    dev_file: str | None = setting(None, help="a JSONL file instead of the task's dev split")
+    vocab: str | None = setting(None, help="a vocab.txt to use instead of the model directory's; "
+                                           "unset: the model's, else the standard vocabulary of "
+                                           "the task's language")
+    eval_batch_size: int = setting(64, help="examples per evaluation batch")
+
+    def __post_init__(self):
+        check_positive(self, ("epochs", "batch_size", "max_seq_length", "eval_batch_size"))
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        check_model_spec(self.model)
+
+
+# ---- tokenizer, model and data ------------------------------------------------------------------
+
+def check_model_spec(model: str) -> None:
+    """A model is an existing directory or a preset name; anything else is most likely a mistyped
+    path, and the message says so."""
+    if not Path(model).is_dir() and model not in PRESETS:
+        raise FileNotFoundError(f"no such model directory: {model} (and not a preset: "
+                                f"{', '.join(PRESETS)})")
+
+
+def load_tokenizer(model: str, language: str, vocab: str | None = None) -> BertTokenizer:
+    """The model directory's vocab.txt, else `vocab`, else the standard vocab of the language."""
+    if vocab is not None:
+        lowercase = VOCAB_BY_LANGUAGE[language][1]
+        return BertTokenizer.from_vocab(vocab, lowercase=lowercase)
+    if (Path(model) / "vocab.txt").is_file():
+        return BertTokenizer.from_pretrained(model)
+    name, lowercase = VOCAB_BY_LANGUAGE[language]
+    return BertTokenizer.from_vocab(paths.data_dir() / "vocab" / name / "vocab.txt",
+                                    lowercase=lowercase)
+
+
+def label_map(task: Task) -> dict[int, str] | None:
+    """{class id: name} of a task, for the saved config's id2label (None: no names, LABEL_i)."""
+    return dict(enumerate(task.label_names)) or None
+
+
+def load_classifier(model: str, num_labels: int, vocab_size: int, seed: int, dtype,
+                    max_seq_length: int,
+                    id2label: dict | None = None) -> BertForSequenceClassification:
+    """From a Hugging Face directory (a new head if it has none), or a preset initialised afresh."""
+    check_model_spec(model)
+    if Path(model).is_dir():
+        names = {} if id2label is None else {"id2label": id2label}
+        clf = BertForSequenceClassification.from_pretrained(model, dtype=dtype, seed=seed,
+                                                            num_labels=num_labels, **names)
+    else:
+        cfg = BertConfig.preset(model, vocab_size=vocab_size, num_labels=num_labels,
+                                id2label=id2label)
+        clf = BertForSequenceClassification(cfg, seed=seed, dtype=dtype)
+    if clf.config.vocab_size < vocab_size:
+        raise ValueError(f"the tokenizer has {vocab_size} tokens, the model only {clf.config.vocab_size}")
+    if max_seq_length > clf.config.max_position_embeddings:
+        raise ValueError(f"max_seq_length {max_seq_length} exceeds the model's "
+                         f"max_position_embeddings {clf.config.max_position_embeddings}")
+    return clf
+
+
+def encode_examples(examples: list[Example], tokenizer: BertTokenizer,
+                    max_length: int) -> EncodedSplit:
+    """Token ids (unpadded) and labels of examples; float labels for both kinds of task (NaN marks
+    an unlabelled row), which pad_batch casts to class ids for classification."""
+    texts_a = [e.text_a for e in examples]
+    texts_b = [e.text_b for e in examples] if examples and examples[0].text_b is not None else None
+    encodings = tokenizer.encode_many(texts_a, texts_b, max_length=max_length)
+    labels = np.array([np.nan if e.label is None else e.label for e in examples], dtype=np.float64)
+    return EncodedSplit([e.input_ids for e in encodings], [e.token_type_ids for e in encodings], labels)
+
+
+def predict_logits(model: BertForSequenceClassification, split: EncodedSplit, pad_id: int,
+                   batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Logits of every example, batched by length (sorted), returned in the original order."""
+    from tqdm.auto import tqdm
+    logits = np.zeros((len(split.ids), model.config.num_labels), dtype=model.dtype)
+    batches = length_sorted_batches([len(x) for x in split.ids], batch_size)
+    for rows in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
+        batch = pad_batch(split, rows, pad_id, model.dtype, regression=True)  # labels stay float
+        batch.pop("labels")                    # (NaN for unlabelled rows) and are not used here
+        logits[rows] = model.forward(**batch)["logits"]
+    return logits
+
+
+def evaluate_classifier(model, split: EncodedSplit, task, pad_id: int, batch_size=64,
+                        progress=False) -> dict:
+    """The task's metrics of a classifier on an encoded split."""
+    logits = predict_logits(model, split, pad_id, batch_size, progress)
+    return compute_metrics(task, logits, split.labels)
+
+
+def subset(examples: list, limit: int | None, seed: int) -> list:
+    """A seeded random subset of `limit` examples in their original order (all if limit is None)."""
+    if limit is None or limit >= len(examples):
+        return examples
+    keep = np.sort(np.random.default_rng(seed).choice(len(examples), limit, replace=False))
+    return [examples[i] for i in keep]
+
+
+def load_examples(settings: FinetuneSettings, task: Task, train_examples=None,
+                  dev_examples=None) -> tuple[list[Example], list[Example]]:
+    """Training and dev examples: given, from --train-file/--dev-file, or the task's splits."""
+    if train_examples is None:
+        train_examples = (load_jsonl(settings.train_file, task.num_labels, task.is_pair)
+                          if settings.train_file else load_split(task, "train"))
+    if dev_examples is None:
+        dev_examples = (load_jsonl(settings.dev_file, task.num_labels, task.is_pair)
+                        if settings.dev_file else load_split(task, "dev"))
+    return (subset(train_examples, settings.max_train_examples, settings.seed),
+            subset(dev_examples, settings.max_eval_examples, settings.seed))
+
+
+# ---- the fine-tuning run ------------------------------------------------------------------------
+
+class FinetuneCallbacks(Callbacks):
+    """Per-step accuracy, and after every epoch: dev metrics, and best/ when they improve."""
+
+    def __init__(self, task: Task, model, dev: EncodedSplit, pad_id: int, out: Path,
+                 eval_batch_size: int, jsonl: JsonlLog, progress: bool, log):
+        self.task, self.model, self.dev, self.pad_id, self.out = task, model, dev, pad_id, out
+        self.eval_batch_size, self.jsonl, self.progress, self.log = (eval_batch_size, jsonl,
+                                                                     progress, log)
+        self.history, self.best = [], None
+
+    def batch_metrics(self, batch, stats):
+        if self.task.is_regression:
+            return {}
+        return {"accuracy": float((stats["logits"].argmax(-1) == batch["labels"]).mean())}
+
+    def end_of_epoch(self, state):
+        metrics = evaluate_classifier(self.model, self.dev, self.task, self.pad_id,
+                                      self.eval_batch_size, self.progress)
+        self.jsonl.write({"kind": "eval", "step": state.step, "epoch": state.epoch, **metrics})
+        self.history.append(metrics)
+        self.log(f"epoch {state.epoch}: dev {_fmt(metrics)}")
+        main = self.task.main_metric
+        if self.best is None or metrics[main] > self.best[main]:
+            self.best = dict(metrics, epoch=state.epoch)
+            self.model.save_pretrained(self.out / "best")
+
+    def last_good_checkpoint(self):
+        kept = self.out / "best" if self.best else "none (no epoch finished yet)"
+        return f"the best checkpoint so far is {kept}"
+
+
+def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=None,
+             dev_examples=None, log=print) -> dict:
+    """Fine-tune and keep the best checkpoint in settings.out/best; returns the metrics per epoch."""
+    task = get_task(settings.task)
+    train_examples, dev_examples = load_examples(settings, task, train_examples, dev_examples)
+    tokenizer = load_tokenizer(settings.model, task.language, settings.vocab)
+    dtype = np.dtype(settings.dtype)
+    model = load_classifier(settings.model, task.num_labels, tokenizer.vocab_size, settings.seed,
+                            dtype, settings.max_seq_length, label_map(task))
+    train = encode_examples(train_examples, tokenizer, settings.max_seq_length)
+    dev = encode_examples(dev_examples, tokenizer, settings.max_seq_length)
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl = JsonlLog(out / "log.jsonl")
+    jsonl.write({"kind": "start", "step": 0, "settings": asdict(settings),
+                 "train_examples": len(train.ids), "dev_examples": len(dev.ids),
+                 "parameters": model.num_parameters()})
+
+    total = -(-len(train.ids) // settings.batch_size) * settings.epochs
+    warmup = int(settings.warmup_ratio * total)
+    optimizer = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay,
+                      schedule=lambda k: linear_warmup_decay(k, warmup, total))
+    tokenizer.save(out / "best")
+    before = evaluate_classifier(model, dev, task, tokenizer.pad_id, settings.eval_batch_size,
+                                 progress)
+    jsonl.write({"kind": "eval", "step": 0, "epoch": 0, **before})
+    log(f"dev before fine-tuning: {_fmt(before)}")
+
+    lengths = [len(x) for x in train.ids]
+
+    def epoch_batches(epoch: int, start: int):
+        order = bucketed_batches(lengths, settings.batch_size,
+                                 np.random.default_rng([settings.seed, epoch]))
+        return (pad_batch(train, rows, tokenizer.pad_id, dtype, task.is_regression)
+                for rows in order[start:])
+
+    callbacks = FinetuneCallbacks(task, model, dev, tokenizer.pad_id, out,
+                                  settings.eval_batch_size, jsonl, progress, log)
+    loop_settings = LoopSettings(max_grad_norm=settings.max_grad_norm,
+                                 last_epoch=settings.epochs, log_epoch=True)
+    result = run_loop(model, optimizer, epoch_batches, loop_settings, jsonl, LoopState(epoch=1),
+                      callbacks, progress, desc=f"finetune {task.name}", total_steps=total)
+    plot_training_curves(jsonl.records(), out / "curves.png",
+                         f"fine-tuning {task.name} from {settings.model}",
+                         train_keys=("loss",) + (() if task.is_regression else ("accuracy",)),
+                         eval_keys=tuple(task.metrics))
+    return {"before": before, "epochs": callbacks.history, "best": callbacks.best,
+            "train_seconds": result.seconds,
+            "tokens_per_s": result.tokens / result.seconds if result.seconds else 0.0}
+
+
+def _fmt(metrics: dict) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+
+
+# ---- evaluate and predict with a saved model ---------------------------------------------------
+
+def load_for_inference(model_dir: str, dtype="float32"):
+    """A fine-tuned classifier (strictly: every weight present) and its tokenizer."""
+    model = BertForSequenceClassification.from_pretrained(model_dir, dtype=np.dtype(dtype), strict=True)
+    return model, BertTokenizer.from_pretrained(model_dir)
+
+
+def evaluate_saved_model(model_dir: str, task: str, split: str = "dev", max_seq_length: int = 128,
+                         file: str | None = None, progress: bool = True) -> dict:
+    """The task's metrics of a saved fine-tuned model on a split (or a JSONL file)."""
+    task = get_task(task)
+    model, tokenizer = load_for_inference(model_dir)
+    examples = (load_jsonl(file, task.num_labels, task.is_pair) if file else load_split(task, split))
+    data = encode_examples(examples, tokenizer, max_seq_length)
+    return evaluate_classifier(model, data, task, tokenizer.pad_id, progress=progress)
+
+
+def predict_texts(model, tokenizer, texts_a: list[str], texts_b: list[str] | None = None,
+                  max_seq_length: int = 128) -> np.ndarray:
+    """Class probabilities (B, C), or the regression score (B, 1)."""
+    examples = [Example(a, None if texts_b is None else texts_b[i], None)
+                for i, a in enumerate(texts_a)]
+    data = encode_examples(examples, tokenizer, max_seq_length)
+    logits = predict_logits(model, data, tokenizer.pad_id).astype(np.float64)
+    if model.config.num_labels == 1:
+        return logits
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)

@@ -1,0 +1,191 @@
+"""Pretraining with MLM + NSP from raw text: `bert-np pretrain`.
+
+text files -> tokenizer -> PretrainingDataset (pairs, fresh masks each epoch) -> BertForPreTraining
+-> the training loop (loop.py: loss_and_grads -> clip -> AdamW with warmup + linear decay). Every
+`checkpoint_every` steps the model, AdamW, the dropout generator and the data position are saved
+(checkpoints.py), so `resume=True` continues exactly where the run stopped: the same batches, the
+same dropout masks, the same losses, bit for bit.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import PRESETS, BertConfig
+from ..data.pretraining import PretrainingDataset
+from ..models import BertForPreTraining
+from ..optim import AdamW, linear_warmup_decay
+from ..tokenization import BertTokenizer
+from .checkpoints import JsonlLog, latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from .loop import Callbacks, LoopSettings, LoopState, run_loop
+from .plots import plot_training_curves
+from .settings import check_positive, setting
+
+
+@dataclass
+class PretrainSettings:
+    corpus: list[str] = setting(help="training text files: one sentence per line and blank lines "
+                                     "between documents, or WikiText")
+    vocab: str = setting(help="the tokenizer's vocab.txt")
+    out: str = setting(help="output directory: step-N/ checkpoints, final/, log.jsonl, curves.png")
+    config: str = setting("tiny", help=f"a preset ({' '.join(PRESETS)}) or a config.json path")
+    eval_corpus: list[str] = setting(default_factory=list, help="held-out text files")
+    steps: int = setting(1000, help="optimizer steps in all")
+    batch_size: int = setting(32, help="sequence pairs per batch")
+    max_seq_length: int = setting(128, help="tokens per pair, [CLS] and [SEP] included")
+    max_predictions_per_seq: int = setting(20, flag="--max-predictions",
+                                           help="max masked tokens per sequence")
+    whole_word_masking: bool = setting(False, help="mask all pieces of a word together")
+    new_pairs_each_epoch: bool = setting(False, help="draw new NSP segment pairs every epoch (else "
+                                         "built once; masks are always fresh), so a small corpus "
+                                         "is not memorised")
+    lr: float = setting(1e-4, help="peak learning rate of AdamW")
+    warmup_steps: int = setting(100, help="steps of linear warm-up to --lr, then linear decay to 0")
+    weight_decay: float = setting(0.01, help="AdamW's decoupled weight decay (not on biases and "
+                                             "LayerNorm)")
+    max_grad_norm: float = setting(1.0, help="clip the global gradient norm to this (0: no "
+                                             "clipping)")
+    lowercase: bool = setting(True, flag="--cased",
+                              help="do not lower-case the text (for a cased vocabulary)")
+    seed: int = setting(0, help="seed of the initial weights, the data order, masks and dropout")
+    dtype: str = setting("float32", choices=("float32", "float64"),
+                         help="float32 for speed, float64 for checks")
+    checkpoint_every: int = setting(200, help="save a resumable checkpoint every this many steps "
+                                              "(and after the last)")
+    eval_every: int = setting(200, help="evaluate on --eval-corpus every this many steps (and "
+                                        "after the last)")
+    eval_batches: int = setting(20, help="held-out batches per evaluation")
+    log_every: int = setting(1, help="write a train record to log.jsonl every this many steps")
+    max_minutes: float | None = setting(None, help="stop, with a checkpoint, after this many "
+                                                   "minutes; unset: no time limit")
+
+    def __post_init__(self):
+        check_positive(self, ("steps", "batch_size", "max_seq_length", "checkpoint_every",
+                              "eval_every", "eval_batches", "log_every"))
+        if not self.corpus:
+            raise ValueError("at least one corpus file is needed")
+        for path in list(self.corpus) + list(self.eval_corpus) + [self.vocab]:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"no such file: {path}")
+
+
+def build_config(spec: str, vocab_size: int, max_seq_length: int) -> BertConfig:
+    """A preset name or a config.json path, with the tokenizer's vocabulary size."""
+    if Path(spec).is_file():
+        cfg = BertConfig.from_json_file(spec)
+        if cfg.vocab_size != vocab_size:
+            raise ValueError(f"{spec} has vocab_size {cfg.vocab_size}, the vocabulary has {vocab_size}")
+    elif spec in PRESETS:
+        cfg = BertConfig.preset(spec, vocab_size=vocab_size)
+    else:
+        raise FileNotFoundError(f"no such config file: {spec} (and not a preset: "
+                                f"{', '.join(PRESETS)})")
+    if max_seq_length > cfg.max_position_embeddings:
+        raise ValueError(f"max_seq_length {max_seq_length} exceeds the model's "
+                         f"max_position_embeddings {cfg.max_position_embeddings}")
+    return cfg
+
+
+def evaluate_pretraining(model: BertForPreTraining, batches) -> dict:
+    """Mean loss, MLM accuracy and NSP accuracy over held-out batches."""
+    losses, totals = [], {}
+    for batch in batches:
+        loss, stats = model.pretraining_stats(**batch)
+        losses.append(loss)
+        for k, v in stats.items():
+            totals[k] = totals.get(k, 0) + v
+    return {"loss": float(np.mean(losses)),
+            "mlm_acc": totals["mlm_correct"] / max(1, totals["mlm_total"]),
+            "nsp_acc": totals["nsp_correct"] / max(1, totals["nsp_total"])}
+
+
+class PretrainCallbacks(Callbacks):
+    """Per-step MLM/NSP accuracy, held-out evaluation and resumable checkpoints."""
+
+    def __init__(self, settings: PretrainSettings, model, optimizer, tokenizer, eval_batches,
+                 log: JsonlLog):
+        self.settings, self.model, self.optimizer = settings, model, optimizer
+        self.tokenizer, self.eval_batches, self.log = tokenizer, eval_batches, log
+
+    def batch_metrics(self, batch, stats):
+        return {"mlm_acc": stats["mlm_correct"] / max(1, stats["mlm_total"]),
+                "nsp_acc": stats["nsp_correct"] / max(1, stats["nsp_total"])}
+
+    def evaluate(self, state):
+        if self.eval_batches:
+            self.log.write({"kind": "eval", "step": state.step,
+                            **evaluate_pretraining(self.model, self.eval_batches)})
+
+    def save_checkpoint(self, state):
+        saved = dict(asdict(state), settings=asdict(self.settings))
+        save_training_checkpoint(self.settings.out, f"step-{state.step}", self.model,
+                                 self.optimizer, saved, self.tokenizer)
+
+    def last_good_checkpoint(self):
+        last = latest_checkpoint(self.settings.out)
+        return f"the last good checkpoint is {last or 'none (no checkpoint was saved yet)'}"
+
+
+def resume_state(settings: PretrainSettings, model, optimizer) -> LoopState | None:
+    """The loop state of the latest checkpoint in settings.out, with model and AdamW restored;
+    refuses a checkpoint written with other settings (max_minutes may change)."""
+    checkpoint = latest_checkpoint(settings.out)
+    if checkpoint is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {settings.out}")
+    saved = load_training_checkpoint(checkpoint, model, optimizer)
+    now = json.loads(json.dumps(asdict(settings)))  # as JSON stores it (tuples become lists)
+    changed = sorted(k for k in now if k != "max_minutes" and saved["settings"].get(k) != now[k])
+    if changed:
+        raise ValueError(f"resume with settings that differ from {checkpoint}: {changed}")
+    return LoopState(saved["step"], saved["epoch"], saved["batch_in_epoch"])
+
+
+def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or resume) pretraining; returns the last held-out evaluation and throughput."""
+    out = Path(settings.out)
+    tokenizer = BertTokenizer.from_vocab(settings.vocab, lowercase=settings.lowercase)
+    data_options = dict(max_seq_length=settings.max_seq_length, batch_size=settings.batch_size,
+                        max_predictions_per_seq=settings.max_predictions_per_seq,
+                        whole_word_masking=settings.whole_word_masking)
+    train_data = PretrainingDataset.from_files(settings.corpus, tokenizer, seed=settings.seed,
+                                               new_pairs_each_epoch=settings.new_pairs_each_epoch,
+                                               **data_options)
+    eval_data = (PretrainingDataset.from_files(settings.eval_corpus, tokenizer,
+                                               seed=settings.seed + 1, **data_options)
+                 if settings.eval_corpus else None)
+    eval_batches = ([] if eval_data is None else
+                    [b for _, b in zip(range(settings.eval_batches), eval_data.batches(0))])
+    cfg = build_config(settings.config, tokenizer.vocab_size, settings.max_seq_length)
+    model = BertForPreTraining(cfg, seed=settings.seed, dtype=np.dtype(settings.dtype))
+    optimizer = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay,
+                      schedule=lambda k: linear_warmup_decay(k, settings.warmup_steps,
+                                                             settings.steps))
+    state = resume_state(settings, model, optimizer) if resume else None
+    log = JsonlLog(out / "log.jsonl", truncate_after_step=state.step if state else None)
+    callbacks = PretrainCallbacks(settings, model, optimizer, tokenizer, eval_batches, log)
+    if state is None:
+        log.write({"kind": "start", "step": 0, "config": cfg.to_dict(),
+                   "parameters": model.num_parameters(), "settings": asdict(settings)})
+        callbacks.evaluate(LoopState())
+    loop_settings = LoopSettings(max_grad_norm=settings.max_grad_norm, max_steps=settings.steps,
+                                 eval_every=settings.eval_every,
+                                 checkpoint_every=settings.checkpoint_every,
+                                 log_every=settings.log_every, max_minutes=settings.max_minutes)
+    result = run_loop(model, optimizer, train_data.batches, loop_settings, log, state, callbacks,
+                      progress, desc="pretrain")
+    model.save_pretrained(out / "final")
+    tokenizer.save(out / "final")
+    return summarize(log.records(), out, settings.config, result)
+
+
+def summarize(records: list[dict], out: Path, config: str, result) -> dict:
+    """Plot the curves; return the first and last evaluation, the step reached and tokens/s."""
+    plot_training_curves(records, out / "curves.png", f"pretraining {config}",
+                         train_keys=("loss", "mlm_acc", "nsp_acc"),
+                         eval_keys=("loss", "mlm_acc", "nsp_acc"))
+    evals = [r for r in records if r["kind"] == "eval"]
+    return {"step": result.state.step, "first_eval": evals[0] if evals else None,
+            "last_eval": evals[-1] if evals else None, "tokens_per_s": result.tokens_per_s}
