@@ -629,8 +629,9 @@ class BertForMultipleChoice(BertPreTrainedModel):
 
 
 class BertForNextSentencePrediction(BertPreTrainedModel):
-    """Encoder + pooler + cls.seq_relationship: seq_relationship_logits (B, 2); labels (B,):
-    0 when segment B follows segment A, 1 when B is a random sentence."""
+    """Encoder + pooler + cls.seq_relationship: seq_relationship_logits (B, 2), also under
+    transformers' name for this class, logits; labels (B,): 0 when segment B follows segment A,
+    1 when B is a random sentence."""
 
     @classmethod
     def param_shapes(cls, cfg):
@@ -646,6 +647,7 @@ class BertForNextSentencePrediction(BertPreTrainedModel):
                                        keep_cache=False, hidden_states=hs, attentions=att)
         out = self._base_outputs(h, pooled)
         out["seq_relationship_logits"], _ = nsp_head_forward(pooled, self.params)    # (B, 2)
+        out["logits"] = out["seq_relationship_logits"]     # transformers' name in this class
         return _add_requested(out, hs, att)
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
