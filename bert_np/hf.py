@@ -8,9 +8,10 @@ JSON header of name -> dtype, shape and data_offsets, then the raw little-endian
 safetensors.numpy cannot read bfloat16. bf16 and fp16 tensors are widened to float32 on reading
 (bf16 is the top half of a float32: uint16 -> uint32 << 16 -> view float32, exact) and then
 converted to the model's dtype. Widening adds no precision: a model loaded from a bf16 checkpoint
-holds weights with 8 significant bits (~3 decimal digits, relative error up to 2^-9 ~ 0.2% per
-weight against the float32 original), fp16 with 11 bits (2^-12 ~ 0.02%); its outputs match those
-of the same bf16/fp16 weights computed in float32, not those of the original float32 model.
+holds weights with 8 significant bits (2-3 decimal digits: rounding to nearest leaves a relative
+error up to 2^-8 ~ 0.4% per weight against the float32 original), fp16 with 11 bits (2^-11 ~
+0.05%, and a range limited to 6e-5..65504); its outputs match those of the same bf16/fp16 weights
+computed in float32, not those of the original float32 model.
 
 Parameters are kept under Hugging Face's own state_dict names, so loading is a key-for-key copy
 after three normalisations that old or partial checkpoints need:

@@ -407,7 +407,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         out["logits"], _ = classifier_head_forward(pooled, self.params, self._classifier_dropout, rng)
         return _add_requested(out, hs, att)
 
-    def problem_type(self, labels) -> str:
+    def problem_type_for(self, labels) -> str:
         """config.problem_type, or what transformers infers from num_labels and the labels."""
         cfg = self.config
         if cfg.problem_type is not None:
@@ -436,7 +436,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         B, C = h.shape[0], self.config.num_labels
         grads = {}
         logits, c_head = classifier_head_forward(pooled, self.params, self._classifier_dropout, rng)
-        problem = self.problem_type(labels)
+        problem = self.problem_type_for(labels)
         if problem == "regression" and C == 1:
             target = check_regression_labels(labels, B, self.dtype)
             loss, c_loss = mse_forward(logits[:, 0], target)
