@@ -414,12 +414,10 @@ class BertForSequenceClassification(BertPreTrainedModel):
             return cfg.problem_type
         if cfg.num_labels == 1:
             return "regression"
-        arr = np.asarray(labels) if isinstance(labels, np.ndarray) else None
-        if arr is None:
-            try:
-                arr = np.asarray(labels)
-            except ValueError:       # ragged: let the label check report it
-                return "single_label_classification"
+        try:
+            arr = np.asarray(labels)
+        except ValueError:           # ragged: the label check reports it
+            return "single_label_classification"
         if np.issubdtype(arr.dtype, np.floating) and arr.ndim == 2 and arr.shape[1] == cfg.num_labels:
             return "multi_label_classification"
         return "single_label_classification"
