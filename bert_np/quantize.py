@@ -19,8 +19,9 @@ Checkpoints: save_pretrained writes each quantized weight as int8 under its Hugg
 its scales under `<name>_scale` (float32, a name no Hugging Face checkpoint uses), and records
     "quantization": {"method": "dynamic_int8", ...}
 in config.json; from_pretrained of such a directory returns the quantized model, with the same
-int8 values and scales, so its outputs are identical. transformers cannot load it (use the float
-model's directory for that).
+int8 values and scales, so its outputs are identical. Caution: transformers' from_pretrained does
+NOT refuse such a directory: it casts the int8 tensors to float (weights up to +-127, no scales) and
+only lists the `_scale` tensors as unexpected. Give transformers the float model's directory.
 """
 from __future__ import annotations
 
