@@ -11,6 +11,7 @@ from .kernels.process import tune_process
 from .models import (BertForMaskedLM, BertForMultipleChoice, BertForNextSentencePrediction,
                      BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                      BertForTokenClassification, BertModel)
+from .quantize import quantize_dynamic
 from .optim import AdamW, clip_grad_norm, linear_warmup_decay
 
 __version__ = "0.1.0"
@@ -18,5 +19,5 @@ __version__ = "0.1.0"
 __all__ = ["BertConfig", "BertModel", "BertForPreTraining", "BertForMaskedLM",
            "BertForSequenceClassification", "BertForTokenClassification",
            "BertForQuestionAnswering", "BertForMultipleChoice", "BertForNextSentencePrediction",
-           "CheckpointError", "set_backend", "get_backend",
-           "tune_process", "AdamW", "clip_grad_norm", "linear_warmup_decay"]
+           "CheckpointError", "set_backend", "get_backend", "tune_process", "quantize_dynamic",
+           "AdamW", "clip_grad_norm", "linear_warmup_decay"]

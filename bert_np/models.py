@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import hf
+from . import hf, quantize
 from .config import BertConfig
 from .heads import (classifier_head_backward, classifier_head_forward, mlm_head_backward,
                     mlm_head_forward, nsp_head_backward, nsp_head_forward, span_head_backward,
@@ -157,6 +157,8 @@ class BertPreTrainedModel:
         """Checked inputs -> encoder (and pooler): (h, pooled, cache, dropout rng or None).
         `hidden_states`, `attentions`: lists to fill (see encoder_forward)."""
         cfg = self.config
+        if keep_cache:                                # a cache is kept for a backward pass
+            quantize.refuse_training(self)
         if not checked:
             input_ids, token_type_ids, attention_mask = check_inputs(cfg, input_ids,
                                                                      token_type_ids, attention_mask)
@@ -205,10 +207,12 @@ class BertPreTrainedModel:
         model = cls(config, seed=seed, dtype=dtype)
         expected = {k: v.shape for k, v in model.params.items()}
         state = hf.normalize_state_dict(hf.read_state_dict(directory), expected, cls.base_prefix)
+        scales = quantize.pop_scales(state, config)   # {} unless saved by a quantized model
         initialised, ignored = hf.check_state_dict(state, expected, strict, str(directory))
         for key in expected:
             if key in state:
-                model.params[key] = np.array(state[key], dtype=model.dtype)
+                model.params[key] = quantize.param_from_checkpoint(state[key], scales.get(key),
+                                                                   model.dtype)
         model.loading_info = {"initialised": initialised, "ignored": ignored}
         if initialised:
             logger.warning("%s: not in %s, initialised: %s", cls.__name__, directory,
@@ -224,10 +228,11 @@ class BertPreTrainedModel:
         config = self.config.to_dict()
         config["architectures"] = [type(self).__name__]
         config["dtype"] = self.dtype.name
+        tensors = quantize.tensors_to_save(self.params)
         if max_shard_size is not None:
-            hf.write_sharded_checkpoint(directory, config, self.params, max_shard_size)
+            hf.write_sharded_checkpoint(directory, config, tensors, max_shard_size)
             return
-        hf.write_checkpoint(directory, config, self.params)
+        hf.write_checkpoint(directory, config, tensors)
         hf.remove_shards(directory)
 
 
