@@ -3,7 +3,7 @@ claim they make is an assert in the cell that shows it), in a fresh `python3` ke
 notebooks/ as the working directory; the committed files carry their outputs, so they render with
 their plots on GitHub; and those outputs are the ones the current code prints.
 
-Each notebook is executed once per test session, in memory (the committed files are not
+Each notebook is executed once per run of this module, in memory (the committed files are not
 rewritten), and that one execution serves both test_notebook_runs and
 test_committed_outputs_match_a_fresh_run. To refresh the outputs after a change, see
 notebooks/README.md.
