@@ -5,6 +5,11 @@ Each holds `params`, a flat dict keyed by the Hugging Face state_dict names, and
     forward(input_ids, token_type_ids=None, attention_mask=None, training=False) -> dict of outputs
     loss_and_grads(..., labels=..., training=False) -> (loss, grads with the keys of params)
     from_pretrained(directory) / save_pretrained(directory)
+A slice of a larger batch (a data-parallel rank's shard, a micro-batch of gradient accumulation)
+gets the whole batch's loss and gradient share from two optional arguments of loss_and_grads:
+`denominators`, the counts the batch's means divide by (`loss_denominators(**batch)` of the whole
+batch), and `dropout`, the step's DropoutKeys starting at the slice's first row (bert_np/rng.py).
+Summing the slices' losses and gradients then gives the whole batch's, masks included.
 The layers live in bert_np/layers, the encoder in encoder.py and the heads in heads.py; a class only
 wires them together and checks its inputs.
 """
@@ -27,6 +32,7 @@ from .layers import (IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
 from .inputs import (check_distillation, check_inputs, check_regression_labels,
                      check_token_labels)
 from .encoder import encoder_backward, encoder_forward, pooler_backward, pooler_forward
+from .rng import DropoutKeys
 
 logger = logging.getLogger("bert_np")
 
@@ -89,6 +95,19 @@ def _count_correct(stats, name, logits, labels):
     stats[name + "_total"] = stats.get(name + "_total", 0) + int(kept.sum())
 
 
+def _share(count: int, denominators: dict | None, term: str) -> float:
+    """The weight of a mean over `count` items within the whole batch's mean over
+    denominators[term] items: count / total (1.0 without denominators: this batch is the batch)."""
+    if denominators is None:
+        return 1.0
+    total = denominators[term]
+    return count / total if total else 0.0
+
+
+def _count_labelled(labels) -> int:
+    return 0 if labels is None else int((np.asarray(labels) != IGNORE_INDEX).sum())
+
+
 # ---- the classes --------------------------------------------------------------------------------
 
 class BertPreTrainedModel:
@@ -123,12 +142,16 @@ class BertPreTrainedModel:
 
     # -- shared pieces of forward / backward --
 
-    def _encode(self, input_ids, token_type_ids, attention_mask, training, *, keep_cache=True):
-        """Checked inputs -> encoder (and pooler): (h, pooled, cache, dropout rng or None)."""
+    def _encode(self, input_ids, token_type_ids, attention_mask, training, *, keep_cache=True,
+                dropout: DropoutKeys | None = None):
+        """Checked inputs -> encoder (and pooler): (h, pooled, cache, dropout keys or None).
+
+        In training every dropout call takes its key from `dropout`, by default one draw from the
+        model's Generator per call of this method (bert_np/rng.py: DropoutKeys)."""
         cfg = self.config
         input_ids, token_type_ids, attention_mask = check_inputs(cfg, input_ids, token_type_ids,
                                                                  attention_mask)
-        rng = self.rng if training else None
+        rng = None if not training else DropoutKeys.draw(self.rng) if dropout is None else dropout
         mask_bias = padding_mask_bias(attention_mask, self.dtype)                    # (B, 1, 1, T)
         h, c_enc = encoder_forward(input_ids, token_type_ids, mask_bias, self.params,
                                    self.base_prefix, cfg, rng, keep_cache=keep_cache)  # (B, T, H)
@@ -227,28 +250,37 @@ class BertForPreTraining(BertPreTrainedModel):
         return out
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
-                       next_sentence_label=None, training=False, stats=None):
+                       next_sentence_label=None, training=False, stats=None, denominators=None,
+                       dropout=None):
         """loss = MLM cross-entropy (mean over labels != -100) + NSP cross-entropy.
 
         The MLM head runs only at the labelled positions (gathered before the vocabulary
         projection, as the original BERT does); the loss equals HF's over the full logits.
-        A dict passed as `stats` receives the counts of correct MLM and NSP predictions."""
+        A dict passed as `stats` receives the counts of correct MLM and NSP predictions.
+        For a slice of a batch: `denominators` {"mlm", "nsp"} and `dropout` (module docstring)."""
         if labels is None and next_sentence_label is None:
             raise ValueError("loss_and_grads needs labels (MLM) and/or next_sentence_label (NSP)")
-        h, pooled, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training)
+        h, pooled, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                           dropout=dropout)
         B, T, H = h.shape
         grads = {}
         loss, dh, dpooled = 0.0, np.zeros_like(h), None
         if labels is not None:
-            mlm_loss, dh_masked, positions = self._mlm_loss(h, labels, grads, stats)
+            mlm_loss, dh_masked, positions = self._mlm_loss(h, labels, grads, stats, denominators)
             loss += mlm_loss
             dh.reshape(B * T, H)[positions] += dh_masked
         if next_sentence_label is not None:
             nsp_loss, c_nsp, c_ce = self._nsp_forward(pooled, next_sentence_label, stats)
-            loss += nsp_loss
-            dpooled = nsp_head_backward(cross_entropy_backward(1.0, c_ce), c_nsp, grads)
+            weight = _share(c_ce[3], denominators, "nsp")       # c_ce[3]: the labelled rows
+            loss += weight * nsp_loss
+            dpooled = nsp_head_backward(cross_entropy_backward(weight, c_ce), c_nsp, grads)
         self._backward_encoder(dh, dpooled, cache, grads)
         return loss, self._complete(grads)
+
+    @staticmethod
+    def loss_denominators(labels=None, next_sentence_label=None, **batch) -> dict:
+        """The counts the losses' means divide by: masked positions and labelled pairs."""
+        return {"mlm": _count_labelled(labels), "nsp": _count_labelled(next_sentence_label)}
 
     def pretraining_stats(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                           next_sentence_label=None):
@@ -274,11 +306,14 @@ class BertForPreTraining(BertPreTrainedModel):
         _count_correct(stats, "mlm", logits, labels[positions])
         return loss, (c_mlm, c_ce), positions
 
-    def _mlm_loss(self, h, labels, grads, stats=None):
-        """MLM loss and its backward; returns (loss, dh at the labelled positions, positions)."""
+    def _mlm_loss(self, h, labels, grads, stats=None, denominators=None):
+        """MLM loss and its backward; returns (loss, dh at the labelled positions, positions),
+        the loss weighted by its share of the whole batch's masked positions (`denominators`)."""
         loss, (c_mlm, c_ce), positions = self._mlm_forward(h, labels, stats)
-        dh_masked = mlm_head_backward(cross_entropy_backward(1.0, c_ce), c_mlm, grads, self.config)
-        return loss, dh_masked, positions
+        weight = _share(len(positions), denominators, "mlm")
+        dh_masked = mlm_head_backward(cross_entropy_backward(weight, c_ce), c_mlm, grads,
+                                      self.config)
+        return weight * loss, dh_masked, positions
 
     def _nsp_forward(self, pooled, next_sentence_label, stats=None):
         """NSP head and loss: (loss, head cache, loss cache)."""
@@ -309,14 +344,16 @@ class BertForMaskedLM(BertForPreTraining):
         return out
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
-                       training=False, stats=None):
-        """loss = MLM cross-entropy, mean over labels != -100 (`stats`: see BertForPreTraining)."""
+                       training=False, stats=None, denominators=None, dropout=None):
+        """loss = MLM cross-entropy, mean over labels != -100 (`stats`, `denominators`, `dropout`:
+        see BertForPreTraining)."""
         if labels is None:
             raise ValueError("BertForMaskedLM.loss_and_grads needs labels")
-        h, _, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training)
+        h, _, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                      dropout=dropout)
         B, T, H = h.shape
         grads = {}
-        loss, dh_masked, positions = self._mlm_loss(h, labels, grads, stats)
+        loss, dh_masked, positions = self._mlm_loss(h, labels, grads, stats, denominators)
         dh = np.zeros_like(h)
         dh.reshape(B * T, H)[positions] += dh_masked
         self._backward_encoder(dh, None, cache, grads)
@@ -358,7 +395,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                        teacher_logits=None, temperature=1.0, alpha=1.0, training=False,
-                       stats=None):
+                       stats=None, denominators=None, dropout=None):
         """The loss and the gradient of every parameter. With labels only: cross-entropy (or
         MSE for num_labels == 1). With teacher_logits (distillation, Hinton et al. 2015):
 
@@ -366,7 +403,8 @@ class BertForSequenceClassification(BertPreTrainedModel):
 
         averaged over the batch, T = temperature, t the teacher's logits; for regression the
         teacher's term is the squared error to the teacher's score. labels may be None when
-        alpha == 1. A dict passed as `stats` receives the batch's logits."""
+        alpha == 1. A dict passed as `stats` receives the batch's logits. For a slice of a batch:
+        `denominators` {"rows", "labels"} and `dropout` (module docstring)."""
         input_ids, token_type_ids, attention_mask = check_inputs(
             self.config, input_ids, token_type_ids, attention_mask)
         B, C = input_ids.shape[0], self.config.num_labels
@@ -378,30 +416,40 @@ class BertForSequenceClassification(BertPreTrainedModel):
                              "teacher_logits, for distillation)")
         else:
             alpha = 0.0                                        # the label term alone
-        h, pooled, cache, rng = self._encode(input_ids, token_type_ids, attention_mask, training)
+        h, pooled, cache, rng = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                             dropout=dropout)
         grads = {}
+        rows = _share(B, denominators, "rows")                # this slice's share of the batch
         logits, c_head = classifier_head_forward(pooled, self.params, self._classifier_dropout, rng)
         loss, dlogits = 0.0, np.zeros_like(logits)                                    # (B, C)
         if alpha > 0.0:                                          # the teacher's term
             if C == 1:
                 soft, c_soft = mse_forward(logits[:, 0], teacher[:, 0])
-                dlogits[:, 0] += mse_backward(alpha, c_soft)
+                dlogits[:, 0] += mse_backward(alpha * rows, c_soft)
             else:
                 soft, c_soft = soft_cross_entropy_forward(logits, teacher, temperature)
-                dlogits += soft_cross_entropy_backward(alpha, c_soft)
-            loss += alpha * soft
+                dlogits += soft_cross_entropy_backward(alpha * rows, c_soft)
+            loss += alpha * rows * soft
         if alpha < 1.0:                                          # the label term
             if C == 1:
                 target = check_regression_labels(labels, B, self.dtype)
                 hard, c_hard = mse_forward(logits[:, 0], target)
-                dlogits[:, 0] += mse_backward(1.0 - alpha, c_hard)
+                weight = (1.0 - alpha) * _share(B, denominators, "labels")
+                dlogits[:, 0] += mse_backward(weight, c_hard)
             else:
                 target = check_token_labels(labels, (B,), C)
                 hard, c_hard = cross_entropy_forward(logits, target)
-                dlogits += cross_entropy_backward(1.0 - alpha, c_hard)
-            loss += (1.0 - alpha) * hard
+                weight = (1.0 - alpha) * _share(c_hard[3], denominators, "labels")  # labelled rows
+                dlogits += cross_entropy_backward(weight, c_hard)
+            loss += weight * hard
         if stats is not None:
             stats["logits"] = logits
         dpooled = classifier_head_backward(dlogits, c_head, grads)
         self._backward_encoder(np.zeros_like(h), dpooled, cache, grads)
         return float(loss), self._complete(grads)
+
+    def loss_denominators(self, input_ids, labels=None, **batch) -> dict:
+        """The counts the losses' means divide by: rows (the teacher's term, MSE) and labelled
+        rows (cross-entropy)."""
+        B = len(input_ids)
+        return {"rows": B, "labels": B if self.config.num_labels == 1 else _count_labelled(labels)}
