@@ -112,17 +112,12 @@ def apply_gradients(optimizer: AdamW, loss: float, grads: dict, max_grad_norm: f
 
 
 def train_step(model, optimizer: AdamW, batch: dict, max_grad_norm: float | None, step: int,
-               stats: dict | None = None, compute_grads=None,
-               accumulation: int = 1) -> tuple[float, float]:
-    """Forward, backward, clip, AdamW update. Returns (loss, gradient norm before clipping).
-
-    Under mpirun, or with accumulation > 1, the gradient is that of the whole batch computed in
-    slices by this rank and the others (parallel.split_step_grads)."""
-    compute_grads = default_compute_grads if compute_grads is None else compute_grads
-    if world().size == 1 and accumulation == 1:
-        loss, grads = compute_grads(model, batch, stats)
+               stats: dict | None = None, compute_grads=None) -> tuple[float, float]:
+    """Forward, backward, clip, AdamW update. Returns (loss, gradient norm before clipping)."""
+    if compute_grads is None:
+        loss, grads = default_compute_grads(model, batch, stats)
     else:
-        loss, grads = split_step_grads(model, batch, compute_grads, stats, accumulation, step)
+        loss, grads = compute_grads(model, batch, stats)
     return loss, apply_gradients(optimizer, loss, grads, max_grad_norm, step)
 
 
@@ -178,8 +173,8 @@ def _step(model, optimizer, batch, settings: LoopSettings, state: LoopState,
     lr = optimizer.current_lr()
     try:
         loss, grad_norm = train_step(model, optimizer, batch, settings.max_grad_norm,
-                                     state.step + 1, stats, callbacks.compute_grads,
-                                     settings.gradient_accumulation_steps)
+                                     state.step + 1, stats,
+                                     _split(callbacks.compute_grads, settings, state.step + 1))
     except NonFiniteLossError as e:
         raise NonFiniteLossError(f"{e}; training stopped, {callbacks.last_good_checkpoint()}"
                                  ) from None
@@ -190,6 +185,16 @@ def _step(model, optimizer, batch, settings: LoopSettings, state: LoopState,
     record.update(loss=loss, lr=lr, grad_norm=grad_norm)
     record.update(callbacks.batch_metrics(batch, stats))
     return record
+
+
+def _split(compute_grads, settings: LoopSettings, step: int):
+    """compute_grads itself on one process without accumulation; else the whole batch's gradient
+    computed in slices by this rank and the others (parallel.split_step_grads)."""
+    accumulation = settings.gradient_accumulation_steps
+    if world().size == 1 and accumulation == 1:
+        return compute_grads
+    return lambda model, batch, stats: split_step_grads(model, batch, compute_grads, stats,
+                                                        accumulation, step)
 
 
 def _on_schedule(settings: LoopSettings, state: LoopState, callbacks: Callbacks,
