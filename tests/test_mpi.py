@@ -184,7 +184,7 @@ def pretrain_args(root: Path, out: str, *extra: str) -> list[str]:
             "100", "--dtype", "float64", *extra]
 
 
-def test_a_failing_rank_ends_the_job_and_the_last_checkpoint_resumes(tmp_path):
+def test_a_failing_rank_ends_the_job_and_the_last_checkpoint_resumes(tmp_path, parity_report):
     """`mpirun -n 2 bert-np pretrain` where rank 1 raises at step 5 (BERT_NP_FAIL_RANK, read only
     by parallel.py for this test): mpirun exits non-zero within the timeout, stderr names rank 1,
     no half-written checkpoint is left, the last checkpoint (step 4) loads, and resuming it on ONE
