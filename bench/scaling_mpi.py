@@ -98,7 +98,8 @@ def launch(ranks: int, threads: int, args, preset: str, batch_size: int, steps: 
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
     if run.returncode != 0:
         raise RuntimeError(run.stderr[-3000:])
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]  # mpirun may add
+    return json.loads(lines[-1])                                                 # escape codes
 
 
 def gradient_bytes(preset: str) -> int:
