@@ -4,6 +4,10 @@ The options of `pretrain` and `finetune` are built from the fields of their sett
 (bert_np.train.settings), and the defaults of the other verbs are read from the signatures of the
 functions they call: each default is written once, and `--help` shows every option's description
 and default.
+
+Under `mpirun -n N bert-np pretrain|finetune ...` the ranks train one model together
+(bert_np/train/parallel.py); rank 0 prints the result, and an error on any rank ends the whole
+job: `bert-np: rank R failed: ...` on stderr, then MPI Abort with exit code 1.
 """
 from __future__ import annotations
 
@@ -96,8 +100,10 @@ def _add_pretrain(sub):
 
 def _run_pretrain(args):
     from .train.pretrain import PretrainSettings, pretrain
+    from .train.parallel import is_main_process
     result = pretrain(settings_from_args(PretrainSettings, args), resume=args.resume)
-    print(json.dumps(result, indent=1))
+    if is_main_process():
+        print(json.dumps(result, indent=1))
 
 
 def _add_train_tokenizer(sub):
@@ -129,8 +135,11 @@ def _add_finetune(sub):
 
 def _run_finetune(args):
     from .train.finetune import FinetuneSettings, finetune
-    result = finetune(settings_from_args(FinetuneSettings, args))
-    print(json.dumps(result, indent=1))
+    from .train.parallel import is_main_process
+    result = finetune(settings_from_args(FinetuneSettings, args),
+                      log=print if is_main_process() else lambda message: None)
+    if is_main_process():
+        print(json.dumps(result, indent=1))
 
 
 def _add_evaluate(sub):
@@ -214,6 +223,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .kernels.process import tune_process
     tune_process()            # malloc and OpenBLAS settings for a training or inference run
+    from .train.parallel import launched_by_mpirun
+    if launched_by_mpirun():
+        return _run_on_mpi(args)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as e:
@@ -222,6 +234,25 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"bert-np {args.command}: interrupted", file=sys.stderr)
         return 130
+    return 0
+
+
+def _run_on_mpi(args) -> int:
+    """One rank of an mpirun job: any error names the rank and aborts every rank (exit code 1),
+    so no rank waits forever in a collective for one that is gone."""
+    import traceback
+
+    from .train.parallel import world
+    comm = world()
+    try:
+        args.func(args)
+    except BaseException as e:          # noqa: BLE001 - every failure must end the whole job
+        print(f"bert-np: rank {comm.rank} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        if not isinstance(e, (ValueError, FileNotFoundError, KeyboardInterrupt)):
+            traceback.print_exc()
+        sys.stderr.flush()
+        comm.abort(1)
+        return 1
     return 0
 
 

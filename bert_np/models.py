@@ -12,6 +12,11 @@ output, then every layer's; output_attentions adds out["attentions"], L arrays (
 layer's attention probabilities after dropout (equal to before it when not training). Both are
 what the computation produces anyway, so asking for them changes no number, and not asking costs
 nothing. loss_and_grads accepts the two flags too and puts the tuples into `stats` when given one.
+A slice of a larger batch (a data-parallel rank's shard, a micro-batch of gradient accumulation)
+gets the whole batch's loss and gradient share from two optional arguments of loss_and_grads:
+`denominators`, the counts the batch's means divide by (`loss_denominators(**batch)` of the whole
+batch), and `dropout`, the step's DropoutKeys starting at the slice's first row (bert_np/rng.py).
+Summing the slices' losses and gradients then gives the whole batch's, masks included.
 The layers live in bert_np/layers, the encoder in encoder.py and the heads in heads.py; a class only
 wires them together and checks its inputs.
 """
@@ -35,6 +40,7 @@ from .layers import (IGNORE_INDEX, bce_with_logits_backward, bce_with_logits_for
 from .inputs import (check_choice_inputs, check_distillation, check_inputs, check_real_labels,
                      check_regression_labels, check_span_positions, check_token_labels)
 from .encoder import encoder_backward, encoder_forward, pooler_backward, pooler_forward
+from .rng import DropoutKeys
 
 logger = logging.getLogger("bert_np")
 
@@ -118,6 +124,19 @@ def _add_requested(out, hidden_states, attentions):
     return out
 
 
+def _share(count: int, denominators: dict | None, term: str) -> float:
+    """The weight of a mean over `count` items within the whole batch's mean over
+    denominators[term] items: count / total (1.0 without denominators: this batch is the batch)."""
+    if denominators is None:
+        return 1.0
+    total = denominators[term]
+    return count / total if total else 0.0
+
+
+def _count_labelled(labels) -> int:
+    return 0 if labels is None else int((np.asarray(labels) != IGNORE_INDEX).sum())
+
+
 # ---- the classes --------------------------------------------------------------------------------
 
 class BertPreTrainedModel:
@@ -153,16 +172,19 @@ class BertPreTrainedModel:
     # -- shared pieces of forward / backward --
 
     def _encode(self, input_ids, token_type_ids, attention_mask, training, *, keep_cache=True,
-                hidden_states=None, attentions=None, checked=False):
-        """Checked inputs -> encoder (and pooler): (h, pooled, cache, dropout rng or None).
-        `hidden_states`, `attentions`: lists to fill (see encoder_forward)."""
+                hidden_states=None, attentions=None, checked=False,
+                dropout: DropoutKeys | None = None):
+        """Checked inputs -> encoder (and pooler): (h, pooled, cache, dropout keys or None).
+        `hidden_states`, `attentions`: lists to fill (see encoder_forward). In training every
+        dropout call takes its key from `dropout`, by default one draw from the model's Generator
+        per call of this method (bert_np/rng.py: DropoutKeys)."""
         cfg = self.config
         if keep_cache:                                # a cache is kept for a backward pass
             quantize.refuse_training(self)
         if not checked:
             input_ids, token_type_ids, attention_mask = check_inputs(cfg, input_ids,
                                                                      token_type_ids, attention_mask)
-        rng = self.rng if training else None
+        rng = None if not training else DropoutKeys.draw(self.rng) if dropout is None else dropout
         mask_bias = padding_mask_bias(attention_mask, self.dtype)                    # (B, 1, 1, T)
         h, c_enc = encoder_forward(input_ids, token_type_ids, mask_bias, self.params,
                                    self.base_prefix, cfg, rng, keep_cache=keep_cache,
@@ -275,32 +297,39 @@ class BertForPreTraining(BertPreTrainedModel):
         return _add_requested(out, hs, att)
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
-                       next_sentence_label=None, training=False, stats=None,
-                       output_hidden_states=False, output_attentions=False):
+                       next_sentence_label=None, training=False, stats=None, denominators=None,
+                       dropout=None, output_hidden_states=False, output_attentions=False):
         """loss = MLM cross-entropy (mean over labels != -100) + NSP cross-entropy.
 
         The MLM head runs only at the labelled positions (gathered before the vocabulary
         projection, as the original BERT does); the loss equals HF's over the full logits.
-        A dict passed as `stats` receives the counts of correct MLM and NSP predictions."""
+        A dict passed as `stats` receives the counts of correct MLM and NSP predictions.
+        For a slice of a batch: `denominators` {"mlm", "nsp"} and `dropout` (module docstring)."""
         if labels is None and next_sentence_label is None:
             raise ValueError("loss_and_grads needs labels (MLM) and/or next_sentence_label (NSP)")
         hs, att = _requested(output_hidden_states, output_attentions)
         h, pooled, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                           hidden_states=hs, attentions=att)
+                                           hidden_states=hs, attentions=att, dropout=dropout)
         _add_requested(stats, hs, att)
         B, T, H = h.shape
         grads = {}
         loss, dh, dpooled = 0.0, np.zeros_like(h), None
         if labels is not None:
-            mlm_loss, dh_masked, positions = self._mlm_loss(h, labels, grads, stats)
+            mlm_loss, dh_masked, positions = self._mlm_loss(h, labels, grads, stats, denominators)
             loss += mlm_loss
             dh.reshape(B * T, H)[positions] += dh_masked
         if next_sentence_label is not None:
             nsp_loss, c_nsp, c_ce = self._nsp_forward(pooled, next_sentence_label, stats)
-            loss += nsp_loss
-            dpooled = nsp_head_backward(cross_entropy_backward(1.0, c_ce), c_nsp, grads)
+            weight = _share(c_ce[3], denominators, "nsp")       # c_ce[3]: the labelled rows
+            loss += weight * nsp_loss
+            dpooled = nsp_head_backward(cross_entropy_backward(weight, c_ce), c_nsp, grads)
         self._backward_encoder(dh, dpooled, cache, grads)
         return loss, self._complete(grads)
+
+    @staticmethod
+    def loss_denominators(labels=None, next_sentence_label=None, **batch) -> dict:
+        """The counts the losses' means divide by: masked positions and labelled pairs."""
+        return {"mlm": _count_labelled(labels), "nsp": _count_labelled(next_sentence_label)}
 
     def pretraining_stats(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                           next_sentence_label=None):
@@ -326,11 +355,14 @@ class BertForPreTraining(BertPreTrainedModel):
         _count_correct(stats, "mlm", logits, labels[positions])
         return loss, (c_mlm, c_ce), positions
 
-    def _mlm_loss(self, h, labels, grads, stats=None):
-        """MLM loss and its backward; returns (loss, dh at the labelled positions, positions)."""
+    def _mlm_loss(self, h, labels, grads, stats=None, denominators=None):
+        """MLM loss and its backward; returns (loss, dh at the labelled positions, positions),
+        the loss weighted by its share of the whole batch's masked positions (`denominators`)."""
         loss, (c_mlm, c_ce), positions = self._mlm_forward(h, labels, stats)
-        dh_masked = mlm_head_backward(cross_entropy_backward(1.0, c_ce), c_mlm, grads, self.config)
-        return loss, dh_masked, positions
+        weight = _share(len(positions), denominators, "mlm")
+        dh_masked = mlm_head_backward(cross_entropy_backward(weight, c_ce), c_mlm, grads,
+                                      self.config)
+        return weight * loss, dh_masked, positions
 
     def _nsp_forward(self, pooled, next_sentence_label, stats=None):
         """NSP head and loss: (loss, head cache, loss cache)."""
@@ -363,18 +395,19 @@ class BertForMaskedLM(BertForPreTraining):
         return _add_requested(out, hs, att)
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
-                       training=False, stats=None, output_hidden_states=False,
-                       output_attentions=False):
-        """loss = MLM cross-entropy, mean over labels != -100 (`stats`: see BertForPreTraining)."""
+                       training=False, stats=None, denominators=None, dropout=None,
+                       output_hidden_states=False, output_attentions=False):
+        """loss = MLM cross-entropy, mean over labels != -100 (`stats`, `denominators`, `dropout`:
+        see BertForPreTraining)."""
         if labels is None:
             raise ValueError("BertForMaskedLM.loss_and_grads needs labels")
         hs, att = _requested(output_hidden_states, output_attentions)
         h, _, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                      hidden_states=hs, attentions=att)
+                                      hidden_states=hs, attentions=att, dropout=dropout)
         _add_requested(stats, hs, att)
         B, T, H = h.shape
         grads = {}
-        loss, dh_masked, positions = self._mlm_loss(h, labels, grads, stats)
+        loss, dh_masked, positions = self._mlm_loss(h, labels, grads, stats, denominators)
         dh = np.zeros_like(h)
         dh.reshape(B * T, H)[positions] += dh_masked
         self._backward_encoder(dh, None, cache, grads)
@@ -441,7 +474,8 @@ class BertForSequenceClassification(BertPreTrainedModel):
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                        teacher_logits=None, temperature=1.0, alpha=1.0, training=False,
-                       stats=None, output_hidden_states=False, output_attentions=False):
+                       stats=None, denominators=None, dropout=None, output_hidden_states=False,
+                       output_attentions=False):
         """The loss and the gradient of every parameter. With labels only: the loss of the
         problem type (class docstring). With teacher_logits (distillation, Hinton et al. 2015):
 
@@ -449,7 +483,8 @@ class BertForSequenceClassification(BertPreTrainedModel):
 
         averaged over the batch, T = temperature, t the teacher's logits; for regression the
         teacher's term is the squared error to the teacher's score. labels may be None when
-        alpha == 1. A dict passed as `stats` receives the batch's logits."""
+        alpha == 1. A dict passed as `stats` receives the batch's logits. For a slice of a batch:
+        `denominators` {"rows", "labels"} and `dropout` (module docstring)."""
         input_ids, token_type_ids, attention_mask = check_inputs(
             self.config, input_ids, token_type_ids, attention_mask)
         B, C = input_ids.shape[0], self.config.num_labels
@@ -466,22 +501,24 @@ class BertForSequenceClassification(BertPreTrainedModel):
             alpha = 0.0                                        # the label term alone
         hs, att = _requested(output_hidden_states, output_attentions)
         h, pooled, cache, rng = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                             hidden_states=hs, attentions=att, checked=True)
+                                             hidden_states=hs, attentions=att, checked=True,
+                                             dropout=dropout)
         grads = {}
+        rows = _share(B, denominators, "rows")                # this slice's share of the batch
         logits, c_head = classifier_head_forward(pooled, self.params, self._classifier_dropout, rng)
         loss, dlogits = 0.0, np.zeros_like(logits)                                    # (B, C)
         if alpha > 0.0:                                          # the teacher's term
             if C == 1:
                 soft, c_soft = mse_forward(logits[:, 0], teacher[:, 0])
-                dlogits[:, 0] += mse_backward(alpha, c_soft)
+                dlogits[:, 0] += mse_backward(alpha * rows, c_soft)
             else:
                 soft, c_soft = soft_cross_entropy_forward(logits, teacher, temperature)
-                dlogits += soft_cross_entropy_backward(alpha, c_soft)
-            loss += alpha * soft
+                dlogits += soft_cross_entropy_backward(alpha * rows, c_soft)
+            loss += alpha * rows * soft
         if alpha < 1.0:                                          # the label term
-            hard, dhard = self._label_loss(logits, labels, 1.0 - alpha)
+            hard, weight, dhard = self._label_loss(logits, labels, 1.0 - alpha, denominators)
             dlogits += dhard
-            loss += (1.0 - alpha) * hard
+            loss += weight * hard
         if stats is not None:
             stats["logits"] = logits
             _add_requested(stats, hs, att)
@@ -489,25 +526,33 @@ class BertForSequenceClassification(BertPreTrainedModel):
         self._backward_encoder(np.zeros_like(h), dpooled, cache, grads)
         return float(loss), self._complete(grads)
 
-    def _label_loss(self, logits, labels, weight):
-        """(loss, weight * dloss/dlogits) of the problem type's loss against the labels."""
+    def loss_denominators(self, input_ids, labels=None, **batch) -> dict:
+        """The counts the losses' means divide by: rows (the teacher's term, MSE) and labelled
+        rows (cross-entropy)."""
+        B = len(input_ids)
+        return {"rows": B, "labels": B if self.config.num_labels == 1 else _count_labelled(labels)}
+
+    def _label_loss(self, logits, labels, weight, denominators=None):
+        """(loss, w, w * dloss/dlogits) of the problem type's loss against the labels, with
+        w = weight * this slice's share of the batch's labels (`denominators`, module docstring)."""
         B, C = logits.shape
         problem = self.problem_type_for(labels)
         if problem == "regression" and C == 1:
             target = check_regression_labels(labels, B, self.dtype)
             loss, c_loss = mse_forward(logits[:, 0], target)
-            return loss, mse_backward(weight, c_loss)[:, None]                            # (B, 1)
-        if problem == "regression":
-            target = check_real_labels(labels, (B, C), self.dtype)
-            loss, c_loss = mse_forward(logits, target)
-            return loss, mse_backward(weight, c_loss)                                     # (B, C)
-        if problem == "multi_label_classification":
+            w = weight * _share(target.size, denominators, "labels")
+            return loss, w, mse_backward(w, c_loss)[:, None]                              # (B, 1)
+        if problem in ("regression", "multi_label_classification"):
             target = check_real_labels(labels, (B, C), self.dtype, what=problem)
-            loss, c_loss = bce_with_logits_forward(logits, target)
-            return loss, bce_with_logits_backward(weight, c_loss)                         # (B, C)
+            forward, backward = ((mse_forward, mse_backward) if problem == "regression" else
+                                 (bce_with_logits_forward, bce_with_logits_backward))
+            loss, c_loss = forward(logits, target)
+            w = weight * _share(target.size, denominators, "labels")
+            return loss, w, backward(w, c_loss)                                           # (B, C)
         target = check_token_labels(labels, (B,), C)
         loss, c_loss = cross_entropy_forward(logits, target)
-        return loss, cross_entropy_backward(weight, c_loss)                               # (B, C)
+        w = weight * _share(c_loss[3], denominators, "labels")                # labelled rows
+        return loss, w, cross_entropy_backward(w, c_loss)                                 # (B, C)
 
 
 def classifier_dropout(cfg: BertConfig) -> float:

@@ -21,7 +21,7 @@ mask are written beside it, as the reference returns them.
 import numpy as np
 from numba import njit, prange
 
-from ..rng import UNIFORM_BITS, draw_key
+from ..rng import UNIFORM_BITS, draw_key, first_element
 from . import register
 from .common import FLOAT_TYPES, njit_per_dtype, supported
 from .dropout import counter_uniform
@@ -31,7 +31,7 @@ from .vecmath import exp_constants, exp_constants_type
 
 _SIGNATURES = [
     f"void({t}[:, :, ::1], {t}[:, :, ::1], {t}[:, :, ::1], int64, {t}[:, ::1], {t}, "
-    f"boolean, uint64, {t}, {t}, {t}[:, :, ::1], {t}[:, :, :, ::1], {t}[:, :, :, ::1], "
+    f"boolean, uint64, int64, {t}, {t}, {t}[:, :, ::1], {t}[:, :, :, ::1], {t}[:, :, :, ::1], "
     f"{t}[:, :, :, ::1], {t}[:, ::1], {exp_constants_type(t)})" for t in FLOAT_TYPES]
 
 
@@ -97,14 +97,15 @@ def _head_product(a, b_panels, n, c, tiles_in_place):
 
 
 @njit_per_dtype(_SIGNATURES, cache=True, fastmath={"contract"}, parallel=True)
-def _attention_heads(q, k, v, num_heads, mask, scale, dropout, key, p, keep_scale, context, probs,
-                     probs_dropped, keep_scaled, scratch, consts):
+def _attention_heads(q, k, v, num_heads, mask, scale, dropout, key, first, p, keep_scale, context,
+                     probs, probs_dropped, keep_scaled, scratch, consts):
     """context[b, :, a*D:(a+1)*D] = dropout(softmax(scale Q K^T + mask[b])) V for each batch row b
     and head a, where Q = q[b, :, a*D:(a+1)*D] and likewise K and V; q, k, v (B, T, H).
 
     probs, probs_dropped, keep_scaled (B, A, T, T) receive P, P' and the mask m / (1 - p) when
     their first axis is B; with a first axis of 0 each task works in a block of its own.
-    scratch (B*A, T) gives each task the softmax's scratch row.
+    scratch (B*A, T) gives each task the softmax's scratch row. P[b, a, i, j]'s dropout uniform is
+    element first + ((b A + a) T + i) T + j of the counter-based generator, as in the reference.
     """
     B, T, H = q.shape
     A, D = num_heads, H // num_heads
@@ -120,10 +121,10 @@ def _attention_heads(q, k, v, num_heads, mask, scale, dropout, key, p, keep_scal
             softmax_row(block[i], mask[b], scale, block[i], scratch[task], consts)
         if dropout:
             for i in range(T):
-                first = (task * T + i) * T                    # index of P[b, a, i, 0] in the stack
+                row0 = first + (task * T + i) * T              # index of P[b, a, i, 0] in the stack
                 m, pd, pr = keep_scaled[b, a, i], probs_dropped[b, a, i], block[i]
                 for j in range(T):
-                    keep = keep_scale if counter_uniform(key, first + j, grid) >= p \
+                    keep = keep_scale if counter_uniform(key, row0 + j, grid) >= p \
                         else keep_scale - keep_scale
                     m[j] = keep
                     pd[j] = pr[j] * keep
@@ -147,12 +148,14 @@ def attention_context_forward(q, k, v, mask_bias, scale, dropout_p=0.0, rng=None
     probs_dropped, keep_scaled = (np.empty(stack, dtype), np.empty(stack, dtype)) if dropout \
         else (probs, None)
     key = draw_key(rng) if dropout else np.uint64(0)
+    first = first_element(rng, (B, A, T, T)) if dropout else 0
     context = np.empty((B, T, A * D), dtype)
     scratch = np.empty((B * A, T), dtype)
     q, k, v = (np.ascontiguousarray(t.transpose(0, 2, 1, 3)).reshape(B, T, A * D)
                for t in (q, k, v))                            # (B, T, H), heads merged
     _attention_heads(q, k, v, A, np.ascontiguousarray(mask_bias).reshape(B, T), dtype.type(scale),
-                     dropout, key, dtype.type(dropout_p), dtype.type(1.0 / (1.0 - dropout_p)),
+                     dropout, key, first, dtype.type(dropout_p),
+                     dtype.type(1.0 / (1.0 - dropout_p)),
                      context, probs, probs_dropped, probs if keep_scaled is None else keep_scaled,
                      scratch, exp_constants(dtype))
     if not keep_probs:

@@ -10,13 +10,13 @@ to the dtype of x first, as NumPy does with a Python float scalar.
 import numpy as np
 from numba import njit, prange
 
-from ..rng import GAMMA, MIX_1, MIX_2, SHIFTS, UNIFORM_BITS, draw_key
+from ..rng import GAMMA, MIX_1, MIX_2, SHIFTS, UNIFORM_BITS, draw_key, first_element
 from . import register
 from .common import FLOAT_TYPES, njit_per_dtype, supported
 
 BLOCK = 16384   # elements per task
 _TOP = np.uint64(64 - UNIFORM_BITS)
-_SIGNATURES = [f"void({t}[::1], uint64, {t}, {t}, {t}[::1], {t}[::1])" for t in FLOAT_TYPES]
+_SIGNATURES = [f"void({t}[::1], uint64, int64, {t}, {t}, {t}[::1], {t}[::1])" for t in FLOAT_TYPES]
 
 
 @njit(cache=True, inline="always")
@@ -31,15 +31,15 @@ def counter_uniform(key, i, grid):
 
 
 @njit_per_dtype(_SIGNATURES, cache=True, parallel=True)
-def _dropout(x, key, p, scale, mask, y):
-    """mask[i] = scale if u[i] >= p else 0;  y[i] = x[i] * mask[i];  u[i] from (key, i)."""
+def _dropout(x, key, first, p, scale, mask, y):
+    """mask[i] = scale if u[i] >= p else 0;  y[i] = x[i] * mask[i];  u[i] from (key, first + i)."""
     n = x.shape[0]
     grid = scale - scale + 2.0 ** -UNIFORM_BITS              # 2^-24 in the dtype of x
     for blk in prange((n + BLOCK - 1) // BLOCK):
         lo, hi = blk * BLOCK, min((blk + 1) * BLOCK, n)
         xb, mb, yb = x[lo:hi], mask[lo:hi], y[lo:hi]          # 0-based loop: see kernels/gelu.py
         for i in range(hi - lo):
-            keep = scale if counter_uniform(key, lo + i, grid) >= p else scale - scale
+            keep = scale if counter_uniform(key, first + lo + i, grid) >= p else scale - scale
             mb[i] = keep
             yb[i] = xb[i] * keep
 
@@ -52,5 +52,6 @@ def dropout_forward(x, p, rng):
     dtype = x.dtype.type
     x1 = np.ascontiguousarray(x).reshape(-1)
     mask, y = np.empty_like(x1), np.empty_like(x1)
-    _dropout(x1, draw_key(rng), dtype(p), dtype(1.0 / (1.0 - p)), mask, y)
+    key, first = draw_key(rng), first_element(rng, x.shape)
+    _dropout(x1, key, first, dtype(p), dtype(1.0 / (1.0 - p)), mask, y)
     return y.reshape(x.shape), mask.reshape(x.shape)

@@ -4,6 +4,8 @@
                     JSONL log, the progress bar, evaluation and checkpoint hooks, resume state
     checkpoints.py  training checkpoints that resume bit for bit; the JSONL log
     settings.py     settings fields carrying their default and help (the CLI's options)
+    parallel.py     data-parallel training on MPI and gradient accumulation: shards, micro-batches,
+                    one Allreduce per step; rank 0 alone writes
     pretrain.py     MLM + NSP pretraining from raw text (`bert-np pretrain`)
     finetune.py     sequence classification (`bert-np finetune`, `evaluate`, `predict`)
     metrics.py      accuracy, F1, MCC, Pearson, Spearman

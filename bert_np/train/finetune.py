@@ -4,9 +4,12 @@ examples -> tokenizer (truncated to max_seq_length) -> length-bucketed batches (
 -> the training loop (loop.py: the classifier's loss_and_grads -> clip -> AdamW with warmup +
 linear decay) -> evaluation on dev after every epoch -> the best checkpoint (by the task's main
 metric) kept in Hugging Face format with its vocab.txt and the task's label names.
+Under `mpirun -n N` every rank trains on its shard of each batch (parallel.py); rank 0 alone
+evaluates and writes best/, the log and the plot.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,9 +24,10 @@ from ..optim import AdamW, linear_warmup_decay
 from ..tokenization import BertTokenizer
 from .checkpoints import JsonlLog
 from .loop import Callbacks, LoopSettings, LoopState, run_loop
+from .parallel import NullLog, is_main_process
 from .metrics import compute_metrics
 from .plots import plot_training_curves
-from .settings import check_positive, setting
+from .settings import check_dropout, check_positive, setting
 
 VOCAB_BY_LANGUAGE = {"en": ("bert-base-uncased", True), "zh": ("bert-base-chinese", False)}
 
@@ -37,7 +41,10 @@ class FinetuneSettings:
                             "label names), log.jsonl, curves.png")
     epochs: int = setting(3, help="passes over the training examples")
     lr: float = setting(5e-5, help="peak learning rate of AdamW")
-    batch_size: int = setting(32, help="examples per training batch")
+    batch_size: int = setting(32, help="examples per optimizer step: the global batch, split "
+                                       "between the MPI ranks and the micro-batches")
+    gradient_accumulation_steps: int = setting(1, help="micro-batches per step (and rank): the "
+                                               "same update as one batch, in less memory")
     max_seq_length: int = setting(128, help="tokens per example, [CLS] and [SEP] included; longer "
                                             "texts are truncated")
     warmup_ratio: float = setting(0.1, help="fraction of all steps spent warming the learning rate "
@@ -49,6 +56,12 @@ class FinetuneSettings:
     seed: int = setting(0, help="seed of the new head's weights, the data order and dropout")
     dtype: str = setting("float32", choices=("float32", "float64"),
                          help="float32 for speed, float64 for checks")
+    dropout: float | None = setting(None, help="hidden, attention and classifier dropout "
+                                               "probability instead of the config's (0: off, for "
+                                               "exact comparisons)")
+    max_steps: int | None = setting(None, help="stop after this many steps (the schedule still "
+                                               "spans the epochs; an unfinished epoch is not "
+                                               "evaluated); unset: all epochs")
     max_train_examples: int | None = setting(None, help="train on a seeded random subset of this "
                                                         "many examples; unset: all")
     max_eval_examples: int | None = setting(None, help="evaluate on a seeded random subset of "
@@ -61,7 +74,9 @@ class FinetuneSettings:
     eval_batch_size: int = setting(64, help="examples per evaluation batch")
 
     def __post_init__(self):
-        check_positive(self, ("epochs", "batch_size", "max_seq_length", "eval_batch_size"))
+        check_positive(self, ("epochs", "batch_size", "max_seq_length", "eval_batch_size",
+                              "gradient_accumulation_steps"))
+        check_dropout(self.dropout)
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         check_model_spec(self.model)
@@ -95,9 +110,10 @@ def label_map(task: Task) -> dict[int, str] | None:
 
 
 def load_classifier(model: str, num_labels: int, vocab_size: int, seed: int, dtype,
-                    max_seq_length: int,
-                    id2label: dict | None = None) -> BertForSequenceClassification:
-    """From a Hugging Face directory (a new head if it has none), or a preset initialised afresh."""
+                    max_seq_length: int, id2label: dict | None = None,
+                    dropout: float | None = None) -> BertForSequenceClassification:
+    """From a Hugging Face directory (a new head if it has none), or a preset initialised afresh;
+    `dropout` replaces the config's hidden, attention and classifier dropout."""
     check_model_spec(model)
     if Path(model).is_dir():
         names = {} if id2label is None else {"id2label": id2label}
@@ -112,6 +128,10 @@ def load_classifier(model: str, num_labels: int, vocab_size: int, seed: int, dty
     if max_seq_length > clf.config.max_position_embeddings:
         raise ValueError(f"max_seq_length {max_seq_length} exceeds the model's "
                          f"max_position_embeddings {clf.config.max_position_embeddings}")
+    if dropout is not None:
+        clf.config = dataclasses.replace(
+            clf.config, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+            classifier_dropout=None if clf.config.classifier_dropout is None else dropout)
     return clf
 
 
@@ -185,6 +205,8 @@ class FinetuneCallbacks(Callbacks):
         return {"accuracy": float((stats["logits"].argmax(-1) == batch["labels"]).mean())}
 
     def end_of_epoch(self, state):
+        if not is_main_process():
+            return
         metrics = evaluate_classifier(self.model, self.dev, self.task, self.pad_id,
                                       self.eval_batch_size, self.progress)
         self.jsonl.write({"kind": "eval", "step": state.step, "epoch": state.epoch, **metrics})
@@ -208,12 +230,14 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
     tokenizer = load_tokenizer(settings.model, task.language, settings.vocab)
     dtype = np.dtype(settings.dtype)
     model = load_classifier(settings.model, task.num_labels, tokenizer.vocab_size, settings.seed,
-                            dtype, settings.max_seq_length, label_map(task))
+                            dtype, settings.max_seq_length, label_map(task), settings.dropout)
     train = encode_examples(train_examples, tokenizer, settings.max_seq_length)
     dev = encode_examples(dev_examples, tokenizer, settings.max_seq_length)
     out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
-    jsonl = JsonlLog(out / "log.jsonl")
+    main = is_main_process()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    jsonl = JsonlLog(out / "log.jsonl") if main else NullLog()
     jsonl.write({"kind": "start", "step": 0, "settings": asdict(settings),
                  "train_examples": len(train.ids), "dev_examples": len(dev.ids),
                  "parameters": model.num_parameters()})
@@ -222,11 +246,13 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
     warmup = int(settings.warmup_ratio * total)
     optimizer = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay,
                       schedule=lambda k: linear_warmup_decay(k, warmup, total))
-    tokenizer.save(out / "best")
-    before = evaluate_classifier(model, dev, task, tokenizer.pad_id, settings.eval_batch_size,
-                                 progress)
-    jsonl.write({"kind": "eval", "step": 0, "epoch": 0, **before})
-    log(f"dev before fine-tuning: {_fmt(before)}")
+    before = None
+    if main:
+        tokenizer.save(out / "best")
+        before = evaluate_classifier(model, dev, task, tokenizer.pad_id, settings.eval_batch_size,
+                                     progress)
+        jsonl.write({"kind": "eval", "step": 0, "epoch": 0, **before})
+        log(f"dev before fine-tuning: {_fmt(before)}")
 
     lengths = [len(x) for x in train.ids]
 
@@ -238,10 +264,14 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
 
     callbacks = FinetuneCallbacks(task, model, dev, tokenizer.pad_id, out,
                                   settings.eval_batch_size, jsonl, progress, log)
-    loop_settings = LoopSettings(max_grad_norm=settings.max_grad_norm,
-                                 last_epoch=settings.epochs, log_epoch=True)
+    loop_settings = LoopSettings(max_grad_norm=settings.max_grad_norm, max_steps=settings.max_steps,
+                                 last_epoch=settings.epochs, log_epoch=True,
+                                 gradient_accumulation_steps=settings.gradient_accumulation_steps)
     result = run_loop(model, optimizer, epoch_batches, loop_settings, jsonl, LoopState(epoch=1),
                       callbacks, progress, desc=f"finetune {task.name}", total_steps=total)
+    if not main:
+        return {"before": None, "epochs": [], "best": None, "train_seconds": result.seconds,
+                "tokens_per_s": result.tokens / result.seconds if result.seconds else 0.0}
     plot_training_curves(jsonl.records(), out / "curves.png",
                          f"fine-tuning {task.name} from {settings.model}",
                          train_keys=("loss",) + (() if task.is_regression else ("accuracy",)),

@@ -7,8 +7,11 @@ One step:
           -> on schedule: evaluate, save a checkpoint; when the data runs out: end_of_epoch
 `apply_gradients` is the one place where gradients reach the parameters. Extensions plug in before
 it, not into a copy of the loop: distillation puts the teacher's logits into the batch and
-overrides `compute_grads` to use them; data-parallel training overrides `compute_grads` to split
-the batch into K micro-batches, sum their gradients and allreduce the sum between ranks.
+overrides `compute_grads` to use them. Data-parallel training (mpirun) and gradient accumulation
+wrap whatever `compute_grads` a run has (parallel.py): the loop hands it this rank's micro-batches
+of the global batch, each carrying `denominators` and `dropout` for loss_and_grads, sums their
+gradients in one buffer and allreduces it, so every run gets them without code of its own. Only
+rank 0 writes the log and shows the progress bar; every rank checks the same (allreduced) norm.
 
 Resume: `LoopState` (step, epoch, batch within the epoch) is all the loop needs to continue where it
 stopped; the caller saves it in its checkpoint, and `epoch_batches(epoch, start)` must rebuild the
@@ -23,6 +26,7 @@ from typing import Callable, Iterator
 
 from ..optim import AdamW, clip_grad_norm
 from .checkpoints import JsonlLog
+from .parallel import split_step_grads, world
 
 
 class NonFiniteLossError(RuntimeError):
@@ -48,6 +52,7 @@ class LoopSettings:
     log_every: int = 1                  # a "train" record every this many steps
     max_minutes: float | None = None    # stop (evaluating and saving first) after this wall time
     log_epoch: bool = False             # put the epoch into every "train" record
+    gradient_accumulation_steps: int = 1  # micro-batches per step and rank (parallel.py)
 
 
 @dataclass
@@ -64,7 +69,10 @@ class Callbacks:
     """What a run adds to the loop. Every method has a default, so a run overrides only its own."""
 
     def compute_grads(self, model, batch: dict, stats: dict) -> tuple[float, dict]:
-        """(loss, grads) of one batch; `stats` receives what the model reports (accuracies)."""
+        """(loss, grads) of one batch; `stats` receives what the model reports (accuracies).
+
+        On several ranks or with gradient accumulation `batch` is a micro-batch that also carries
+        `denominators` and `dropout`: pass them on to loss_and_grads (the default does: **batch)."""
         return default_compute_grads(model, batch, stats)
 
     def batch_metrics(self, batch: dict, stats: dict) -> dict:
@@ -125,6 +133,8 @@ def run_loop(model, optimizer: AdamW, epoch_batches: Callable[[int, int], Iterat
 
     state = LoopState() if state is None else state
     callbacks = Callbacks() if callbacks is None else callbacks
+    main = world().rank == 0                  # rank 0 writes the log and shows the progress bar
+    progress = progress and main
     started, tokens, tokens_per_s, out_of_time = time.perf_counter(), 0, 0.0, False
     bar = tqdm(total=total_steps or settings.max_steps, initial=state.step, desc=desc,
                disable=not progress, unit="step")
@@ -141,7 +151,7 @@ def run_loop(model, optimizer: AdamW, epoch_batches: Callable[[int, int], Iterat
         record = _step(model, optimizer, batch, settings, state, callbacks)
         tokens += int(batch["attention_mask"].sum())
         tokens_per_s = record["tokens_per_s"] = tokens / (time.perf_counter() - started)
-        if state.step % settings.log_every == 0:
+        if state.step % settings.log_every == 0 and main:
             log.write(record)
         bar.update(1)
         bar.set_postfix(_postfix(record))
@@ -163,7 +173,8 @@ def _step(model, optimizer, batch, settings: LoopSettings, state: LoopState,
     lr = optimizer.current_lr()
     try:
         loss, grad_norm = train_step(model, optimizer, batch, settings.max_grad_norm,
-                                     state.step + 1, stats, callbacks.compute_grads)
+                                     state.step + 1, stats,
+                                     _split(callbacks.compute_grads, settings, state.step + 1))
     except NonFiniteLossError as e:
         raise NonFiniteLossError(f"{e}; training stopped, {callbacks.last_good_checkpoint()}"
                                  ) from None
@@ -174,6 +185,16 @@ def _step(model, optimizer, batch, settings: LoopSettings, state: LoopState,
     record.update(loss=loss, lr=lr, grad_norm=grad_norm)
     record.update(callbacks.batch_metrics(batch, stats))
     return record
+
+
+def _split(compute_grads, settings: LoopSettings, step: int):
+    """compute_grads itself on one process without accumulation; else the whole batch's gradient
+    computed in slices by this rank and the others (parallel.split_step_grads)."""
+    accumulation = settings.gradient_accumulation_steps
+    if world().size == 1 and accumulation == 1:
+        return compute_grads
+    return lambda model, batch, stats: split_step_grads(model, batch, compute_grads, stats,
+                                                        accumulation, step)
 
 
 def _on_schedule(settings: LoopSettings, state: LoopState, callbacks: Callbacks,

@@ -5,9 +5,13 @@ text files -> tokenizer -> PretrainingDataset (pairs, fresh masks each epoch) ->
 `checkpoint_every` steps the model, AdamW, the dropout generator and the data position are saved
 (checkpoints.py), so `resume=True` continues exactly where the run stopped: the same batches, the
 same dropout masks, the same losses, bit for bit.
+Under `mpirun -n N` every rank trains on its shard of each batch (parallel.py) and rank 0 alone
+writes checkpoints, the log and the plots; a checkpoint resumes on any N and any
+--gradient-accumulation-steps, since the batch is the global batch either way.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,8 +25,9 @@ from ..optim import AdamW, linear_warmup_decay
 from ..tokenization import BertTokenizer
 from .checkpoints import JsonlLog, latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 from .loop import Callbacks, LoopSettings, LoopState, run_loop
+from .parallel import NullLog, is_main_process
 from .plots import plot_training_curves
-from .settings import check_positive, setting
+from .settings import check_dropout, check_positive, setting
 
 
 @dataclass
@@ -34,7 +39,10 @@ class PretrainSettings:
     config: str = setting("tiny", help=f"a preset ({' '.join(PRESETS)}) or a config.json path")
     eval_corpus: list[str] = setting(default_factory=list, help="held-out text files")
     steps: int = setting(1000, help="optimizer steps in all")
-    batch_size: int = setting(32, help="sequence pairs per batch")
+    batch_size: int = setting(32, help="sequence pairs per optimizer step: the global batch, "
+                                       "split between the MPI ranks and the micro-batches")
+    gradient_accumulation_steps: int = setting(1, help="micro-batches per step (and rank): the "
+                                               "same update as one batch, in less memory")
     max_seq_length: int = setting(128, help="tokens per pair, [CLS] and [SEP] included")
     max_predictions_per_seq: int = setting(20, flag="--max-predictions",
                                            help="max masked tokens per sequence")
@@ -53,6 +61,10 @@ class PretrainSettings:
     seed: int = setting(0, help="seed of the initial weights, the data order, masks and dropout")
     dtype: str = setting("float32", choices=("float32", "float64"),
                          help="float32 for speed, float64 for checks")
+    dropout: float | None = setting(None, help="hidden and attention dropout probability instead "
+                                               "of the config's (0: off, for exact comparisons)")
+    max_steps: int | None = setting(None, help="stop after this many steps (the schedule still "
+                                               "spans --steps); unset: --steps")
     checkpoint_every: int = setting(200, help="save a resumable checkpoint every this many steps "
                                               "(and after the last)")
     eval_every: int = setting(200, help="evaluate on --eval-corpus every this many steps (and "
@@ -64,7 +76,9 @@ class PretrainSettings:
 
     def __post_init__(self):
         check_positive(self, ("steps", "batch_size", "max_seq_length", "checkpoint_every",
-                              "eval_every", "eval_batches", "log_every"))
+                              "eval_every", "eval_batches", "log_every",
+                              "gradient_accumulation_steps"))
+        check_dropout(self.dropout)
         if not self.corpus:
             raise ValueError("at least one corpus file is needed")
         for path in list(self.corpus) + list(self.eval_corpus) + [self.vocab]:
@@ -72,8 +86,10 @@ class PretrainSettings:
                 raise FileNotFoundError(f"no such file: {path}")
 
 
-def build_config(spec: str, vocab_size: int, max_seq_length: int) -> BertConfig:
-    """A preset name or a config.json path, with the tokenizer's vocabulary size."""
+def build_config(spec: str, vocab_size: int, max_seq_length: int,
+                 dropout: float | None = None) -> BertConfig:
+    """A preset name or a config.json path, with the tokenizer's vocabulary size (and `dropout`
+    as its hidden and attention dropout when given)."""
     if Path(spec).is_file():
         cfg = BertConfig.from_json_file(spec)
         if cfg.vocab_size != vocab_size:
@@ -86,6 +102,9 @@ def build_config(spec: str, vocab_size: int, max_seq_length: int) -> BertConfig:
     if max_seq_length > cfg.max_position_embeddings:
         raise ValueError(f"max_seq_length {max_seq_length} exceeds the model's "
                          f"max_position_embeddings {cfg.max_position_embeddings}")
+    if dropout is not None:
+        cfg = dataclasses.replace(cfg, hidden_dropout_prob=dropout,
+                                  attention_probs_dropout_prob=dropout)
     return cfg
 
 
@@ -115,11 +134,13 @@ class PretrainCallbacks(Callbacks):
                 "nsp_acc": stats["nsp_correct"] / max(1, stats["nsp_total"])}
 
     def evaluate(self, state):
-        if self.eval_batches:
+        if self.eval_batches and is_main_process():          # the other ranks need no numbers
             self.log.write({"kind": "eval", "step": state.step,
                             **evaluate_pretraining(self.model, self.eval_batches)})
 
     def save_checkpoint(self, state):
+        if not is_main_process():
+            return
         saved = dict(asdict(state), settings=asdict(self.settings))
         save_training_checkpoint(self.settings.out, f"step-{state.step}", self.model,
                                  self.optimizer, saved, self.tokenizer)
@@ -137,7 +158,8 @@ def resume_state(settings: PretrainSettings, model, optimizer) -> LoopState | No
         raise FileNotFoundError(f"--resume: no checkpoint in {settings.out}")
     saved = load_training_checkpoint(checkpoint, model, optimizer)
     now = json.loads(json.dumps(asdict(settings)))  # as JSON stores it (tuples become lists)
-    changed = sorted(k for k in now if k != "max_minutes" and saved["settings"].get(k) != now[k])
+    free = ("max_minutes", "max_steps", "gradient_accumulation_steps")   # may change on resume
+    changed = sorted(k for k in now if k not in free and saved["settings"].get(k) != now[k])
     if changed:
         raise ValueError(f"resume with settings that differ from {checkpoint}: {changed}")
     return LoopState(saved["step"], saved["epoch"], saved["batch_in_epoch"])
@@ -158,24 +180,32 @@ def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = 
                  if settings.eval_corpus else None)
     eval_batches = ([] if eval_data is None else
                     [b for _, b in zip(range(settings.eval_batches), eval_data.batches(0))])
-    cfg = build_config(settings.config, tokenizer.vocab_size, settings.max_seq_length)
+    cfg = build_config(settings.config, tokenizer.vocab_size, settings.max_seq_length,
+                       settings.dropout)
     model = BertForPreTraining(cfg, seed=settings.seed, dtype=np.dtype(settings.dtype))
     optimizer = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay,
                       schedule=lambda k: linear_warmup_decay(k, settings.warmup_steps,
                                                              settings.steps))
     state = resume_state(settings, model, optimizer) if resume else None
-    log = JsonlLog(out / "log.jsonl", truncate_after_step=state.step if state else None)
+    main = is_main_process()
+    log = (JsonlLog(out / "log.jsonl", truncate_after_step=state.step if state else None) if main
+           else NullLog())
     callbacks = PretrainCallbacks(settings, model, optimizer, tokenizer, eval_batches, log)
     if state is None:
         log.write({"kind": "start", "step": 0, "config": cfg.to_dict(),
                    "parameters": model.num_parameters(), "settings": asdict(settings)})
         callbacks.evaluate(LoopState())
-    loop_settings = LoopSettings(max_grad_norm=settings.max_grad_norm, max_steps=settings.steps,
+    max_steps = settings.steps if settings.max_steps is None else min(settings.max_steps,
+                                                                       settings.steps)
+    loop_settings = LoopSettings(max_grad_norm=settings.max_grad_norm, max_steps=max_steps,
+                                 gradient_accumulation_steps=settings.gradient_accumulation_steps,
                                  eval_every=settings.eval_every,
                                  checkpoint_every=settings.checkpoint_every,
                                  log_every=settings.log_every, max_minutes=settings.max_minutes)
     result = run_loop(model, optimizer, train_data.batches, loop_settings, log, state, callbacks,
                       progress, desc="pretrain")
+    if not main:
+        return {"step": result.state.step, "tokens_per_s": result.tokens_per_s}
     model.save_pretrained(out / "final")
     tokenizer.save(out / "final")
     return summarize(log.records(), out, settings.config, result)

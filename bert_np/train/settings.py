@@ -30,3 +30,9 @@ def check_positive(settings, names) -> None:
     for name in names:
         if getattr(settings, name) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(settings, name)}")
+
+
+def check_dropout(p: float | None) -> None:
+    """A dropout override is unset or a probability in [0, 1)."""
+    if p is not None and not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {p}")
