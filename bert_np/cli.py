@@ -33,13 +33,22 @@ class HelpFormatter(argparse.HelpFormatter):
 # ---- options from a settings dataclass ----------------------------------------------------------
 
 def _option_type(hint):
-    """(type, nargs) of a field's annotation: int, float, str, list[str], X | None."""
+    """(type, nargs) of a field's annotation: int, float, str, list[str], X | None (the option
+    then also takes the word "none")."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) is list:
         return args[0], "*"
     if args:  # X | None
-        return args[0], None
+        return _or_none(args[0]), None
     return hint, None
+
+
+def _or_none(value_type):
+    """An argparse type: "none" is None, anything else is value_type(text)."""
+    def convert(text: str):
+        return None if text.strip().lower() == "none" else value_type(text)
+    convert.__name__ = value_type.__name__  # argparse's message: "invalid float value: 'x'"
+    return convert
 
 
 def add_settings_options(parser: argparse.ArgumentParser, settings_class) -> None:

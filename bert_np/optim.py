@@ -24,7 +24,10 @@ def decays(name: str) -> bool:
 
 def clip_grad_norm(grads: dict, max_norm: float) -> float:
     """Scale all gradients in place so their global L2 norm is at most max_norm; returns the
-    norm before clipping (left untouched when that norm is not finite)."""
+    norm before clipping (left untouched when that norm is not finite). `max_norm` must be > 0
+    (math.inf: no clipping)."""
+    if not max_norm > 0:  # also refuses NaN: a negative norm would turn descent into ascent
+        raise ValueError(f"max_norm must be > 0 (math.inf: no clipping), got {max_norm}")
     total = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
     if not np.isfinite(total):
         return total  # nothing sensible to scale; the caller stops on a non-finite norm

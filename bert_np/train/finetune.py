@@ -23,7 +23,7 @@ from .checkpoints import JsonlLog
 from .loop import Callbacks, LoopSettings, LoopState, run_loop
 from .metrics import compute_metrics
 from .plots import plot_training_curves
-from .settings import check_positive, setting
+from .settings import check_number, check_positive, setting
 
 VOCAB_BY_LANGUAGE = {"en": ("bert-base-uncased", True), "zh": ("bert-base-chinese", False)}
 
@@ -44,8 +44,8 @@ class FinetuneSettings:
                                             "up, before its linear decay to 0")
     weight_decay: float = setting(0.01, help="AdamW's decoupled weight decay (not on biases and "
                                              "LayerNorm)")
-    max_grad_norm: float = setting(1.0, help="clip the global gradient norm to this (0: no "
-                                             "clipping)")
+    max_grad_norm: float | None = setting(1.0, help="clip the global gradient norm to this "
+                                                    "(> 0; none: no clipping)")
     seed: int = setting(0, help="seed of the new head's weights, the data order and dropout")
     dtype: str = setting("float32", choices=("float32", "float64"),
                          help="float32 for speed, float64 for checks")
@@ -61,9 +61,16 @@ class FinetuneSettings:
     eval_batch_size: int = setting(64, help="examples per evaluation batch")
 
     def __post_init__(self):
-        check_positive(self, ("epochs", "batch_size", "max_seq_length", "eval_batch_size"))
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        check_positive(self, ("epochs", "batch_size", "eval_batch_size"))
+        check_number(self, "max_seq_length", integer=True, minimum=1)
+        check_number(self, "lr", above=0)
+        check_number(self, "warmup_ratio", minimum=0, below=1)
+        check_number(self, "weight_decay", minimum=0)
+        check_number(self, "max_grad_norm", above=0, optional=True, none_means="clips nothing")
+        check_number(self, "seed", integer=True, minimum=0)
+        for name in ("max_train_examples", "max_eval_examples"):
+            check_number(self, name, integer=True, minimum=0, optional=True,
+                         none_means="uses every example")
         check_model_spec(self.model)
 
 

@@ -22,7 +22,7 @@ from ..tokenization import BertTokenizer
 from .checkpoints import JsonlLog, latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 from .loop import Callbacks, LoopSettings, LoopState, run_loop
 from .plots import plot_training_curves
-from .settings import check_positive, setting
+from .settings import check_number, check_positive, setting
 
 
 @dataclass
@@ -46,8 +46,8 @@ class PretrainSettings:
     warmup_steps: int = setting(100, help="steps of linear warm-up to --lr, then linear decay to 0")
     weight_decay: float = setting(0.01, help="AdamW's decoupled weight decay (not on biases and "
                                              "LayerNorm)")
-    max_grad_norm: float = setting(1.0, help="clip the global gradient norm to this (0: no "
-                                             "clipping)")
+    max_grad_norm: float | None = setting(1.0, help="clip the global gradient norm to this "
+                                                    "(> 0; none: no clipping)")
     lowercase: bool = setting(True, flag="--cased",
                               help="do not lower-case the text (for a cased vocabulary)")
     seed: int = setting(0, help="seed of the initial weights, the data order, masks and dropout")
@@ -63,8 +63,15 @@ class PretrainSettings:
                                                    "minutes; unset: no time limit")
 
     def __post_init__(self):
-        check_positive(self, ("steps", "batch_size", "max_seq_length", "checkpoint_every",
-                              "eval_every", "eval_batches", "log_every"))
+        check_positive(self, ("steps", "batch_size", "max_predictions_per_seq",
+                              "checkpoint_every", "eval_every", "eval_batches", "log_every"))
+        check_number(self, "max_seq_length", integer=True, minimum=5)  # [CLS] a [SEP] b [SEP]
+        check_number(self, "lr", above=0)
+        check_number(self, "warmup_steps", integer=True, minimum=0)
+        check_number(self, "weight_decay", minimum=0)
+        check_number(self, "max_grad_norm", above=0, optional=True, none_means="clips nothing")
+        check_number(self, "seed", integer=True, minimum=0)
+        check_number(self, "max_minutes", above=0, optional=True, none_means="has no time limit")
         if not self.corpus:
             raise ValueError("at least one corpus file is needed")
         for path in list(self.corpus) + list(self.eval_corpus) + [self.vocab]:

@@ -1,0 +1,184 @@
+"""Robustness of the runs and the command line (issue 18): settings refused where they enter,
+unlabelled data never scored, output directories never clobbered, resume that survives a torn log
+and moved paths, long corpus lines, and every user error one line with a non-zero exit.
+
+Each test reproduces a failure first seen as a traceback, a hang or a silent wrong result; the
+user's view (exit status, one-line message) is checked through `cli.main` where it matters.
+"""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bert_np
+from bert_np import cli
+from bert_np.data.tasks import Example
+from bert_np.tokenization import train_wordpiece
+
+WORDS = ("the cat dog bird sat ran flew over under a mat tree river quick slow red blue green "
+         "house garden morning evening happy sad big small").split()
+
+
+def write_corpus(path, documents=12, sentences=6, seed=0):
+    rng = np.random.default_rng(seed)
+    lines = []
+    for _ in range(documents):
+        for _ in range(sentences):
+            lines.append(" ".join(rng.choice(WORDS, rng.integers(4, 12))) + ".")
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus_and_vocab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    corpus = write_corpus(root / "corpus.txt")
+    tokenizer = train_wordpiece([corpus], vocab_size=80, out_dir=root / "vocab", min_frequency=1)
+    return corpus, root / "vocab" / "vocab.txt", tokenizer
+
+
+def tiny_config(vocab_size, **kw):
+    fields = dict(vocab_size=vocab_size, hidden_size=24, num_hidden_layers=1,
+                  num_attention_heads=3, intermediate_size=40, max_position_embeddings=32,
+                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    fields.update(kw)
+    return bert_np.BertConfig(**fields)
+
+
+@pytest.fixture
+def pretrain_args(corpus_and_vocab, tmp_path):
+    """Command-line arguments of a 4-step tiny pretraining run into tmp_path/<out>."""
+    corpus, vocab, tokenizer = corpus_and_vocab
+    tiny_config(tokenizer.vocab_size).to_json_file(tmp_path / "config.json")
+
+    def make(out, *extra):
+        return ["pretrain", "--corpus", str(corpus), "--vocab", str(vocab),
+                "--out", str(tmp_path / out), "--config", str(tmp_path / "config.json"),
+                "--steps", "4", "--batch-size", "4", "--max-seq-length", "32",
+                "--max-predictions", "5", "--warmup-steps", "1", "--checkpoint-every", "2",
+                "--eval-every", "100", *extra]
+    return make
+
+
+def pretrain_settings(args):
+    from bert_np.train.pretrain import PretrainSettings
+    parsed = cli.build_parser().parse_args(args)
+    return cli.settings_from_args(PretrainSettings, parsed)
+
+
+def tiny_examples(n, seed):
+    rng = np.random.default_rng(seed)
+    return [Example(" ".join(rng.choice(WORDS, 6)), None, int(rng.integers(2))) for _ in range(n)]
+
+
+def write_jsonl(path, examples, labelled=True):
+    with open(path, "w", encoding="utf-8") as f:
+        for e in examples:
+            row = {"text_a": e.text_a}
+            if labelled:
+                row["label"] = e.label
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+@pytest.fixture
+def finetune_args(corpus_and_vocab, tmp_path):
+    """Command-line arguments of a 1-epoch tiny SST-2 fine-tuning run into tmp_path/<out>."""
+    _, vocab, tokenizer = corpus_and_vocab
+    model_dir = tmp_path / "init"
+    bert_np.BertModel(tiny_config(tokenizer.vocab_size), seed=0).save_pretrained(model_dir)
+    write_jsonl(tmp_path / "train.jsonl", tiny_examples(16, 0))
+    write_jsonl(tmp_path / "dev.jsonl", tiny_examples(8, 1))
+
+    def make(out, *extra):
+        return ["finetune", "--task", "sst2", "--model", str(model_dir), "--vocab", str(vocab),
+                "--train-file", str(tmp_path / "train.jsonl"),
+                "--dev-file", str(tmp_path / "dev.jsonl"), "--out", str(tmp_path / out),
+                "--epochs", "1", "--batch-size", "8", "--max-seq-length", "16", *extra]
+    return make
+
+
+def run_cli(args, capsys):
+    """(exit status, stderr) of `bert-np args`; a user error must be exactly one line."""
+    status = cli.main(args)
+    err = capsys.readouterr().err.strip()
+    return status, err
+
+
+def user_error(args, capsys, match):
+    status, err = run_cli(args, capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status != 0, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"bert-np {args[0]}: error: "), err
+    import re
+    assert re.search(match, lines[0]), lines[0]
+    return lines[0]
+
+
+# ================================================================ item 5: numeric settings
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--max-grad-norm", "-1", r"max_grad_norm \(--max-grad-norm\) must be > 0, got -1.0"),
+    ("--max-grad-norm", "0", r"max_grad_norm \(--max-grad-norm\) must be > 0, got 0.0"),
+    ("--max-grad-norm", "nan", r"max_grad_norm \(--max-grad-norm\) must be a finite number"),
+    ("--lr", "nan", r"lr \(--lr\) must be a finite number, got nan"),
+    ("--lr", "inf", r"lr \(--lr\) must be a finite number, got inf"),
+    ("--lr", "0", r"lr \(--lr\) must be > 0"),
+    ("--weight-decay", "-0.1", r"weight_decay \(--weight-decay\) must be >= 0"),
+    ("--seed", "-1", r"seed \(--seed\) must be >= 0"),
+])
+@pytest.mark.parametrize("verb", ["pretrain", "finetune"])
+def test_numeric_settings_are_refused_where_they_enter_naming_the_flag(
+        verb, option, value, message, pretrain_args, finetune_args, capsys):
+    args = (pretrain_args if verb == "pretrain" else finetune_args)("out", option, value)
+    user_error(args, capsys, message)
+    assert not (Path(args[args.index("--out") + 1])).exists()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--warmup-steps", "-1", r"warmup_steps \(--warmup-steps\) must be >= 0"),
+    ("--max-minutes", "-5", r"max_minutes \(--max-minutes\) must be > 0"),
+    ("--max-predictions", "0", r"max_predictions_per_seq \(--max-predictions\) must be >= 1"),
+])
+def test_pretraining_settings_are_refused_naming_the_flag(option, value, message, pretrain_args,
+                                                          capsys):
+    user_error(pretrain_args("out", option, value), capsys, message)
+
+
+def test_the_python_api_refuses_the_same_values(pretrain_args):
+    from bert_np.train.finetune import FinetuneSettings
+    s = pretrain_settings(pretrain_args("out"))
+    with pytest.raises(ValueError, match=r"lr \(--lr\) must be a finite number, got nan"):
+        type(s)(**{**s.__dict__, "lr": float("nan")})
+    with pytest.raises(ValueError, match=r"steps \(--steps\) must be an integer, got '8'"):
+        type(s)(**{**s.__dict__, "steps": "8"})
+    with pytest.raises(ValueError, match=r"warmup_ratio \(--warmup-ratio\) must be < 1"):
+        FinetuneSettings(task="sst2", model="tiny", out="o", warmup_ratio=1.0)
+    with pytest.raises(ValueError, match=r"max_norm must be > 0"):
+        bert_np.optim.clip_grad_norm({"w": np.ones(3)}, -1.0)
+
+
+def test_no_clipping_is_spelled_none(pretrain_args):
+    """--max-grad-norm none is None (no clipping); the loop then leaves the gradients alone."""
+    assert pretrain_settings(pretrain_args("out", "--max-grad-norm", "none")).max_grad_norm is None
+    assert pretrain_settings(pretrain_args("out")).max_grad_norm == 1.0
+    from bert_np.train import loop
+    grads = {"w": np.full(4, 10.0)}
+
+    class Recorder:
+        def step(self, g):
+            self.g = {k: v.copy() for k, v in g.items()}
+    opt = Recorder()
+    norm = loop.apply_gradients(opt, 1.0, grads, None, step=1)
+    assert norm == 20.0 and np.array_equal(opt.g["w"], np.full(4, 10.0))
+    loop.apply_gradients(opt, 1.0, grads, 2.0, step=1)
+    assert math.isclose(float(np.linalg.norm(opt.g["w"])), 2.0, rel_tol=1e-6)
