@@ -182,3 +182,32 @@ def test_no_clipping_is_spelled_none(pretrain_args):
     assert norm == 20.0 and np.array_equal(opt.g["w"], np.full(4, 10.0))
     loop.apply_gradients(opt, 1.0, grads, 2.0, step=1)
     assert math.isclose(float(np.linalg.norm(opt.g["w"])), 2.0, rel_tol=1e-6)
+
+
+# ================================================================ item 13: runs that do nothing
+
+@pytest.mark.parametrize("extra, message", [
+    (("--max-train-examples", "0"), r"max_train_examples \(--max-train-examples\) must be >= 1"),
+    (("--max-eval-examples", "0"), r"max_eval_examples \(--max-eval-examples\) must be >= 1"),
+    (("--max-seq-length", "2"), r"max_seq_length \(--max-seq-length\) must be >= 3, got 2"),
+])
+def test_finetuning_that_would_train_on_nothing_is_refused(extra, message, finetune_args, capsys):
+    args = finetune_args("out", *extra)
+    user_error(args, capsys, message)
+    assert not Path(args[args.index("--out") + 1]).exists()
+
+
+def test_pair_tasks_need_room_for_both_texts(finetune_args, capsys):
+    args = finetune_args("out", "--max-seq-length", "4")
+    args[args.index("sst2")] = "rte"
+    user_error(args, capsys, r"max_seq_length \(--max-seq-length\) must be >= 5, got 4")
+
+
+def test_an_empty_training_file_is_refused(finetune_args, tmp_path, capsys):
+    (tmp_path / "train.jsonl").write_text("\n\n", encoding="utf-8")
+    user_error(finetune_args("out"), capsys, r"no training examples in \S*train.jsonl")
+
+
+def test_pretraining_on_cls_sep_alone_is_refused(pretrain_args, capsys):
+    user_error(pretrain_args("out", "--max-seq-length", "4"), capsys,
+               r"max_seq_length \(--max-seq-length\) must be >= 5, got 4")

@@ -62,14 +62,17 @@ class FinetuneSettings:
 
     def __post_init__(self):
         check_positive(self, ("epochs", "batch_size", "eval_batch_size"))
-        check_number(self, "max_seq_length", integer=True, minimum=1)
+        # room for [CLS] text [SEP] (and text_b [SEP] in a pair task): less trains on nothing
+        task = TASKS.get(self.task) if isinstance(self.task, str) else self.task
+        check_number(self, "max_seq_length", integer=True,
+                     minimum=5 if task is not None and task.is_pair else 3)
         check_number(self, "lr", above=0)
         check_number(self, "warmup_ratio", minimum=0, below=1)
         check_number(self, "weight_decay", minimum=0)
         check_number(self, "max_grad_norm", above=0, optional=True, none_means="clips nothing")
         check_number(self, "seed", integer=True, minimum=0)
         for name in ("max_train_examples", "max_eval_examples"):
-            check_number(self, name, integer=True, minimum=0, optional=True,
+            check_number(self, name, integer=True, minimum=1, optional=True,
                          none_means="uses every example")
         check_model_spec(self.model)
 
@@ -170,6 +173,10 @@ def load_examples(settings: FinetuneSettings, task: Task, train_examples=None,
     if dev_examples is None:
         dev_examples = (load_jsonl(settings.dev_file, task.num_labels, task.is_pair)
                         if settings.dev_file else load_split(task, "dev"))
+    for split, examples, file in (("training", train_examples, settings.train_file),
+                                  ("dev", dev_examples, settings.dev_file)):
+        if not examples:  # training on nothing would save an untrained model as best/
+            raise ValueError(f"no {split} examples" + (f" in {file}" if file else ""))
     return (subset(train_examples, settings.max_train_examples, settings.seed),
             subset(dev_examples, settings.max_eval_examples, settings.seed))
 
