@@ -211,3 +211,39 @@ def test_an_empty_training_file_is_refused(finetune_args, tmp_path, capsys):
 def test_pretraining_on_cls_sep_alone_is_refused(pretrain_args, capsys):
     user_error(pretrain_args("out", "--max-seq-length", "4"), capsys,
                r"max_seq_length \(--max-seq-length\) must be >= 5, got 4")
+
+
+# ================================================================ item 2: evaluate what has labels
+
+@pytest.fixture
+def saved_classifier(corpus_and_vocab, tmp_path):
+    """A 2-label classifier with its vocabulary, as fine-tuning saves it."""
+    _, _, tokenizer = corpus_and_vocab
+    model = bert_np.BertForSequenceClassification(tiny_config(tokenizer.vocab_size, num_labels=2),
+                                                  seed=0)
+    model.save_pretrained(tmp_path / "clf")
+    tokenizer.save(tmp_path / "clf")
+    return tmp_path / "clf"
+
+
+@pytest.mark.parametrize("task", ["sst2", "rte"])
+def test_evaluate_refuses_an_unlabelled_test_split(task, saved_classifier, tmp_path, monkeypatch,
+                                                   capsys):
+    """GLUE's SST-2 and RTE test sets have no labels: scoring them printed "accuracy": 0.0."""
+    monkeypatch.setenv("BERT_NP_CACHE", str(tmp_path / "cache"))
+    from bert_np.data.tasks import task_cache_dir
+    folder = task_cache_dir(task)
+    folder.mkdir(parents=True)
+    rows = [{"text_a": "the cat sat", **({"text_b": "a dog ran"} if task == "rte" else {})}] * 3
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    user_error(["evaluate", "--model", str(saved_classifier), "--task", task, "--split", "test"],
+               capsys, rf"the test split of {task} has no labels.*use `bert-np predict`")
+
+
+def test_evaluate_refuses_a_model_with_another_number_of_labels(saved_classifier, tmp_path,
+                                                                capsys):
+    rows = [{"text_a": "the cat sat", "label": k} for k in range(15)]
+    (tmp_path / "tnews.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    user_error(["evaluate", "--model", str(saved_classifier), "--task", "tnews",
+                "--file", str(tmp_path / "tnews.jsonl")], capsys,
+               r"\S*clf has 2 labels, task tnews has 15")

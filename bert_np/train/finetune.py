@@ -149,9 +149,20 @@ def predict_logits(model: BertForSequenceClassification, split: EncodedSplit, pa
     return logits
 
 
+def check_labels_match(model, task: Task, where="the model") -> None:
+    """Refuse a classifier whose number of labels is not the task's (its scores would mean
+    nothing)."""
+    if model.config.num_labels != task.num_labels:
+        raise ValueError(f"{where} has {model.config.num_labels} labels, task {task.name} has "
+                         f"{task.num_labels}: it was not fine-tuned on this task")
+
+
 def evaluate_classifier(model, split: EncodedSplit, task, pad_id: int, batch_size=64,
                         progress=False) -> dict:
-    """The task's metrics of a classifier on an encoded split."""
+    """The task's metrics of a classifier on an encoded split (every example labelled)."""
+    check_labels_match(model, task)
+    if np.isnan(split.labels).any():
+        raise ValueError("cannot score unlabelled examples; use predict_texts to classify them")
     logits = predict_logits(model, split, pad_id, batch_size, progress)
     return compute_metrics(task, logits, split.labels)
 
@@ -281,8 +292,12 @@ def evaluate_saved_model(model_dir: str, task: str, split: str = "dev", max_seq_
                          file: str | None = None, progress: bool = True) -> dict:
     """The task's metrics of a saved fine-tuned model on a split (or a JSONL file)."""
     task = get_task(task)
-    model, tokenizer = load_for_inference(model_dir)
     examples = (load_jsonl(file, task.num_labels, task.is_pair) if file else load_split(task, split))
+    if any(e.label is None for e in examples):  # GLUE test sets: scoring them would print 0.0
+        raise ValueError(f"the {split} split of {task.name} has no labels, so there is nothing to "
+                         "score; use `bert-np predict` to classify its texts")
+    model, tokenizer = load_for_inference(model_dir)
+    check_labels_match(model, task, model_dir)
     data = encode_examples(examples, tokenizer, max_seq_length)
     return evaluate_classifier(model, data, task, tokenizer.pad_id, progress=progress)
 
