@@ -199,12 +199,14 @@ def _add_demo(sub):
                    help="output directory: best/, log.jsonl, curves.png")
     p.add_argument("--epochs", type=int, default=default_of(run_demo, "epochs"),
                    help="passes over the 3,000 training sentences")
+    p.add_argument("--overwrite", action="store_true",
+                   help="clear a non-empty --out first (a previous demo run)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args):
     from .train.demo import run_demo
-    run_demo(out=args.out, epochs=args.epochs)
+    run_demo(out=args.out, epochs=args.epochs, overwrite=args.overwrite)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ Each test reproduces a failure first seen as a traceback, a hang or a silent wro
 user's view (exit status, one-line message) is checked through `cli.main` where it matters.
 """
 import json
+import re
 import math
 import os
 import signal
@@ -111,6 +112,14 @@ def run_cli(args, capsys):
     status = cli.main(args)
     err = capsys.readouterr().err.strip()
     return status, err
+
+
+def ok(args, capsys):
+    """Run `bert-np args`, which must succeed; its output is consumed."""
+    status = cli.main(args)
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    return out.out
 
 
 def user_error(args, capsys, match):
@@ -247,3 +256,102 @@ def test_evaluate_refuses_a_model_with_another_number_of_labels(saved_classifier
     user_error(["evaluate", "--model", str(saved_classifier), "--task", "tnews",
                 "--file", str(tmp_path / "tnews.jsonl")], capsys,
                r"\S*clf has 2 labels, task tnews has 15")
+
+
+# ================================================================ item 3: output directories
+
+def test_pretraining_into_a_used_out_is_refused_unless_resume_or_overwrite(pretrain_args,
+                                                                            tmp_path, capsys):
+    """The old run's step-6/step-8 outlived pruning, so every new checkpoint was deleted as soon
+    as it was written and `latest` named nothing; and log.jsonl was deleted."""
+    from bert_np.train import checkpoints
+    longer = pretrain_args("run")
+    longer[longer.index("--steps") + 1] = "8"
+    ok(longer, capsys)
+    log_before = (tmp_path / "run" / "log.jsonl").read_bytes()
+    user_error(pretrain_args("run"), capsys,
+               r"--out \S*run is not empty \(.*\); pass --resume to continue its run, "
+               r"--overwrite to clear it")
+    assert (tmp_path / "run" / "log.jsonl").read_bytes() == log_before
+    user_error(pretrain_args("run", "--resume", "--overwrite"), capsys, r"pass one of them")
+    ok(pretrain_args("run", "--overwrite"), capsys)
+    assert checkpoints.latest_checkpoint(tmp_path / "run").name == "step-4"
+    assert sorted(p.name for p in (tmp_path / "run").glob("step-*")) == ["step-2", "step-4"]
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "run" / "log.jsonl")]
+    assert max(steps) == 4
+
+
+@pytest.mark.parametrize("verb", ["pretrain", "finetune"])
+def test_an_out_that_is_a_file_is_refused(verb, pretrain_args, finetune_args, tmp_path, capsys):
+    (tmp_path / "taken").write_text("not a directory")
+    args = (pretrain_args if verb == "pretrain" else finetune_args)("taken")
+    user_error(args, capsys, r"--out \S*taken is a file, not a directory")
+
+
+def test_an_out_that_cannot_be_written_is_refused(finetune_args, tmp_path, capsys):
+    """A read-only directory (root writes into those, so there /proc stands in for one)."""
+    args = finetune_args("ro/out")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        args[args.index("--out") + 1] = "/proc/bert-np-out"
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o500)
+    try:
+        user_error(args, capsys, r"--out \S*out cannot be written: \w")
+    finally:
+        (tmp_path / "ro").chmod(0o700)
+
+
+def test_finetuning_into_a_used_out_is_refused_and_overwrite_clears_it(finetune_args, tmp_path,
+                                                                       capsys):
+    ok(finetune_args("out"), capsys)
+    (tmp_path / "out" / "stale.txt").write_text("from an older run")
+    user_error(finetune_args("out"), capsys, r"--out \S*out is not empty \(best, .*\); pass "
+                                             r"--overwrite to clear it")
+    ok(finetune_args("out", "--overwrite"), capsys)
+    assert not (tmp_path / "out" / "stale.txt").exists()
+    assert (tmp_path / "out" / "best" / "vocab.txt").is_file()
+
+
+def test_best_is_written_with_its_tokenizer_as_one_unit(finetune_args, tmp_path, monkeypatch):
+    """best/ appears only when an epoch ends, model and vocabulary together; a failure while
+    writing the vocabulary leaves the previous best/ byte for byte, and no temporary directory."""
+    from bert_np.train.finetune import FinetuneSettings, finetune
+    from bert_np.tokenization import BertTokenizer
+    parsed = cli.build_parser().parse_args(finetune_args("out", "--epochs", "2"))
+    settings = cli.settings_from_args(FinetuneSettings, parsed)
+    calls = {"n": 0}
+    original = bert_np.BertForSequenceClassification.loss_and_grads
+
+    def interrupted(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+    monkeypatch.setattr(bert_np.BertForSequenceClassification, "loss_and_grads", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(settings, progress=False, log=lambda *_: None)
+    assert not (tmp_path / "out" / "best").exists()  # no vocabulary without its weights
+    monkeypatch.undo()
+
+    scores = iter([0.1, 0.5, 0.9])
+    from bert_np.train import finetune as ft
+    monkeypatch.setattr(ft, "evaluate_classifier", lambda *a, **k: {"accuracy": next(scores)})
+    saves = {"n": 0, "epoch1": None}
+    real_save = BertTokenizer.save
+
+    def failing_save(self, directory):
+        saves["n"] += 1
+        if saves["n"] == 2:
+            best = tmp_path / "out" / "best"
+            saves["epoch1"] = {p.name: p.read_bytes() for p in best.iterdir()}
+            raise OSError(28, "No space left on device")
+        return real_save(self, directory)
+    monkeypatch.setattr(BertTokenizer, "save", failing_save)
+    settings = cli.settings_from_args(FinetuneSettings, cli.build_parser().parse_args(
+        finetune_args("out", "--epochs", "2", "--overwrite")))
+    with pytest.raises(OSError, match=r"could not write \S*best: .*No space left on device"):
+        finetune(settings, progress=False, log=lambda *_: None)
+    best = tmp_path / "out" / "best"
+    assert {p.name: p.read_bytes() for p in best.iterdir()} == saves["epoch1"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")) == []
+

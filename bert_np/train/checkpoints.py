@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,29 +44,97 @@ def save_training_checkpoint(out_dir: str | os.PathLike, name: str, model, optim
     """Write out_dir/name atomically, point out_dir/latest at it, keep the newest `keep`."""
     from safetensors.numpy import save_file
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / name
-    tmp = out_dir / f".{name}.tmp"
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        opt = optimizer.state_dict()
+        moments = {f"{kind}/{k}": v for kind in ("m", "v") for k, v in opt.pop(kind).items()}
+        save_file(moments, str(tmp / OPTIMIZER_NAME))
+        full_state = dict(state, optimizer=opt, model_rng=rng_state(model.rng),
+                          saved_at=time.time())
+        (tmp / STATE_NAME).write_text(json.dumps(full_state, indent=1), encoding="utf-8")
+
+    final = replace_directory(out_dir / name, write)
+    atomic_write_text(out_dir / LATEST, name)
+    _prune(out_dir, keep)
+    return final
+
+
+def save_model_directory(directory: str | os.PathLike, model, tokenizer=None) -> Path:
+    """The model and its tokenizer written as one unit: a reader (or a crash) sees the previous
+    directory or the new one, never new weights beside an old vocabulary (finetune's best/)."""
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+    return replace_directory(Path(directory), write)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, permissions); names the directory."""
+
+
+def replace_directory(final: Path, write) -> Path:
+    """Call write(tmp) on a fresh temporary directory beside `final`, then rename it into place
+    (the previous `final` is moved aside first and deleted last). On any failure the temporary
+    directory is removed and `final` is left as it was; a write error (OSError, or safetensors'
+    error on a full disk) becomes a CheckpointWriteError naming `final`."""
+    from safetensors import SafetensorError
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    if tokenizer is not None:
-        tokenizer.save(tmp)
-    opt = optimizer.state_dict()
-    moments = {f"{kind}/{k}": v for kind in ("m", "v") for k, v in opt.pop(kind).items()}
-    save_file(moments, str(tmp / OPTIMIZER_NAME))
-    full_state = dict(state, optimizer=opt, model_rng=rng_state(model.rng), saved_at=time.time())
-    (tmp / STATE_NAME).write_text(json.dumps(full_state, indent=1), encoding="utf-8")
+    try:
+        tmp.mkdir()
+        write(tmp)
+    except (OSError, SafetensorError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointWriteError(f"could not write {final}: {e}") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
-        old = out_dir / f".{name}.old"
+        old = final.parent / f".{final.name}.old"
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)
-    atomic_write_text(out_dir / LATEST, name)
-    _prune(out_dir, keep)
     return final
+
+
+def prepare_output_dir(out: str | os.PathLike, resume: bool = False, overwrite: bool = False,
+                       can_resume: bool = True) -> Path:
+    """The run's output directory, made if missing. A non-empty one is refused (a new run would
+    mix its log and checkpoints with the old run's) unless `resume` continues that run or
+    `overwrite` clears it first; a file, or a directory that cannot be written, is refused too."""
+    out = Path(out)
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite deletes it: "
+                         "pass one of them")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a directory")
+    if not resume and out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            names = sorted(p.name for p in out.iterdir())
+            shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+            how = "--resume to continue its run, " if can_resume else ""
+            raise ValueError(f"--out {out} is not empty ({shown}); pass {how}--overwrite to "
+                             "clear it, or choose another directory")
+        for path in out.iterdir():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise ValueError(f"--out {out} cannot be written: {e.strerror or e}") from None
+    return out
 
 
 def _prune(out_dir: Path, keep: int) -> None:

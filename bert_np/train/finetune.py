@@ -19,7 +19,7 @@ from ..data.tasks import TASKS, Example, Task, get_task, load_jsonl, load_split
 from ..models import BertForSequenceClassification
 from ..optim import AdamW, linear_warmup_decay
 from ..tokenization import BertTokenizer
-from .checkpoints import JsonlLog
+from .checkpoints import JsonlLog, prepare_output_dir, save_model_directory
 from .loop import Callbacks, LoopSettings, LoopState, run_loop
 from .metrics import compute_metrics
 from .plots import plot_training_curves
@@ -59,6 +59,8 @@ class FinetuneSettings:
                                            "unset: the model's, else the standard vocabulary of "
                                            "the task's language")
     eval_batch_size: int = setting(64, help="examples per evaluation batch")
+    overwrite: bool = setting(False, help="clear a non-empty --out first (without it, a "
+                                          "non-empty --out is refused)")
 
     def __post_init__(self):
         check_positive(self, ("epochs", "batch_size", "eval_batch_size"))
@@ -198,8 +200,9 @@ class FinetuneCallbacks(Callbacks):
     """Per-step accuracy, and after every epoch: dev metrics, and best/ when they improve."""
 
     def __init__(self, task: Task, model, dev: EncodedSplit, pad_id: int, out: Path,
-                 eval_batch_size: int, jsonl: JsonlLog, progress: bool, log):
+                 eval_batch_size: int, jsonl: JsonlLog, progress: bool, log, tokenizer=None):
         self.task, self.model, self.dev, self.pad_id, self.out = task, model, dev, pad_id, out
+        self.tokenizer = tokenizer  # saved with the model in best/
         self.eval_batch_size, self.jsonl, self.progress, self.log = (eval_batch_size, jsonl,
                                                                      progress, log)
         self.history, self.best = [], None
@@ -218,7 +221,7 @@ class FinetuneCallbacks(Callbacks):
         main = self.task.main_metric
         if self.best is None or metrics[main] > self.best[main]:
             self.best = dict(metrics, epoch=state.epoch)
-            self.model.save_pretrained(self.out / "best")
+            save_model_directory(self.out / "best", self.model, self.tokenizer)
 
     def last_good_checkpoint(self):
         kept = self.out / "best" if self.best else "none (no epoch finished yet)"
@@ -229,6 +232,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
              dev_examples=None, log=print) -> dict:
     """Fine-tune and keep the best checkpoint in settings.out/best; returns the metrics per epoch."""
     task = get_task(settings.task)
+    out = prepare_output_dir(settings.out, overwrite=settings.overwrite, can_resume=False)
     train_examples, dev_examples = load_examples(settings, task, train_examples, dev_examples)
     tokenizer = load_tokenizer(settings.model, task.language, settings.vocab)
     dtype = np.dtype(settings.dtype)
@@ -236,8 +240,6 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
                             dtype, settings.max_seq_length, label_map(task))
     train = encode_examples(train_examples, tokenizer, settings.max_seq_length)
     dev = encode_examples(dev_examples, tokenizer, settings.max_seq_length)
-    out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
     jsonl = JsonlLog(out / "log.jsonl")
     jsonl.write({"kind": "start", "step": 0, "settings": asdict(settings),
                  "train_examples": len(train.ids), "dev_examples": len(dev.ids),
@@ -247,7 +249,6 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
     warmup = int(settings.warmup_ratio * total)
     optimizer = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay,
                       schedule=lambda k: linear_warmup_decay(k, warmup, total))
-    tokenizer.save(out / "best")
     before = evaluate_classifier(model, dev, task, tokenizer.pad_id, settings.eval_batch_size,
                                  progress)
     jsonl.write({"kind": "eval", "step": 0, "epoch": 0, **before})
@@ -262,7 +263,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
                 for rows in order[start:])
 
     callbacks = FinetuneCallbacks(task, model, dev, tokenizer.pad_id, out,
-                                  settings.eval_batch_size, jsonl, progress, log)
+                                  settings.eval_batch_size, jsonl, progress, log, tokenizer)
     loop_settings = LoopSettings(max_grad_norm=settings.max_grad_norm,
                                  last_epoch=settings.epochs, log_epoch=True)
     result = run_loop(model, optimizer, epoch_batches, loop_settings, jsonl, LoopState(epoch=1),

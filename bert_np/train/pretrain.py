@@ -19,7 +19,8 @@ from ..data.pretraining import PretrainingDataset
 from ..models import BertForPreTraining
 from ..optim import AdamW, linear_warmup_decay
 from ..tokenization import BertTokenizer
-from .checkpoints import JsonlLog, latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from .checkpoints import (JsonlLog, latest_checkpoint, load_training_checkpoint,
+                          prepare_output_dir, save_model_directory, save_training_checkpoint)
 from .loop import Callbacks, LoopSettings, LoopState, run_loop
 from .plots import plot_training_curves
 from .settings import check_number, check_positive, setting
@@ -61,6 +62,8 @@ class PretrainSettings:
     log_every: int = setting(1, help="write a train record to log.jsonl every this many steps")
     max_minutes: float | None = setting(None, help="stop, with a checkpoint, after this many "
                                                    "minutes; unset: no time limit")
+    overwrite: bool = setting(False, help="clear a non-empty --out first (without it or "
+                                          "--resume, a non-empty --out is refused)")
 
     def __post_init__(self):
         check_positive(self, ("steps", "batch_size", "max_predictions_per_seq",
@@ -144,7 +147,8 @@ def resume_state(settings: PretrainSettings, model, optimizer) -> LoopState | No
         raise FileNotFoundError(f"--resume: no checkpoint in {settings.out}")
     saved = load_training_checkpoint(checkpoint, model, optimizer)
     now = json.loads(json.dumps(asdict(settings)))  # as JSON stores it (tuples become lists)
-    changed = sorted(k for k in now if k != "max_minutes" and saved["settings"].get(k) != now[k])
+    may_change = ("max_minutes", "overwrite")
+    changed = sorted(k for k in now if k not in may_change and saved["settings"].get(k) != now[k])
     if changed:
         raise ValueError(f"resume with settings that differ from {checkpoint}: {changed}")
     return LoopState(saved["step"], saved["epoch"], saved["batch_in_epoch"])
@@ -152,7 +156,7 @@ def resume_state(settings: PretrainSettings, model, optimizer) -> LoopState | No
 
 def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) pretraining; returns the last held-out evaluation and throughput."""
-    out = Path(settings.out)
+    out = prepare_output_dir(settings.out, resume, settings.overwrite)
     tokenizer = BertTokenizer.from_vocab(settings.vocab, lowercase=settings.lowercase)
     data_options = dict(max_seq_length=settings.max_seq_length, batch_size=settings.batch_size,
                         max_predictions_per_seq=settings.max_predictions_per_seq,
@@ -183,8 +187,7 @@ def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = 
                                  log_every=settings.log_every, max_minutes=settings.max_minutes)
     result = run_loop(model, optimizer, train_data.batches, loop_settings, log, state, callbacks,
                       progress, desc="pretrain")
-    model.save_pretrained(out / "final")
-    tokenizer.save(out / "final")
+    save_model_directory(out / "final", model, tokenizer)
     return summarize(log.records(), out, settings.config, result)
 
 
