@@ -355,3 +355,81 @@ def test_best_is_written_with_its_tokenizer_as_one_unit(finetune_args, tmp_path,
     assert {p.name: p.read_bytes() for p in best.iterdir()} == saves["epoch1"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")) == []
 
+
+# ================================================================ item 11: resume
+
+def test_a_torn_last_log_line_is_dropped_on_resume_and_a_bad_line_is_named(pretrain_args,
+                                                                           tmp_path, capsys):
+    """A crash mid-write leaves `{"kind": "train", "step": 5, "loss` behind: --resume said only
+    "Expecting ':' delimiter: line 1 column 48"."""
+    ok(pretrain_args("run"), capsys)
+    log = tmp_path / "run" / "log.jsonl"
+    good = log.read_text()
+    log.write_text(good + '{"kind": "train", "step": 5, "loss": 4.9, "lr": 0.0')
+    ok(pretrain_args("run", "--resume"), capsys)  # (the notice went to the consumed stderr)
+    log.write_text(good + '{"kind": "train", "step": 5, "loss')
+    cli.main(pretrain_args("run", "--resume"))
+    assert re.search(r"log.jsonl:\d+: dropped a torn last line", capsys.readouterr().err)
+    assert log.read_text() == good
+    lines = good.splitlines()
+    log.write_text("\n".join(lines[:2] + ['{"kind": "tr'] + lines[2:]) + "\n")
+    user_error(pretrain_args("run", "--resume"), capsys, r"log.jsonl:3: not a JSON record")
+
+
+def test_resume_compares_input_files_by_content_not_by_path(pretrain_args, tmp_path, capsys,
+                                                            monkeypatch):
+    """./corpus.txt vs corpus.txt, and a run directory moved elsewhere, are the same run; a
+    corpus with other content is not."""
+    corpus = Path(pretrain_args("x")[2])
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "corpus.txt").write_bytes(corpus.read_bytes())
+    monkeypatch.chdir(tmp_path / "data")
+    args = pretrain_args("run")
+    args[2] = "./corpus.txt"
+    ok(args, capsys)
+    os.rename(tmp_path / "run", tmp_path / "moved")
+    args = pretrain_args("moved", "--resume")
+    args[2] = "corpus.txt"
+    ok(args, capsys)
+    (tmp_path / "data" / "corpus.txt").write_text("other text.\n\nanother document.\n")
+    user_error(args, capsys, r"resume with settings that differ .*\['corpus'\]")
+
+
+def _kill_and_resume(args, run_dir, timeout=120):
+    """Start `bert-np args` in a child process, SIGKILL it once a checkpoint exists and the log
+    has moved past it, then resume in this process."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    child = subprocess.Popen([sys.executable, "-m", "bert_np.cli", *args], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            log = run_dir / "log.jsonl"
+            steps = [line for line in log.read_text().splitlines()
+                     if '"kind": "train"' in line] if log.exists() else []
+            if (run_dir / "latest").exists() and len(steps) >= 3:
+                break
+            assert child.poll() is None, "the child ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("the child made no checkpoint in time")
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+
+
+def test_a_sigkilled_pretraining_run_resumes_despite_a_torn_log(pretrain_args, tmp_path, capsys):
+    """A real SIGKILL (bounded in time), then the torn line such a kill leaves mid-write: the
+    resumed run reaches the last step with one train record per step."""
+    args = pretrain_args("run")
+    args[args.index("--steps") + 1] = "400"
+    args[args.index("--checkpoint-every") + 1] = "2"
+    _kill_and_resume(args, tmp_path / "run")
+    with open(tmp_path / "run" / "log.jsonl", "a") as f:
+        f.write('{"kind": "train", "st')
+    ok(args[:args.index("--steps") + 1] + ["400"] + args[args.index("--steps") + 2:]
+       + ["--resume", "--max-minutes", "0.05"], capsys)
+    records = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
+    steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 3

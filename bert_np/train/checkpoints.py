@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -171,16 +172,17 @@ def load_training_checkpoint(directory: str | os.PathLike, model, optimizer: Ada
 
 
 class JsonlLog:
-    """Append-only log, one JSON object per line, flushed at every record."""
+    """Append-only log, one JSON object per line, flushed at every record. A run killed mid-write
+    leaves a torn last line: reading drops it (and says so on stderr); any other line that is not
+    JSON is an error naming file and line."""
 
     def __init__(self, path: str | os.PathLike, truncate_after_step: int | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if truncate_after_step is not None and self.path.exists():
             # on resume, drop records written after the checkpoint we resume from
-            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= truncate_after_step]
-            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            kept = [r for r in self.records() if r.get("step", 0) <= truncate_after_step]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         elif truncate_after_step is None and self.path.exists():
             self.path.unlink()
 
@@ -191,5 +193,22 @@ class JsonlLog:
     def records(self) -> list[dict]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
+        return read_jsonl_log(self.path)
+
+
+def read_jsonl_log(path: Path) -> list[dict]:
+    """The records of a JSONL log; a torn last line is dropped with a notice on stderr."""
+    lines = [(n, line) for n, line in
+             enumerate(path.read_text(encoding="utf-8").split("\n"), start=1) if line.strip()]
+    records = []
+    for i, (lineno, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                print(f"{path}:{lineno}: dropped a torn last line (a write was interrupted): "
+                      f"{line[:60]!r}", file=sys.stderr)
+                break
+            raise ValueError(f"{path}:{lineno}: not a JSON record ({e.msg}, column {e.colno})"
+                             ) from None
+    return records

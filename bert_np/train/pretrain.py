@@ -8,6 +8,7 @@ same dropout masks, the same losses, bit for bit.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -116,9 +117,10 @@ class PretrainCallbacks(Callbacks):
     """Per-step MLM/NSP accuracy, held-out evaluation and resumable checkpoints."""
 
     def __init__(self, settings: PretrainSettings, model, optimizer, tokenizer, eval_batches,
-                 log: JsonlLog):
+                 log: JsonlLog, inputs: dict | None = None):
         self.settings, self.model, self.optimizer = settings, model, optimizer
         self.tokenizer, self.eval_batches, self.log = tokenizer, eval_batches, log
+        self.inputs = input_digests(settings) if inputs is None else inputs
 
     def batch_metrics(self, batch, stats):
         return {"mlm_acc": stats["mlm_correct"] / max(1, stats["mlm_total"]),
@@ -130,7 +132,7 @@ class PretrainCallbacks(Callbacks):
                             **evaluate_pretraining(self.model, self.eval_batches)})
 
     def save_checkpoint(self, state):
-        saved = dict(asdict(state), settings=asdict(self.settings))
+        saved = dict(asdict(state), settings=asdict(self.settings), inputs=self.inputs)
         save_training_checkpoint(self.settings.out, f"step-{state.step}", self.model,
                                  self.optimizer, saved, self.tokenizer)
 
@@ -139,18 +141,44 @@ class PretrainCallbacks(Callbacks):
         return f"the last good checkpoint is {last or 'none (no checkpoint was saved yet)'}"
 
 
-def resume_state(settings: PretrainSettings, model, optimizer) -> LoopState | None:
+INPUT_FILES = ("corpus", "eval_corpus", "vocab", "config")  # compared by content on resume
+
+
+def input_digests(settings: PretrainSettings) -> dict:
+    """sha256 of every input file, by setting (a preset name stands for itself): a resumed run
+    must read the same bytes, whatever path (./corpus.txt, corpus.txt, a moved copy) names them."""
+    def digest(path: str) -> str:
+        if not Path(path).is_file():
+            return path
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    return {name: [digest(p) for p in ([value] if isinstance(value, str) else value)]
+            for name, value in ((n, getattr(settings, n)) for n in INPUT_FILES)}
+
+
+def resume_state(settings: PretrainSettings, model, optimizer,
+                 inputs: dict | None = None) -> LoopState | None:
     """The loop state of the latest checkpoint in settings.out, with model and AdamW restored;
-    refuses a checkpoint written with other settings (max_minutes may change)."""
+    refuses a checkpoint written with other settings (max_minutes may change, and --out may have
+    moved) or other input files (compared by content; by resolved path for a checkpoint saved
+    without their digests)."""
     checkpoint = latest_checkpoint(settings.out)
     if checkpoint is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {settings.out}")
     saved = load_training_checkpoint(checkpoint, model, optimizer)
     now = json.loads(json.dumps(asdict(settings)))  # as JSON stores it (tuples become lists)
-    may_change = ("max_minutes", "overwrite")
-    changed = sorted(k for k in now if k not in may_change and saved["settings"].get(k) != now[k])
+    may_change = ("max_minutes", "overwrite", "out") + INPUT_FILES
+    changed = [k for k in now if k not in may_change and saved["settings"].get(k) != now[k]]
+    if "inputs" in saved:
+        inputs = input_digests(settings) if inputs is None else inputs
+        changed += [k for k in INPUT_FILES if saved["inputs"].get(k) != inputs[k]]
+    else:
+        def resolved(value):
+            return [str(Path(p).resolve()) for p in ([value] if isinstance(value, str) else value)]
+        changed += [k for k in INPUT_FILES if resolved(saved["settings"][k]) != resolved(now[k])]
     if changed:
-        raise ValueError(f"resume with settings that differ from {checkpoint}: {changed}")
+        raise ValueError(f"resume with settings that differ from {checkpoint} (input files are "
+                         f"compared by content): {sorted(changed)}")
     return LoopState(saved["step"], saved["epoch"], saved["batch_in_epoch"])
 
 
@@ -174,9 +202,10 @@ def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = 
     optimizer = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay,
                       schedule=lambda k: linear_warmup_decay(k, settings.warmup_steps,
                                                              settings.steps))
-    state = resume_state(settings, model, optimizer) if resume else None
+    inputs = input_digests(settings)
+    state = resume_state(settings, model, optimizer, inputs) if resume else None
     log = JsonlLog(out / "log.jsonl", truncate_after_step=state.step if state else None)
-    callbacks = PretrainCallbacks(settings, model, optimizer, tokenizer, eval_batches, log)
+    callbacks = PretrainCallbacks(settings, model, optimizer, tokenizer, eval_batches, log, inputs)
     if state is None:
         log.write({"kind": "start", "step": 0, "config": cfg.to_dict(),
                    "parameters": model.num_parameters(), "settings": asdict(settings)})
