@@ -433,3 +433,38 @@ def test_a_sigkilled_pretraining_run_resumes_despite_a_torn_log(pretrain_args, t
     records = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
     steps = [r["step"] for r in records if r["kind"] == "train"]
     assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 3
+
+
+# ================================================================ item 6: long corpus lines
+
+def test_a_long_corpus_line_is_cut_into_instances_in_linear_time(corpus_and_vocab, tmp_path):
+    """A 2 MB line took 89 s (quadratic pair truncation) and gave one instance, the rest of the
+    line silently dropped. Now: seconds, and about one instance per max_seq_length - 3 tokens."""
+    from bert_np.data.pretraining import (PretrainingDataset, read_documents,
+                                          tokenize_documents, truncate_pair)
+    _, _, tokenizer = corpus_and_vocab
+    rng = np.random.default_rng(0)
+    line = " ".join(rng.choice(WORDS, 400_000))  # about 2 MB, one sentence
+    path = tmp_path / "long.txt"
+    path.write_text(f"{line}\n\nthe cat sat.\nthe dog ran.\n", encoding="utf-8")
+    started = time.perf_counter()
+    documents = tokenize_documents(read_documents([path]), tokenizer)
+    data = PretrainingDataset(documents, tokenizer, max_seq_length=64, batch_size=64)
+    instances = data.instances(0)
+    assert time.perf_counter() - started < 30
+    n_tokens = len(documents[0][0])
+    from_long = [x for x in instances[:-2] if len(x.input_ids) > 10]
+    assert len(from_long) >= 0.9 * n_tokens / 61
+    assert all(len(x.input_ids) <= 64 for x in instances)
+    used = sum(int((x.token_type_ids == 0).sum()) - 2 for x in from_long)  # segment A tokens
+    assert used >= 0.5 * n_tokens
+    # the linear truncation draws exactly what deleting one token at a time drew
+    for seed in range(20):
+        r = np.random.default_rng(seed)
+        a, b = list(range(r.integers(0, 50))), list(range(100, 100 + r.integers(0, 50)))
+        expected_a, expected_b, r1 = list(a), list(b), np.random.default_rng([seed, 1])
+        while len(expected_a) + len(expected_b) > 30:
+            longer = expected_a if len(expected_a) > len(expected_b) else expected_b
+            del longer[0 if r1.random() < 0.5 else -1]
+        assert truncate_pair(a, b, 30, np.random.default_rng([seed, 1])) == (expected_a,
+                                                                            expected_b)
