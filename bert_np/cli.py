@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import json
 import sys
+import traceback
 import typing
 
 
@@ -147,7 +148,7 @@ def _add_evaluate(sub):
     from .train.finetune import evaluate_saved_model
     p = _parser(sub, "evaluate", "metrics of a fine-tuned model on a task split")
     p.add_argument("--model", required=True, help="a fine-tuned model directory")
-    p.add_argument("--task", required=True, help=f"the task: {' '.join(TASKS)}")
+    p.add_argument("--task", required=True, choices=tuple(TASKS), help="the task")
     p.add_argument("--split", default=default_of(evaluate_saved_model, "split"),
                    choices=["train", "dev", "test"], help="the task's split to evaluate on")
     p.add_argument("--file", default=default_of(evaluate_saved_model, "file"),
@@ -211,6 +212,8 @@ def _run_demo(args):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bert-np", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback behind a one-line error too")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     _add_pretrain(sub)
@@ -221,14 +224,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors that bert_np raises for a bad argument, file, field or environment (a full disk, a
+# read-only directory): one line naming it, exit status 2. Any other exception is a bug and prints
+# its traceback (as does --debug for these).
+USER_ERRORS = (ValueError, OSError)
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars an exception left open (tqdm keeps a set of its live bars)."""
+    from tqdm import tqdm
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .kernels.process import tune_process
     tune_process()            # malloc and OpenBLAS settings for a training or inference run
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"bert-np {args.command}: error: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        if args.debug:
+            traceback.print_exc()
+        message = " ".join(str(e).split("\n"))
+        _close_progress_bars()  # so the message starts a line of its own
+        print(f"bert-np {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"bert-np {args.command}: interrupted", file=sys.stderr)

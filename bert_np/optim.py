@@ -68,9 +68,15 @@ class AdamW:
 
     def __init__(self, params: dict, lr: float = 1e-4, betas=(0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.01, schedule=None):
-        if lr < 0 or eps <= 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+        if not (0 <= lr < np.inf and 0 < eps < np.inf and 0 <= weight_decay < np.inf
+                and all(0 <= b < 1 for b in betas)):  # NaN fails every comparison
             raise ValueError(f"invalid AdamW settings: lr={lr}, betas={betas}, eps={eps}, "
                              f"weight_decay={weight_decay}")
+        for name, p in params.items():  # the update is in place (and a Numba kernel's TypeError
+            if not (isinstance(p, np.ndarray) and p.flags.writeable):  # would not say why)
+                raise ValueError(f"parameter {name} is not a writeable NumPy array (read-only, "
+                                 "e.g. memory-mapped from a file?); AdamW updates parameters in "
+                                 "place: pass a copy (np.array(p))")
         self.params = params
         self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
         self.schedule = schedule

@@ -124,11 +124,11 @@ def ok(args, capsys):
 
 def user_error(args, capsys, match):
     status, err = run_cli(args, capsys)
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines()
+             if line.strip() and not re.search(r"\d+%\|", line)]  # progress bars aside
     assert status != 0, err
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith(f"bert-np {args[0]}: error: "), err
-    import re
     assert re.search(match, lines[0]), lines[0]
     return lines[0]
 
@@ -468,3 +468,113 @@ def test_a_long_corpus_line_is_cut_into_instances_in_linear_time(corpus_and_voca
             del longer[0 if r1.random() < 0.5 else -1]
         assert truncate_pair(a, b, 30, np.random.default_rng([seed, 1])) == (expected_a,
                                                                             expected_b)
+
+
+# ================================================================ item 12: one line, not a traceback
+
+@pytest.mark.parametrize("verb", ["finetune", "evaluate"])
+def test_an_unknown_task_is_refused_by_the_parser(verb, finetune_args, capsys):
+    args = (finetune_args("out") if verb == "finetune"
+            else ["evaluate", "--model", "m", "--task", "sst2"])
+    args[args.index("sst2")] = "sst5"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args)
+    assert exit_info.value.code == 2
+    assert "argument --task: invalid choice: 'sst5'" in capsys.readouterr().err
+    from bert_np.train.finetune import FinetuneSettings
+    with pytest.raises(ValueError, match=r"task \(--task\) 'sst5' is not one of sst2"):
+        FinetuneSettings(task="sst5", model="tiny", out="o")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("pad_token_id", None, r"pad_token_id must be an integer token id, got None"),
+    ("hidden_dropout_prob", "0.1", r"hidden_dropout_prob must be a finite number, got '0.1'"),
+    ("num_hidden_layers", "1", r"num_hidden_layers must be a positive integer, got '1'"),
+    ("layer_norm_eps", None, r"layer_norm_eps must be a finite number, got None"),
+])
+def test_config_json_with_null_or_string_numbers_names_file_and_field(field, value, message,
+                                                                      pretrain_args, tmp_path,
+                                                                      capsys):
+    args = pretrain_args("out")
+    path = Path(args[args.index("--config") + 1])
+    config = json.loads(path.read_text())
+    config[field] = value
+    path.write_text(json.dumps(config))
+    user_error(args, capsys, r"config.json: BertConfig\." + message)
+
+
+def test_a_full_disk_during_a_pretraining_checkpoint_names_the_checkpoint(pretrain_args,
+                                                                          tmp_path, capsys,
+                                                                          monkeypatch):
+    """safetensors reports ENOSPC as a SafetensorError naming no file."""
+    import safetensors.numpy
+    from safetensors import SafetensorError
+    real = safetensors.numpy.save_file
+
+    def full_disk(tensors, filename, metadata=None):
+        if str(filename).endswith("optimizer.safetensors"):
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: '
+                                  'StorageFull, message: "No space left on device" })')
+        return real(tensors, filename, metadata)
+    monkeypatch.setattr(safetensors.numpy, "save_file", full_disk)
+    user_error(pretrain_args("run"), capsys,
+               r"could not write \S*run/step-2: .*No space left on device")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["log.jsonl"]
+
+
+def test_a_full_disk_while_logging_names_the_log(tmp_path, monkeypatch):
+    from bert_np.train.checkpoints import JsonlLog
+    log = JsonlLog(tmp_path / "log.jsonl")
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr("builtins.open", full)
+    with pytest.raises(OSError, match=r"could not write \S*log.jsonl: No space left on device"):
+        log.write({"kind": "train", "step": 1})
+
+
+def test_read_only_parameters_are_refused_by_the_optimizer():
+    model = bert_np.BertForSequenceClassification(tiny_config(60, num_labels=2), seed=0)
+    model.params["classifier.bias"].flags.writeable = False
+    with pytest.raises(ValueError, match=r"parameter classifier.bias is not a writeable"):
+        bert_np.optim.AdamW(model.params)
+    with pytest.raises(ValueError, match=r"invalid AdamW settings: lr=nan"):
+        bert_np.optim.AdamW({}, lr=float("nan"))
+
+
+def test_an_absurd_vocabulary_size_is_refused_before_the_trainer_aborts(corpus_and_vocab,
+                                                                        tmp_path, capsys):
+    corpus = str(corpus_and_vocab[0])
+    user_error(["train-tokenizer", "--corpus", corpus, "--vocab-size", "1000000000",
+                "--out", str(tmp_path / "v")], capsys,
+               r"vocab_size=1000000000 is larger than the 1,000,000 tokens")
+    assert not (tmp_path / "v").exists()
+
+
+def test_a_device_or_a_huge_line_as_train_file_is_refused(finetune_args, tmp_path, capsys,
+                                                          monkeypatch):
+    """--train-file /dev/zero read one unbounded "line" until memory ran out."""
+    args = finetune_args("out")
+    args[args.index("--train-file") + 1] = "/dev/zero"
+    user_error(args, capsys, r"/dev/zero is not a regular file")
+    from bert_np.data import tasks
+    monkeypatch.setattr(tasks, "MAX_JSONL_LINE_BYTES", 100)
+    (tmp_path / "train.jsonl").write_text('{"text_a": "ok", "label": 1}\n'
+                                          '{"text_a": "' + "x" * 200 + '", "label": 1}\n')
+    user_error(finetune_args("out"), capsys, r"train.jsonl:2: line longer than 100 bytes")
+    monkeypatch.setattr(tasks, "MAX_JSONL_BYTES", 10)
+    user_error(finetune_args("out"), capsys, r"train.jsonl has \d+ bytes, more than the 10")
+
+
+def test_an_internal_error_keeps_its_traceback_and_debug_shows_it_for_user_errors(
+        finetune_args, capsys, monkeypatch):
+    from bert_np.train import finetune as ft
+
+    def bug(*a, **k):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(ft, "load_examples", bug)
+    with pytest.raises(RuntimeError, match="a bug"):  # Python prints it, exit status 1
+        cli.main(finetune_args("out"))
+    status = cli.main(["--debug"] + finetune_args("o2", "--lr", "nan"))
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" in err and err.strip().endswith("got nan")

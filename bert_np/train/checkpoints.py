@@ -187,8 +187,11 @@ class JsonlLog:
             self.path.unlink()
 
     def write(self, record: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:  # a full disk: say which file
+            raise OSError(e.errno, f"could not write {self.path}: {e.strerror}") from e
 
     def records(self) -> list[dict]:
         if not self.path.exists():

@@ -30,7 +30,7 @@ VOCAB_BY_LANGUAGE = {"en": ("bert-base-uncased", True), "zh": ("bert-base-chines
 
 @dataclass
 class FinetuneSettings:
-    task: str = setting(help=f"the task: {' '.join(TASKS)}")
+    task: str = setting(help="the task", choices=tuple(TASKS))
     model: str = setting(help="a Hugging Face model directory, or a preset name "
                               f"({' '.join(PRESETS)}) to start from random weights")
     out: str = setting(help="output directory: best/ (the best epoch's model, vocab.txt and "
@@ -64,6 +64,8 @@ class FinetuneSettings:
 
     def __post_init__(self):
         check_positive(self, ("epochs", "batch_size", "eval_batch_size"))
+        if isinstance(self.task, str) and self.task not in TASKS:
+            raise ValueError(f"task (--task) {self.task!r} is not one of {', '.join(TASKS)}")
         # room for [CLS] text [SEP] (and text_b [SEP] in a pair task): less trains on nothing
         task = TASKS.get(self.task) if isinstance(self.task, str) else self.task
         check_number(self, "max_seq_length", integer=True,

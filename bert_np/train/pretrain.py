@@ -79,8 +79,10 @@ class PretrainSettings:
         if not self.corpus:
             raise ValueError("at least one corpus file is needed")
         for path in list(self.corpus) + list(self.eval_corpus) + [self.vocab]:
-            if not Path(path).is_file():
+            if not Path(path).exists():
                 raise FileNotFoundError(f"no such file: {path}")
+            if not Path(path).is_file():
+                raise ValueError(f"{path} is not a regular file (a device, pipe or directory)")
 
 
 def build_config(spec: str, vocab_size: int, max_seq_length: int) -> BertConfig:
