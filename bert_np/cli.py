@@ -201,7 +201,8 @@ def _add_demo(sub):
     p.add_argument("--epochs", type=int, default=default_of(run_demo, "epochs"),
                    help="passes over the 3,000 training sentences")
     p.add_argument("--overwrite", action="store_true",
-                   help="clear a non-empty --out first (a previous demo run)")
+                   help="clear a non-empty --out first (a previous demo's output is replaced "
+                        "without it)")
     p.set_defaults(func=_run_demo)
 
 

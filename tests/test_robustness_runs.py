@@ -578,3 +578,19 @@ def test_an_internal_error_keeps_its_traceback_and_debug_shows_it_for_user_error
     status = cli.main(["--debug"] + finetune_args("o2", "--lr", "nan"))
     err = capsys.readouterr().err
     assert status == 2 and "Traceback" in err and err.strip().endswith("got nan")
+
+
+def test_the_demo_replaces_only_a_previous_demo_output(tmp_path, monkeypatch, capsys):
+    """Running `bert-np demo` again replaces its own runs/demo; any other content is refused."""
+    from bert_np.train import demo
+    seen = []
+    monkeypatch.setattr(demo, "finetune", lambda s, **k: seen.append(s.overwrite) or 1 / 0)
+    monkeypatch.setattr(demo.paths, "minilm_dir", lambda: tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "log.jsonl").write_text("")
+    with pytest.raises(ZeroDivisionError):
+        demo.run_demo(out=str(tmp_path / "out"))
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(ZeroDivisionError):
+        demo.run_demo(out=str(tmp_path / "out"))
+    assert seen == [True, False]
