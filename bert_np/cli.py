@@ -16,6 +16,7 @@ import dataclasses
 import inspect
 import json
 import sys
+import traceback
 import typing
 
 
@@ -37,13 +38,22 @@ class HelpFormatter(argparse.HelpFormatter):
 # ---- options from a settings dataclass ----------------------------------------------------------
 
 def _option_type(hint):
-    """(type, nargs) of a field's annotation: int, float, str, list[str], X | None."""
+    """(type, nargs) of a field's annotation: int, float, str, list[str], X | None (the option
+    then also takes the word "none")."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) is list:
         return args[0], "*"
     if args:  # X | None
-        return args[0], None
+        return _or_none(args[0]), None
     return hint, None
+
+
+def _or_none(value_type):
+    """An argparse type: "none" is None, anything else is value_type(text)."""
+    def convert(text: str):
+        return None if text.strip().lower() == "none" else value_type(text)
+    convert.__name__ = value_type.__name__  # argparse's message: "invalid float value: 'x'"
+    return convert
 
 
 def add_settings_options(parser: argparse.ArgumentParser, settings_class) -> None:
@@ -147,7 +157,7 @@ def _add_evaluate(sub):
     from .train.finetune import evaluate_saved_model
     p = _parser(sub, "evaluate", "metrics of a fine-tuned model on a task split")
     p.add_argument("--model", required=True, help="a fine-tuned model directory")
-    p.add_argument("--task", required=True, help=f"the task: {' '.join(TASKS)}")
+    p.add_argument("--task", required=True, choices=tuple(TASKS), help="the task")
     p.add_argument("--split", default=default_of(evaluate_saved_model, "split"),
                    choices=["train", "dev", "test"], help="the task's split to evaluate on")
     p.add_argument("--file", default=default_of(evaluate_saved_model, "file"),
@@ -199,16 +209,21 @@ def _add_demo(sub):
                    help="output directory: best/, log.jsonl, curves.png")
     p.add_argument("--epochs", type=int, default=default_of(run_demo, "epochs"),
                    help="passes over the 3,000 training sentences")
+    p.add_argument("--overwrite", action="store_true",
+                   help="clear a non-empty --out first (a previous demo's output is replaced "
+                        "without it)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args):
     from .train.demo import run_demo
-    run_demo(out=args.out, epochs=args.epochs)
+    run_demo(out=args.out, epochs=args.epochs, overwrite=args.overwrite)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bert-np", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback behind a one-line error too")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     _add_pretrain(sub)
@@ -217,6 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_predict(sub)
     return parser
+
+
+# Errors that bert_np raises for a bad argument, file, field or environment (a full disk, a
+# read-only directory): one line naming it, exit status 2. Any other exception is a bug and prints
+# its traceback (as does --debug for these).
+USER_ERRORS = (ValueError, OSError)
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars an exception left open (tqdm keeps a set of its live bars)."""
+    from tqdm import tqdm
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def main(argv=None) -> int:
@@ -228,8 +256,12 @@ def main(argv=None) -> int:
         return _run_on_mpi(args)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"bert-np {args.command}: error: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        if args.debug:
+            traceback.print_exc()
+        message = " ".join(str(e).split("\n"))
+        _close_progress_bars()  # so the message starts a line of its own
+        print(f"bert-np {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"bert-np {args.command}: interrupted", file=sys.stderr)

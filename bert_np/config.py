@@ -61,6 +61,24 @@ class BertConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
+        # a config.json may hold null or "0.1" where a number belongs: name the field here rather
+        # than fail in a comparison or a matrix product later
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout",
+                     "layer_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if value is None and name == "classifier_dropout":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value):
+                raise ValueError(f"BertConfig.{name} must be a finite number, got {value!r}")
+        if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int):
+            raise ValueError(f"BertConfig.pad_token_id must be an integer token id, got "
+                             f"{self.pad_token_id!r}")
+        if not isinstance(self.hidden_act, str):
+            raise ValueError(f"BertConfig.hidden_act must be a string, got {self.hidden_act!r}")
+        if self.id2label is not None and not isinstance(self.id2label, dict):
+            raise ValueError(f"BertConfig.id2label must be a mapping of ids to names, got "
+                             f"{self.id2label!r}")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by "
                              f"num_attention_heads ({self.num_attention_heads})")
@@ -139,7 +157,10 @@ class BertConfig:
             raise ValueError(f"{path}: a config must be a JSON object, got {type(d).__name__}")
         if d.get("model_type", "bert") != "bert":
             raise ValueError(f"{path} describes a {d['model_type']!r} model, not a BERT")
-        return cls.from_dict(d)
+        try:
+            return cls.from_dict(d)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
     def to_dict(self) -> dict:
         d = dict(self.extra)

@@ -24,7 +24,10 @@ def decays(name: str) -> bool:
 
 def clip_grad_norm(grads: dict, max_norm: float) -> float:
     """Scale all gradients in place so their global L2 norm is at most max_norm; returns the
-    norm before clipping (left untouched when that norm is not finite)."""
+    norm before clipping (left untouched when that norm is not finite). `max_norm` must be > 0
+    (math.inf: no clipping)."""
+    if not max_norm > 0:  # also refuses NaN: a negative norm would turn descent into ascent
+        raise ValueError(f"max_norm must be > 0 (math.inf: no clipping), got {max_norm}")
     total = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
     if not np.isfinite(total):
         return total  # nothing sensible to scale; the caller stops on a non-finite norm
@@ -65,9 +68,15 @@ class AdamW:
 
     def __init__(self, params: dict, lr: float = 1e-4, betas=(0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.01, schedule=None):
-        if lr < 0 or eps <= 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+        if not (0 <= lr < np.inf and 0 < eps < np.inf and 0 <= weight_decay < np.inf
+                and all(0 <= b < 1 for b in betas)):  # NaN fails every comparison
             raise ValueError(f"invalid AdamW settings: lr={lr}, betas={betas}, eps={eps}, "
                              f"weight_decay={weight_decay}")
+        for name, p in params.items():  # the update is in place (and a Numba kernel's TypeError
+            if not (isinstance(p, np.ndarray) and p.flags.writeable):  # would not say why)
+                raise ValueError(f"parameter {name} is not a writeable NumPy array (read-only, "
+                                 "e.g. memory-mapped from a file?); AdamW updates parameters in "
+                                 "place: pass a copy (np.array(p))")
         self.params = params
         self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
         self.schedule = schedule

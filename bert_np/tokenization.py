@@ -20,6 +20,7 @@ transformers.
 from __future__ import annotations
 
 import json
+import numbers
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -37,6 +38,7 @@ PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # also the id order of a freshly trained vocabulary
 CONTINUATION_PREFIX = "##"
 MAX_INPUT_CHARS_PER_WORD = 100  # longer words become [UNK], as in BERT
+MAX_VOCAB_SIZE = 1_000_000  # far above real vocabularies; the trainer aborts the process near 1e9
 
 
 class Encoding(NamedTuple):
@@ -317,9 +319,17 @@ def train_wordpiece(files: Sequence[str | Path], vocab_size: int, out_dir: str |
     if not files or missing:
         raise ValueError(f"training files not found: {missing}" if missing
                          else "train_wordpiece needs at least one training file")
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral):
+        raise ValueError(f"vocab_size must be an integer, got {vocab_size!r}")
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size={vocab_size} leaves no room beyond the "
                          f"{len(SPECIAL_TOKENS)} special tokens")
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise ValueError(f"vocab_size={vocab_size} is larger than the {MAX_VOCAB_SIZE:,} tokens "
+                         "bert_np trains (real vocabularies have 30,000 to 250,000)")
+    if isinstance(min_frequency, bool) or not isinstance(min_frequency, numbers.Integral) \
+            or min_frequency < 0:
+        raise ValueError(f"min_frequency must be an integer >= 0, got {min_frequency!r}")
     tokenizer = Tokenizer(WordPiece(unk_token=UNK))
     tokenizer.normalizer = bert_normalizer(lowercase)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

@@ -3,7 +3,9 @@
 Written from the description in Devlin et al. (2018), section 3.1 and appendix A.1:
 
 1. Corpus -> documents -> sentences -> WordPiece ids (`read_documents`, `tokenize_documents`).
-2. Instances (`create_instances`): each document is walked sentence by sentence, gathering a
+2. Instances (`create_instances`): a sentence longer than `max_seq_length - 3` tokens (a long line
+   of a corpus) is first cut into pieces of that length, so all its text is used, in linear time.
+   Each document is then walked sentence by sentence, gathering a
    chunk of up to `target_length` tokens (`max_seq_length - 3`, or with probability
    `short_seq_prob` a random shorter length, so the model also sees short inputs). The chunk is cut
    at a random sentence boundary into segment A and B. With probability 1/2, B is replaced by a span
@@ -12,7 +14,8 @@ Written from the description in Devlin et al. (2018), section 3.1 and appendix A
    A", the Hugging Face convention). A chunk of one sentence is cut at a random token instead: the
    paper's "sentences" are arbitrary spans of text, and this keeps the label split at 1/2 (only a
    one-token chunk, which cannot be cut, is always paired with a random B). A pair that is too long
-   loses tokens from the longer segment, each from its front or back at random. The result is
+   loses tokens from the longer segment, each from its front or back at random (the draws are
+   counted, then each segment sliced once, so this is linear too). The result is
    `[CLS] A [SEP] B [SEP]` with segment ids 0 for `[CLS] A [SEP]` and 1 for `B [SEP]`.
 3. Masking (`mask_instance`), separate from 2 so masks can be drawn afresh every epoch:
    `round(0.15 n)` of the n maskable tokens (all but [CLS] [SEP] [PAD]; at least 1, at most
@@ -165,11 +168,25 @@ def truncate_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: int,
                   rng: np.random.Generator) -> tuple[list[int], list[int]]:
     """Drop tokens from the longer segment, each from its front or back at random, until the pair
     holds at most `max_num_tokens`."""
-    a, b = list(tokens_a), list(tokens_b)
-    while len(a) + len(b) > max_num_tokens:
-        longer = a if len(a) > len(b) else b
-        del longer[0 if rng.random() < 0.5 else -1]
-    return a, b
+    # the same draws as deleting one token at a time, counted instead: linear in the excess
+    cut = {"a": [0, 0], "b": [0, 0]}       # tokens dropped from the front, from the back
+    length = {"a": len(tokens_a), "b": len(tokens_b)}
+    while length["a"] + length["b"] > max_num_tokens:
+        longer = "a" if length["a"] > length["b"] else "b"
+        cut[longer][0 if rng.random() < 0.5 else 1] += 1
+        length[longer] -= 1
+    (a_front, a_back), (b_front, b_back) = cut["a"], cut["b"]
+    return (list(tokens_a[a_front:len(tokens_a) - a_back]),
+            list(tokens_b[b_front:len(tokens_b) - b_back]))
+
+
+def split_long_sentences(document: Document, max_num_tokens: int) -> Document:
+    """The document with every sentence longer than `max_num_tokens` cut into consecutive pieces
+    of at most that many tokens (a long line is then several instances, not one truncated)."""
+    if all(len(sentence) <= max_num_tokens for sentence in document):
+        return document
+    return [sentence[i:i + max_num_tokens] for sentence in document
+            for i in range(0, len(sentence), max_num_tokens)]
 
 
 def sample_target_length(max_num_tokens: int, short_seq_prob: float,
@@ -256,6 +273,7 @@ def create_instances(documents: Sequence[Document], rng: np.random.Generator, cl
         raise ValueError(f"short_seq_prob must be a probability, got {short_seq_prob}")
     if dupe_factor < 1:
         raise ValueError(f"dupe_factor must be at least 1, got {dupe_factor}")
+    documents = [split_long_sentences(document, max_seq_length - 3) for document in documents]
     return [instance
             for _ in range(dupe_factor)
             for doc_index in range(len(documents))

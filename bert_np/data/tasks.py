@@ -172,15 +172,34 @@ def load_jsonl(path: str | Path, num_labels: int, is_pair: bool | None = None,
     is_pair: True requires text_b on every row, False forbids it, None accepts either.
     require_label: False lets rows go without a label (an unlabelled test set).
     Blank lines are skipped. Raises DataFormatError naming file and line on invalid JSON, a
-    missing field, a non-string text or a label of the wrong type or out of range.
+    missing field, a non-string text or a label of the wrong type or out of range, and naming
+    the file when it is not a regular file (/dev/zero, a pipe), is larger than MAX_JSONL_BYTES or
+    has a line longer than MAX_JSONL_LINE_BYTES (memory stays bounded whatever the input).
     """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not path.is_file():
+        raise DataFormatError(f"{path} is not a regular file (a device, pipe or directory)")
+    if path.stat().st_size > MAX_JSONL_BYTES:
+        raise DataFormatError(f"{path} has {path.stat().st_size:,} bytes, more than the "
+                              f"{MAX_JSONL_BYTES:,} a JSONL task file may have")
     with open(path, "rb") as f:
         return read_examples(_utf8_lines(f, path), str(path), num_labels, is_pair, require_label)
 
 
+MAX_JSONL_BYTES = 4 << 30       # 4 GiB: far above any task file (IMDB's train split is 33 MB)
+MAX_JSONL_LINE_BYTES = 16 << 20  # 16 MiB per example
+
+
 def _utf8_lines(f, path):
-    """The lines of a binary file decoded as UTF-8; a line that is not names file and line."""
-    for lineno, raw in enumerate(f, start=1):
+    """The lines of a binary file decoded as UTF-8, each read with a bounded buffer; a line that
+    is not UTF-8, or is too long, names file and line."""
+    for lineno, raw in enumerate(iter(lambda: f.readline(MAX_JSONL_LINE_BYTES + 1), b""),
+                                 start=1):
+        if len(raw) > MAX_JSONL_LINE_BYTES:
+            raise DataFormatError(f"{path}:{lineno}: line longer than {MAX_JSONL_LINE_BYTES:,} "
+                                  "bytes; is this a JSONL file?")
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as e:

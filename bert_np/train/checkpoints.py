@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,29 +45,97 @@ def save_training_checkpoint(out_dir: str | os.PathLike, name: str, model, optim
     """Write out_dir/name atomically, point out_dir/latest at it, keep the newest `keep`."""
     from safetensors.numpy import save_file
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / name
-    tmp = out_dir / f".{name}.tmp"
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        opt = optimizer.state_dict()
+        moments = {f"{kind}/{k}": v for kind in ("m", "v") for k, v in opt.pop(kind).items()}
+        save_file(moments, str(tmp / OPTIMIZER_NAME))
+        full_state = dict(state, optimizer=opt, model_rng=rng_state(model.rng),
+                          saved_at=time.time())
+        (tmp / STATE_NAME).write_text(json.dumps(full_state, indent=1), encoding="utf-8")
+
+    final = replace_directory(out_dir / name, write)
+    atomic_write_text(out_dir / LATEST, name)
+    _prune(out_dir, keep)
+    return final
+
+
+def save_model_directory(directory: str | os.PathLike, model, tokenizer=None) -> Path:
+    """The model and its tokenizer written as one unit: a reader (or a crash) sees the previous
+    directory or the new one, never new weights beside an old vocabulary (finetune's best/)."""
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+    return replace_directory(Path(directory), write)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, permissions); names the directory."""
+
+
+def replace_directory(final: Path, write) -> Path:
+    """Call write(tmp) on a fresh temporary directory beside `final`, then rename it into place
+    (the previous `final` is moved aside first and deleted last). On any failure the temporary
+    directory is removed and `final` is left as it was; a write error (OSError, or safetensors'
+    error on a full disk) becomes a CheckpointWriteError naming `final`."""
+    from safetensors import SafetensorError
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    if tokenizer is not None:
-        tokenizer.save(tmp)
-    opt = optimizer.state_dict()
-    moments = {f"{kind}/{k}": v for kind in ("m", "v") for k, v in opt.pop(kind).items()}
-    save_file(moments, str(tmp / OPTIMIZER_NAME))
-    full_state = dict(state, optimizer=opt, model_rng=rng_state(model.rng), saved_at=time.time())
-    (tmp / STATE_NAME).write_text(json.dumps(full_state, indent=1), encoding="utf-8")
+    try:
+        tmp.mkdir()
+        write(tmp)
+    except (OSError, SafetensorError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointWriteError(f"could not write {final}: {e}") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
-        old = out_dir / f".{name}.old"
+        old = final.parent / f".{final.name}.old"
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)
-    atomic_write_text(out_dir / LATEST, name)
-    _prune(out_dir, keep)
     return final
+
+
+def prepare_output_dir(out: str | os.PathLike, resume: bool = False, overwrite: bool = False,
+                       can_resume: bool = True) -> Path:
+    """The run's output directory, made if missing. A non-empty one is refused (a new run would
+    mix its log and checkpoints with the old run's) unless `resume` continues that run or
+    `overwrite` clears it first; a file, or a directory that cannot be written, is refused too."""
+    out = Path(out)
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite deletes it: "
+                         "pass one of them")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a directory")
+    if not resume and out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            names = sorted(p.name for p in out.iterdir())
+            shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+            how = "--resume to continue its run, " if can_resume else ""
+            raise ValueError(f"--out {out} is not empty ({shown}); pass {how}--overwrite to "
+                             "clear it, or choose another directory")
+        for path in out.iterdir():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise ValueError(f"--out {out} cannot be written: {e.strerror or e}") from None
+    return out
 
 
 def _prune(out_dir: Path, keep: int) -> None:
@@ -102,25 +172,46 @@ def load_training_checkpoint(directory: str | os.PathLike, model, optimizer: Ada
 
 
 class JsonlLog:
-    """Append-only log, one JSON object per line, flushed at every record."""
+    """Append-only log, one JSON object per line, flushed at every record. A run killed mid-write
+    leaves a torn last line: reading drops it (and says so on stderr); any other line that is not
+    JSON is an error naming file and line."""
 
     def __init__(self, path: str | os.PathLike, truncate_after_step: int | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if truncate_after_step is not None and self.path.exists():
             # on resume, drop records written after the checkpoint we resume from
-            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= truncate_after_step]
-            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            kept = [r for r in self.records() if r.get("step", 0) <= truncate_after_step]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         elif truncate_after_step is None and self.path.exists():
             self.path.unlink()
 
     def write(self, record: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:  # a full disk: say which file
+            raise OSError(e.errno, f"could not write {self.path}: {e.strerror}") from e
 
     def records(self) -> list[dict]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
+        return read_jsonl_log(self.path)
+
+
+def read_jsonl_log(path: Path) -> list[dict]:
+    """The records of a JSONL log; a torn last line is dropped with a notice on stderr."""
+    lines = [(n, line) for n, line in
+             enumerate(path.read_text(encoding="utf-8").split("\n"), start=1) if line.strip()]
+    records = []
+    for i, (lineno, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                print(f"{path}:{lineno}: dropped a torn last line (a write was interrupted): "
+                      f"{line[:60]!r}", file=sys.stderr)
+                break
+            raise ValueError(f"{path}:{lineno}: not a JSON record ({e.msg}, column {e.colno})"
+                             ) from None
+    return records

@@ -8,6 +8,7 @@ from .. import paths
 from ..data.tasks import load_demo_split
 from .finetune import FinetuneSettings, finetune, load_for_inference, predict_texts
 
+DEMO_OUTPUTS = {"best", "log.jsonl", "curves.png"}
 SENTENCES = [
     "a gorgeous, witty and deeply moving film.",
     "the plot is thin and the jokes fall flat.",
@@ -17,13 +18,17 @@ SENTENCES = [
 
 
 def run_demo(out: str = "runs/demo", epochs: int = 2, lr: float = 1e-4, batch_size: int = 32,
-             max_seq_length: int = 64, progress: bool = True) -> dict:
+             max_seq_length: int = 64, progress: bool = True, overwrite: bool = False) -> dict:
+    previous = Path(out)
+    if previous.is_dir() and {p.name for p in previous.iterdir()} <= DEMO_OUTPUTS:
+        overwrite = True  # only a previous demo's files: running the demo again replaces them
     model_dir = paths.minilm_dir()
     train, dev = load_demo_split("train"), load_demo_split("dev")
     print(f"bert_np demo: fine-tuning all-MiniLM-L6-v2 ({model_dir})\n"
           f"  on {len(train)} SST-2 training sentences, evaluating on the {len(dev)} dev sentences")
     settings = FinetuneSettings(task="sst2", model=str(model_dir), out=out, epochs=epochs, lr=lr,
-                                batch_size=batch_size, max_seq_length=max_seq_length)
+                                batch_size=batch_size, max_seq_length=max_seq_length,
+                                overwrite=overwrite)
     result = finetune(settings, progress=progress, train_examples=train, dev_examples=dev)
     model, tokenizer = load_for_inference(str(Path(out) / "best"))
     probs = predict_texts(model, tokenizer, SENTENCES)

@@ -22,19 +22,19 @@ from ..data.tasks import TASKS, Example, Task, get_task, load_jsonl, load_split
 from ..models import BertForSequenceClassification
 from ..optim import AdamW, linear_warmup_decay
 from ..tokenization import BertTokenizer
-from .checkpoints import JsonlLog
+from .checkpoints import JsonlLog, prepare_output_dir, save_model_directory
 from .loop import Callbacks, LoopSettings, LoopState, run_loop
 from .parallel import NullLog, is_main_process
 from .metrics import compute_metrics
 from .plots import plot_training_curves
-from .settings import check_dropout, check_positive, setting
+from .settings import check_dropout, check_number, check_positive, setting
 
 VOCAB_BY_LANGUAGE = {"en": ("bert-base-uncased", True), "zh": ("bert-base-chinese", False)}
 
 
 @dataclass
 class FinetuneSettings:
-    task: str = setting(help=f"the task: {' '.join(TASKS)}")
+    task: str = setting(help="the task", choices=tuple(TASKS))
     model: str = setting(help="a Hugging Face model directory, or a preset name "
                               f"({' '.join(PRESETS)}) to start from random weights")
     out: str = setting(help="output directory: best/ (the best epoch's model, vocab.txt and "
@@ -51,8 +51,8 @@ class FinetuneSettings:
                                             "up, before its linear decay to 0")
     weight_decay: float = setting(0.01, help="AdamW's decoupled weight decay (not on biases and "
                                              "LayerNorm)")
-    max_grad_norm: float = setting(1.0, help="clip the global gradient norm to this (0: no "
-                                             "clipping)")
+    max_grad_norm: float | None = setting(1.0, help="clip the global gradient norm to this "
+                                                    "(> 0; none: no clipping)")
     seed: int = setting(0, help="seed of the new head's weights, the data order and dropout")
     dtype: str = setting("float32", choices=("float32", "float64"),
                          help="float32 for speed, float64 for checks")
@@ -72,13 +72,27 @@ class FinetuneSettings:
                                            "unset: the model's, else the standard vocabulary of "
                                            "the task's language")
     eval_batch_size: int = setting(64, help="examples per evaluation batch")
+    overwrite: bool = setting(False, help="clear a non-empty --out first (without it, a "
+                                          "non-empty --out is refused)")
 
     def __post_init__(self):
-        check_positive(self, ("epochs", "batch_size", "max_seq_length", "eval_batch_size",
+        check_positive(self, ("epochs", "batch_size", "eval_batch_size",
                               "gradient_accumulation_steps"))
         check_dropout(self.dropout)
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if isinstance(self.task, str) and self.task not in TASKS:
+            raise ValueError(f"task (--task) {self.task!r} is not one of {', '.join(TASKS)}")
+        # room for [CLS] text [SEP] (and text_b [SEP] in a pair task): less trains on nothing
+        task = TASKS.get(self.task) if isinstance(self.task, str) else self.task
+        check_number(self, "max_seq_length", integer=True,
+                     minimum=5 if task is not None and task.is_pair else 3)
+        check_number(self, "lr", above=0)
+        check_number(self, "warmup_ratio", minimum=0, below=1)
+        check_number(self, "weight_decay", minimum=0)
+        check_number(self, "max_grad_norm", above=0, optional=True, none_means="clips nothing")
+        check_number(self, "seed", integer=True, minimum=0)
+        for name in ("max_train_examples", "max_eval_examples"):
+            check_number(self, name, integer=True, minimum=1, optional=True,
+                         none_means="uses every example")
         check_model_spec(self.model)
 
 
@@ -159,9 +173,20 @@ def predict_logits(model: BertForSequenceClassification, split: EncodedSplit, pa
     return logits
 
 
+def check_labels_match(model, task: Task, where="the model") -> None:
+    """Refuse a classifier whose number of labels is not the task's (its scores would mean
+    nothing)."""
+    if model.config.num_labels != task.num_labels:
+        raise ValueError(f"{where} has {model.config.num_labels} labels, task {task.name} has "
+                         f"{task.num_labels}: it was not fine-tuned on this task")
+
+
 def evaluate_classifier(model, split: EncodedSplit, task, pad_id: int, batch_size=64,
                         progress=False) -> dict:
-    """The task's metrics of a classifier on an encoded split."""
+    """The task's metrics of a classifier on an encoded split (every example labelled)."""
+    check_labels_match(model, task)
+    if np.isnan(split.labels).any():
+        raise ValueError("cannot score unlabelled examples; use predict_texts to classify them")
     logits = predict_logits(model, split, pad_id, batch_size, progress)
     return compute_metrics(task, logits, split.labels)
 
@@ -183,6 +208,10 @@ def load_examples(settings: FinetuneSettings, task: Task, train_examples=None,
     if dev_examples is None:
         dev_examples = (load_jsonl(settings.dev_file, task.num_labels, task.is_pair)
                         if settings.dev_file else load_split(task, "dev"))
+    for split, examples, file in (("training", train_examples, settings.train_file),
+                                  ("dev", dev_examples, settings.dev_file)):
+        if not examples:  # training on nothing would save an untrained model as best/
+            raise ValueError(f"no {split} examples" + (f" in {file}" if file else ""))
     return (subset(train_examples, settings.max_train_examples, settings.seed),
             subset(dev_examples, settings.max_eval_examples, settings.seed))
 
@@ -193,8 +222,9 @@ class FinetuneCallbacks(Callbacks):
     """Per-step accuracy, and after every epoch: dev metrics, and best/ when they improve."""
 
     def __init__(self, task: Task, model, dev: EncodedSplit, pad_id: int, out: Path,
-                 eval_batch_size: int, jsonl: JsonlLog, progress: bool, log):
+                 eval_batch_size: int, jsonl: JsonlLog, progress: bool, log, tokenizer=None):
         self.task, self.model, self.dev, self.pad_id, self.out = task, model, dev, pad_id, out
+        self.tokenizer = tokenizer  # saved with the model in best/
         self.eval_batch_size, self.jsonl, self.progress, self.log = (eval_batch_size, jsonl,
                                                                      progress, log)
         self.history, self.best = [], None
@@ -215,7 +245,7 @@ class FinetuneCallbacks(Callbacks):
         main = self.task.main_metric
         if self.best is None or metrics[main] > self.best[main]:
             self.best = dict(metrics, epoch=state.epoch)
-            self.model.save_pretrained(self.out / "best")
+            save_model_directory(self.out / "best", self.model, self.tokenizer)
 
     def last_good_checkpoint(self):
         kept = self.out / "best" if self.best else "none (no epoch finished yet)"
@@ -226,6 +256,8 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
              dev_examples=None, log=print) -> dict:
     """Fine-tune and keep the best checkpoint in settings.out/best; returns the metrics per epoch."""
     task = get_task(settings.task)
+    out = (prepare_output_dir(settings.out, overwrite=settings.overwrite, can_resume=False)
+           if is_main_process() else Path(settings.out))      # only rank 0 writes
     train_examples, dev_examples = load_examples(settings, task, train_examples, dev_examples)
     tokenizer = load_tokenizer(settings.model, task.language, settings.vocab)
     dtype = np.dtype(settings.dtype)
@@ -233,10 +265,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
                             dtype, settings.max_seq_length, label_map(task), settings.dropout)
     train = encode_examples(train_examples, tokenizer, settings.max_seq_length)
     dev = encode_examples(dev_examples, tokenizer, settings.max_seq_length)
-    out = Path(settings.out)
     main = is_main_process()
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
     jsonl = JsonlLog(out / "log.jsonl") if main else NullLog()
     jsonl.write({"kind": "start", "step": 0, "settings": asdict(settings),
                  "train_examples": len(train.ids), "dev_examples": len(dev.ids),
@@ -248,7 +277,6 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
                       schedule=lambda k: linear_warmup_decay(k, warmup, total))
     before = None
     if main:
-        tokenizer.save(out / "best")
         before = evaluate_classifier(model, dev, task, tokenizer.pad_id, settings.eval_batch_size,
                                      progress)
         jsonl.write({"kind": "eval", "step": 0, "epoch": 0, **before})
@@ -263,7 +291,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
                 for rows in order[start:])
 
     callbacks = FinetuneCallbacks(task, model, dev, tokenizer.pad_id, out,
-                                  settings.eval_batch_size, jsonl, progress, log)
+                                  settings.eval_batch_size, jsonl, progress, log, tokenizer)
     loop_settings = LoopSettings(max_grad_norm=settings.max_grad_norm, max_steps=settings.max_steps,
                                  last_epoch=settings.epochs, log_epoch=True,
                                  gradient_accumulation_steps=settings.gradient_accumulation_steps)
@@ -297,8 +325,12 @@ def evaluate_saved_model(model_dir: str, task: str, split: str = "dev", max_seq_
                          file: str | None = None, progress: bool = True) -> dict:
     """The task's metrics of a saved fine-tuned model on a split (or a JSONL file)."""
     task = get_task(task)
-    model, tokenizer = load_for_inference(model_dir)
     examples = (load_jsonl(file, task.num_labels, task.is_pair) if file else load_split(task, split))
+    if any(e.label is None for e in examples):  # GLUE test sets: scoring them would print 0.0
+        raise ValueError(f"the {split} split of {task.name} has no labels, so there is nothing to "
+                         "score; use `bert-np predict` to classify its texts")
+    model, tokenizer = load_for_inference(model_dir)
+    check_labels_match(model, task, model_dir)
     data = encode_examples(examples, tokenizer, max_seq_length)
     return evaluate_classifier(model, data, task, tokenizer.pad_id, progress=progress)
 

@@ -104,7 +104,7 @@ def apply_gradients(optimizer: AdamW, loss: float, grads: dict, max_grad_norm: f
 
     Raises NonFiniteLossError before touching the parameters if the loss or a gradient is not
     finite, so the model stays as it was after the last good step."""
-    norm = clip_grad_norm(grads, max_grad_norm if max_grad_norm else math.inf)
+    norm = clip_grad_norm(grads, math.inf if max_grad_norm is None else max_grad_norm)
     if not (math.isfinite(loss) and math.isfinite(norm)):
         raise NonFiniteLossError(f"step {step}: loss {loss}, gradient norm {norm}")
     optimizer.step(grads)

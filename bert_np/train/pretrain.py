@@ -12,6 +12,7 @@ writes checkpoints, the log and the plots; a checkpoint resumes on any N and any
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,11 +24,12 @@ from ..data.pretraining import PretrainingDataset
 from ..models import BertForPreTraining
 from ..optim import AdamW, linear_warmup_decay
 from ..tokenization import BertTokenizer
-from .checkpoints import JsonlLog, latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from .checkpoints import (JsonlLog, latest_checkpoint, load_training_checkpoint,
+                          prepare_output_dir, save_model_directory, save_training_checkpoint)
 from .loop import Callbacks, LoopSettings, LoopState, run_loop
 from .parallel import NullLog, is_main_process
 from .plots import plot_training_curves
-from .settings import check_dropout, check_positive, setting
+from .settings import check_dropout, check_number, check_positive, setting
 
 
 @dataclass
@@ -54,8 +56,8 @@ class PretrainSettings:
     warmup_steps: int = setting(100, help="steps of linear warm-up to --lr, then linear decay to 0")
     weight_decay: float = setting(0.01, help="AdamW's decoupled weight decay (not on biases and "
                                              "LayerNorm)")
-    max_grad_norm: float = setting(1.0, help="clip the global gradient norm to this (0: no "
-                                             "clipping)")
+    max_grad_norm: float | None = setting(1.0, help="clip the global gradient norm to this "
+                                                    "(> 0; none: no clipping)")
     lowercase: bool = setting(True, flag="--cased",
                               help="do not lower-case the text (for a cased vocabulary)")
     seed: int = setting(0, help="seed of the initial weights, the data order, masks and dropout")
@@ -73,17 +75,28 @@ class PretrainSettings:
     log_every: int = setting(1, help="write a train record to log.jsonl every this many steps")
     max_minutes: float | None = setting(None, help="stop, with a checkpoint, after this many "
                                                    "minutes; unset: no time limit")
+    overwrite: bool = setting(False, help="clear a non-empty --out first (without it or "
+                                          "--resume, a non-empty --out is refused)")
 
     def __post_init__(self):
-        check_positive(self, ("steps", "batch_size", "max_seq_length", "checkpoint_every",
-                              "eval_every", "eval_batches", "log_every",
+        check_positive(self, ("steps", "batch_size", "max_predictions_per_seq",
+                              "checkpoint_every", "eval_every", "eval_batches", "log_every",
                               "gradient_accumulation_steps"))
         check_dropout(self.dropout)
+        check_number(self, "max_seq_length", integer=True, minimum=5)  # [CLS] a [SEP] b [SEP]
+        check_number(self, "lr", above=0)
+        check_number(self, "warmup_steps", integer=True, minimum=0)
+        check_number(self, "weight_decay", minimum=0)
+        check_number(self, "max_grad_norm", above=0, optional=True, none_means="clips nothing")
+        check_number(self, "seed", integer=True, minimum=0)
+        check_number(self, "max_minutes", above=0, optional=True, none_means="has no time limit")
         if not self.corpus:
             raise ValueError("at least one corpus file is needed")
         for path in list(self.corpus) + list(self.eval_corpus) + [self.vocab]:
-            if not Path(path).is_file():
+            if not Path(path).exists():
                 raise FileNotFoundError(f"no such file: {path}")
+            if not Path(path).is_file():
+                raise ValueError(f"{path} is not a regular file (a device, pipe or directory)")
 
 
 def build_config(spec: str, vocab_size: int, max_seq_length: int,
@@ -125,9 +138,10 @@ class PretrainCallbacks(Callbacks):
     """Per-step MLM/NSP accuracy, held-out evaluation and resumable checkpoints."""
 
     def __init__(self, settings: PretrainSettings, model, optimizer, tokenizer, eval_batches,
-                 log: JsonlLog):
+                 log: JsonlLog, inputs: dict | None = None):
         self.settings, self.model, self.optimizer = settings, model, optimizer
         self.tokenizer, self.eval_batches, self.log = tokenizer, eval_batches, log
+        self.inputs = input_digests(settings) if inputs is None else inputs
 
     def batch_metrics(self, batch, stats):
         return {"mlm_acc": stats["mlm_correct"] / max(1, stats["mlm_total"]),
@@ -141,7 +155,7 @@ class PretrainCallbacks(Callbacks):
     def save_checkpoint(self, state):
         if not is_main_process():
             return
-        saved = dict(asdict(state), settings=asdict(self.settings))
+        saved = dict(asdict(state), settings=asdict(self.settings), inputs=self.inputs)
         save_training_checkpoint(self.settings.out, f"step-{state.step}", self.model,
                                  self.optimizer, saved, self.tokenizer)
 
@@ -150,24 +164,52 @@ class PretrainCallbacks(Callbacks):
         return f"the last good checkpoint is {last or 'none (no checkpoint was saved yet)'}"
 
 
-def resume_state(settings: PretrainSettings, model, optimizer) -> LoopState | None:
+INPUT_FILES = ("corpus", "eval_corpus", "vocab", "config")  # compared by content on resume
+
+
+def input_digests(settings: PretrainSettings) -> dict:
+    """sha256 of every input file, by setting (a preset name stands for itself): a resumed run
+    must read the same bytes, whatever path (./corpus.txt, corpus.txt, a moved copy) names them."""
+    def digest(path: str) -> str:
+        if not Path(path).is_file():
+            return path
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    return {name: [digest(p) for p in ([value] if isinstance(value, str) else value)]
+            for name, value in ((n, getattr(settings, n)) for n in INPUT_FILES)}
+
+
+def resume_state(settings: PretrainSettings, model, optimizer,
+                 inputs: dict | None = None) -> LoopState | None:
     """The loop state of the latest checkpoint in settings.out, with model and AdamW restored;
-    refuses a checkpoint written with other settings (max_minutes may change)."""
+    refuses a checkpoint written with other settings (max_minutes may change, and --out may have
+    moved) or other input files (compared by content; by resolved path for a checkpoint saved
+    without their digests)."""
     checkpoint = latest_checkpoint(settings.out)
     if checkpoint is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {settings.out}")
     saved = load_training_checkpoint(checkpoint, model, optimizer)
     now = json.loads(json.dumps(asdict(settings)))  # as JSON stores it (tuples become lists)
-    free = ("max_minutes", "max_steps", "gradient_accumulation_steps")   # may change on resume
-    changed = sorted(k for k in now if k not in free and saved["settings"].get(k) != now[k])
+    may_change = ("max_minutes", "max_steps", "gradient_accumulation_steps", "overwrite",
+                  "out") + INPUT_FILES
+    changed = [k for k in now if k not in may_change and saved["settings"].get(k) != now[k]]
+    if "inputs" in saved:
+        inputs = input_digests(settings) if inputs is None else inputs
+        changed += [k for k in INPUT_FILES if saved["inputs"].get(k) != inputs[k]]
+    else:
+        def resolved(value):
+            return [str(Path(p).resolve()) for p in ([value] if isinstance(value, str) else value)]
+        changed += [k for k in INPUT_FILES if resolved(saved["settings"][k]) != resolved(now[k])]
     if changed:
-        raise ValueError(f"resume with settings that differ from {checkpoint}: {changed}")
+        raise ValueError(f"resume with settings that differ from {checkpoint} (input files are "
+                         f"compared by content): {sorted(changed)}")
     return LoopState(saved["step"], saved["epoch"], saved["batch_in_epoch"])
 
 
 def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) pretraining; returns the last held-out evaluation and throughput."""
-    out = Path(settings.out)
+    out = (prepare_output_dir(settings.out, resume, settings.overwrite)
+           if is_main_process() else Path(settings.out))      # only rank 0 writes
     tokenizer = BertTokenizer.from_vocab(settings.vocab, lowercase=settings.lowercase)
     data_options = dict(max_seq_length=settings.max_seq_length, batch_size=settings.batch_size,
                         max_predictions_per_seq=settings.max_predictions_per_seq,
@@ -186,11 +228,12 @@ def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = 
     optimizer = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay,
                       schedule=lambda k: linear_warmup_decay(k, settings.warmup_steps,
                                                              settings.steps))
-    state = resume_state(settings, model, optimizer) if resume else None
+    inputs = input_digests(settings)
+    state = resume_state(settings, model, optimizer, inputs) if resume else None
     main = is_main_process()
     log = (JsonlLog(out / "log.jsonl", truncate_after_step=state.step if state else None) if main
            else NullLog())
-    callbacks = PretrainCallbacks(settings, model, optimizer, tokenizer, eval_batches, log)
+    callbacks = PretrainCallbacks(settings, model, optimizer, tokenizer, eval_batches, log, inputs)
     if state is None:
         log.write({"kind": "start", "step": 0, "config": cfg.to_dict(),
                    "parameters": model.num_parameters(), "settings": asdict(settings)})
@@ -206,8 +249,7 @@ def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = 
                       progress, desc="pretrain")
     if not main:
         return {"step": result.state.step, "tokens_per_s": result.tokens_per_s}
-    model.save_pretrained(out / "final")
-    tokenizer.save(out / "final")
+    save_model_directory(out / "final", model, tokenizer)
     return summarize(log.records(), out, settings.config, result)
 
 

@@ -8,9 +8,16 @@ Field metadata read by the CLI:
     help     what the option does
     flag     the option's name when it is not --field-name (e.g. --cased for lowercase=True)
     choices  the allowed values
+
+Every numeric setting is checked in the dataclass's __post_init__ with `check_number` (type,
+finite, range), so the Python API and the command line refuse the same values with the same
+message, which names the field and its flag.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
 from dataclasses import MISSING, field
 
 
@@ -25,11 +32,40 @@ def setting(default=MISSING, *, help: str, default_factory=MISSING, flag: str | 
     return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
+def flag_of(settings, name: str) -> str:
+    """The command-line flag of a settings field."""
+    f = next(f for f in dataclasses.fields(settings) if f.name == name)
+    return f.metadata.get("flag", "--" + name.replace("_", "-"))
+
+
+def check_number(settings, name: str, *, integer: bool = False, minimum=None, above=None,
+                 below=None, maximum=None, optional: bool = False, none_means: str = "") -> None:
+    """Raise ValueError naming field and flag unless the value is a finite number (an integer if
+    `integer`) with minimum <= value <= maximum, above < value < below (the bounds given);
+    None passes only if `optional`, and `none_means` then says what None does."""
+    value = getattr(settings, name)
+    what = f"{name} ({flag_of(settings, name)})"
+    unset = f"; unset ({flag_of(settings, name)} none) {none_means}" if none_means else ""
+    if value is None:
+        if optional:
+            return
+        raise ValueError(f"{what} must be set")
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"{what} must be {'an integer' if integer else 'a number'}, "
+                         f"got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value}{unset}")
+    for bound, holds, sign in ((minimum, lambda b: value >= b, ">="), (above, lambda b: value > b, ">"),
+                               (below, lambda b: value < b, "<"), (maximum, lambda b: value <= b, "<=")):
+        if bound is not None and not holds(bound):
+            raise ValueError(f"{what} must be {sign} {bound}, got {value}{unset}")
+
+
 def check_positive(settings, names) -> None:
-    """Raise ValueError naming the first of `names` whose value is below 1."""
+    """Raise ValueError naming the first of `names` that is not an integer >= 1."""
     for name in names:
-        if getattr(settings, name) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(settings, name)}")
+        check_number(settings, name, integer=True, minimum=1)
 
 
 def check_dropout(p: float | None) -> None:
