@@ -11,7 +11,7 @@ Field metadata read by the CLI:
 """
 from __future__ import annotations
 
-from dataclasses import MISSING, field
+from dataclasses import MISSING, field, fields
 
 
 def setting(default=MISSING, *, help: str, default_factory=MISSING, flag: str | None = None,
@@ -23,6 +23,17 @@ def setting(default=MISSING, *, help: str, default_factory=MISSING, flag: str | 
     if choices is not None:
         metadata["choices"] = choices
     return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def setting_like(settings_class, name: str, **changes):
+    """A field declared as `name` is in another settings dataclass (default, help, flag, choices),
+    with `changes` applied: runs that share an option share its default and help text."""
+    declared = {f.name: f for f in fields(settings_class)}[name]
+    kwargs = dict(default=declared.default, default_factory=declared.default_factory,
+                  help=declared.metadata["help"], flag=declared.metadata.get("flag"),
+                  choices=declared.metadata.get("choices"))
+    kwargs.update(changes)
+    return setting(**kwargs)
 
 
 def check_positive(settings, names) -> None:
