@@ -1,9 +1,9 @@
 """The `bert-np` command line: demo, pretrain, train-tokenizer, finetune, distill, evaluate, predict.
 
 The options of `pretrain`, `finetune` and `distill` are built from the fields of their settings
-dataclasses (bert_np.train.settings), and the defaults of the other verbs are read from the signatures of the
-functions they call: each default is written once, and `--help` shows every option's description
-and default.
+dataclasses (bert_np.train.settings), and the defaults of the other verbs are read from the
+signatures of the functions they call: each default is written once, and `--help` shows every
+option's description and default.
 """
 from __future__ import annotations
 

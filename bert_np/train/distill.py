@@ -419,9 +419,10 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
         order = bucketed_batches(lengths, settings.batch_size,
                                  np.random.default_rng([settings.seed, epoch]))
         for rows in order[start:]:
-            batch = pad_batch(transfer, rows, tokenizer.pad_id, dtype, task.is_regression)
+            batch = pad_batch(transfer, rows, tokenizer.pad_id, dtype,
+                              task.is_regression or not labelled)
             if not labelled:
-                batch.pop("labels")              # NaN: an unlabelled transfer set
+                batch.pop("labels")              # NaN (kept as floats): unlabelled rows
             batch["teacher_logits"] = targets[rows]
             yield batch
 
