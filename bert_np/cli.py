@@ -1,4 +1,4 @@
-"""The `bert-np` command line: demo, pretrain, train-tokenizer, finetune, distill, evaluate, predict.
+"""The bert-np command line: demo, pretrain, train-tokenizer, finetune, distill, evaluate, predict.
 
 The options of `pretrain`, `finetune` and `distill` are built from the fields of their settings
 dataclasses (bert_np.train.settings), and the defaults of the other verbs are read from the

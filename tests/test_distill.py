@@ -159,7 +159,8 @@ def test_distill_end_to_end(files, capsys, data_dir):
     config = json.loads((out / "best" / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
     assert config["architectures"] == ["BertForSequenceClassification"]
-    assert (out / "best" / "vocab.txt").read_bytes() == (files / "teacher" / "vocab.txt").read_bytes()
+    teacher_vocab = (files / "teacher" / "vocab.txt").read_bytes()
+    assert (out / "best" / "vocab.txt").read_bytes() == teacher_vocab
     assert (out / "curves.png").stat().st_size > 0
     train = records(out, "train")
     assert [r["step"] for r in train] == list(range(1, 37))       # 24 / 4 = 6 steps, 6 epochs

@@ -100,8 +100,9 @@ class DistillSettings:
     max_grad_norm: float = _like("max_grad_norm")
     seed: int = _like("seed", help="seed of the student's new weights, the data order and dropout")
     dtype: str = _like("dtype")
-    max_transfer_examples: int | None = setting(None, help="distil on a seeded random subset of "
-                                                           "this many transfer examples; unset: all")
+    max_transfer_examples: int | None = setting(None, help="distil on a seeded random subset "
+                                                           "of this many transfer examples; "
+                                                           "unset: all")
     max_eval_examples: int | None = _like("max_eval_examples")
     dev_file: str | None = _like("dev_file")
     eval_batch_size: int = _like("eval_batch_size", help="examples per evaluation batch and per "
@@ -138,7 +139,8 @@ class DistillSettings:
 # ---- teacher, student and data ------------------------------------------------------------------
 
 def load_teacher(settings: DistillSettings, task: Task):
-    """The fine-tuned teacher (every weight present) and its tokenizer; its head must fit the task."""
+    """The fine-tuned teacher (every weight present) and its tokenizer; its head must fit the
+    task."""
     try:
         teacher, tokenizer = load_for_inference(settings.teacher, settings.dtype)
     except ValueError as e:
