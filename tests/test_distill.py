@@ -224,12 +224,19 @@ def test_resume_is_bit_exact(files, monkeypatch, stop, checkpoint):
 
 
 def test_resume_refuses_changed_settings_and_a_missing_checkpoint(files):
-    """--resume continues only the run its checkpoint belongs to, and needs one."""
+    """--resume continues only the run its checkpoint belongs to (same settings, same teacher
+    logits), and needs one."""
     with pytest.raises(FileNotFoundError, match="--resume: no checkpoint"):
         distill(settings(files, "r"), resume=True, progress=False)
     distill(settings(files, "r", epochs=1), progress=False)
     with pytest.raises(ValueError, match="temperature"):
         distill(settings(files, "r", epochs=1, temperature=2.0), resume=True, progress=False)
+    cached = (files / "r" / "teacher_logits.npy").read_bytes()
+    with open(files / "transfer.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"text_a": "one more sentence"}) + "\n")
+    with pytest.raises(ValueError, match="--resume: the teacher, the transfer file"):
+        distill(settings(files, "r", epochs=1), resume=True, progress=False)
+    assert (files / "r" / "teacher_logits.npy").read_bytes() == cached   # refused before
 
 
 def run_cli(files, capsys, *extra, **options):

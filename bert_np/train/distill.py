@@ -319,9 +319,11 @@ class DistillCallbacks(FinetuneCallbacks):
     """Fine-tuning's per-epoch dev evaluation and best/, with the distillation loss, the
     student's agreement with the teacher per step, and resumable checkpoints."""
 
-    def __init__(self, settings: DistillSettings, optimizer, tokenizer, *args, **kwargs):
+    def __init__(self, settings: DistillSettings, optimizer, tokenizer, targets_digest: str,
+                 *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.settings, self.optimizer, self.tokenizer = settings, optimizer, tokenizer
+        self.targets_digest = targets_digest
 
     def compute_grads(self, model, batch, stats):
         return model.loss_and_grads(**batch, temperature=self.settings.temperature,
@@ -335,7 +337,8 @@ class DistillCallbacks(FinetuneCallbacks):
 
     def save_checkpoint(self, state):
         saved = dict(asdict(state), settings=asdict(self.settings), best=self.best,
-                     history=self.history, log_records=len(self.jsonl.records()))
+                     history=self.history, log_records=len(self.jsonl.records()),
+                     teacher_logits=self.targets_digest)
         save_training_checkpoint(self.out, f"step-{state.step}", self.model, self.optimizer,
                                  saved, self.tokenizer)
 
@@ -347,6 +350,19 @@ class DistillCallbacks(FinetuneCallbacks):
         last = latest_checkpoint(self.out)
         return (f"{super().last_good_checkpoint()}; the last resumable checkpoint is "
                 f"{last or 'none (none saved yet)'}")
+
+
+def saved_state(out: Path, key: dict) -> dict:
+    """The state of the latest checkpoint in `out`, which must have been trained on the teacher
+    logits of `key` (checked before the teacher runs, so the run's cache is left intact)."""
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {out}")
+    saved = json.loads((checkpoint / STATE_NAME).read_text(encoding="utf-8"))
+    if saved.get("teacher_logits") != key_digest(key):
+        raise ValueError(f"--resume: the teacher, the transfer file or the vocabulary changed "
+                         f"since {checkpoint} was saved")
+    return saved
 
 
 def _truncate_log(path: Path, records: int) -> None:
@@ -375,6 +391,8 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
     out.mkdir(parents=True, exist_ok=True)
     key = teacher_cache_key(settings.teacher, settings.transfer, tokenizer,
                             settings.max_seq_length, settings.dtype, selection)
+    if resume:
+        saved = saved_state(out, key)
     targets, source = teacher_logits(
         teacher, transfer, tokenizer.pad_id, key, out, settings.teacher_cache,
         settings.eval_batch_size, progress,
@@ -389,11 +407,10 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
                       schedule=lambda k: linear_warmup_decay(k, warmup, total))
     state = resume_state(settings, model, optimizer) if resume else None
     if state is not None:
-        saved = json.loads((latest_checkpoint(out) / STATE_NAME).read_text(encoding="utf-8"))
         _truncate_log(out / "log.jsonl", saved["log_records"])
     jsonl = JsonlLog(out / "log.jsonl", truncate_after_step=state.step if state else None)
-    callbacks = DistillCallbacks(settings, optimizer, tokenizer, task, model, dev,
-                                 tokenizer.pad_id, out, settings.eval_batch_size, jsonl,
+    callbacks = DistillCallbacks(settings, optimizer, tokenizer, key_digest(key), task, model,
+                                 dev, tokenizer.pad_id, out, settings.eval_batch_size, jsonl,
                                  progress, log)
     if state is None:
         teacher_dev = evaluate_classifier(teacher, dev, task, tokenizer.pad_id,
@@ -443,7 +460,7 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
         tokenizer.save(out / "final")
     records = jsonl.records()
     plot_training_curves(records, out / "curves.png",
-                         f"distilling {Path(settings.teacher).name} into {settings.student} "
+                         f"distilling {settings.teacher} into {settings.student} "
                          f"({task.name}, T={settings.temperature:g}, alpha={settings.alpha:g})",
                          train_keys=("loss",) + (() if task.is_regression else ("agreement",)),
                          eval_keys=tuple(task.metrics))
