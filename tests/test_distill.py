@@ -252,6 +252,7 @@ def run_cli(files, capsys, *extra, **options):
 
 @pytest.mark.parametrize("case, option", [
     ("teacher with 3 labels", "--teacher"),
+    ("transfer row without text_a", "--transfer"),
     ("student with another vocabulary", "--student"),
     ("missing transfer file", "--transfer"),
     ("alpha < 1 without labels", "--alpha"),
@@ -271,6 +272,9 @@ def test_bad_input_is_one_line_naming_the_argument(files, capsys, data_dir, case
         bert_np.BertForPreTraining(cfg).save_pretrained(files / "student_zh")
         tokenizer.save(files / "student_zh")
         options["student"] = files / "student_zh"
+    elif case == "transfer row without text_a":
+        (files / "broken.jsonl").write_text('{"text_a": "fine"}\n{"text": "typo"}\n')
+        options["transfer"] = files / "broken.jsonl"
     elif case == "missing transfer file":
         options["transfer"] = files / "no_such.jsonl"
     else:
@@ -294,3 +298,27 @@ def test_alpha_below_one_trains_with_labelled_transfer(files):
     assert a["step"] == b["step"] == 6
     la, lb = records(files / "t", "train")[0]["loss"], records(files / "h", "train")[0]["loss"]
     assert np.isfinite(lb) and la != lb
+
+
+def test_sentence_pair_regression_task(files, data_dir):
+    """STS-B (pairs, one real-valued output): a transfer set of {"text_a", "text_b"} rows, the
+    teacher's single score as the target (squared error), dev metrics per epoch; the loss is
+    finite at every step and the student's config has num_labels 1."""
+    save_teacher(files / "teacher_stsb", data_dir / "vocab" / "bert-base-uncased" / "vocab.txt",
+                 num_labels=1)
+    a, b = sentences(16, 2), sentences(16, 3)
+    with open(files / "pairs.jsonl", "w", encoding="utf-8") as f:
+        for x, y in zip(a, b):
+            f.write(json.dumps({"text_a": x, "text_b": y}) + "\n")
+    with open(files / "pairs_dev.jsonl", "w", encoding="utf-8") as f:
+        for i, (x, y) in enumerate(zip(b[:8], a[:8])):
+            f.write(json.dumps({"text_a": x, "text_b": y, "label": i * 0.5}) + "\n")
+    result = distill(settings(files, "stsb", task="stsb", teacher=str(files / "teacher_stsb"),
+                              transfer=str(files / "pairs.jsonl"),
+                              dev_file=str(files / "pairs_dev.jsonl"), epochs=2), progress=False)
+    assert result["step"] == 8 and len(result["epochs"]) == 2
+    assert set(result["best"]) == {"pearson", "spearman", "epoch"}
+    assert all(np.isfinite(r["loss"]) for r in records(files / "stsb", "train"))
+    best = bert_np.BertForSequenceClassification.from_pretrained(files / "stsb" / "best",
+                                                                 strict=True)
+    assert best.config.num_labels == 1

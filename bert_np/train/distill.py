@@ -46,7 +46,7 @@ import numpy as np
 
 from ..config import PRESETS, BertConfig
 from ..data.batching import EncodedSplit, bucketed_batches, pad_batch
-from ..data.tasks import TASKS, Example, Task, get_task, load_jsonl, load_split
+from ..data.tasks import TASKS, DataFormatError, Example, Task, get_task, load_jsonl, load_split
 from ..files import atomic_write_bytes, atomic_write_text
 from ..hf import CONFIG_NAME, PYTORCH_NAME, SAFETENSORS_NAME
 from ..optim import AdamW, linear_warmup_decay
@@ -184,7 +184,11 @@ def check_student_vocabulary(student: str, tokenizer: BertTokenizer) -> None:
 def load_transfer(settings: DistillSettings, task: Task) -> tuple[list[Example], list | None]:
     """The transfer examples (labels optional; a seeded subset with --max-transfer-examples) and
     which were chosen ([limit, seed], None: all), for the cache key."""
-    examples = load_jsonl(settings.transfer, task.num_labels, task.is_pair, require_label=False)
+    try:
+        examples = load_jsonl(settings.transfer, task.num_labels, task.is_pair,
+                              require_label=False)
+    except DataFormatError as e:
+        raise DataFormatError(f"--transfer: {e}") from None
     if not examples:
         raise ValueError(f"--transfer: {settings.transfer} holds no examples")
     limit = settings.max_transfer_examples
@@ -201,8 +205,12 @@ def load_transfer(settings: DistillSettings, task: Task) -> tuple[list[Example],
 
 def load_dev(settings: DistillSettings, task: Task) -> list[Example]:
     """The labelled dev examples (--dev-file or the task's dev split), a subset if asked."""
-    examples = (load_jsonl(settings.dev_file, task.num_labels, task.is_pair)
-                if settings.dev_file else load_split(task, "dev"))
+    if settings.dev_file is None:
+        return subset(load_split(task, "dev"), settings.max_eval_examples, settings.seed)
+    try:
+        examples = load_jsonl(settings.dev_file, task.num_labels, task.is_pair)
+    except DataFormatError as e:
+        raise DataFormatError(f"--dev-file: {e}") from None
     return subset(examples, settings.max_eval_examples, settings.seed)
 
 
