@@ -18,7 +18,7 @@ from bert_np.tokenization import BertTokenizer
 from bert_np.train import distill as distill_module, loop
 from bert_np.train.checkpoints import latest_checkpoint
 from bert_np.train.distill import DistillSettings, distill
-from bert_np.train.finetune import encode_examples, predict_logits
+from bert_np.train.finetune import encode_examples, load_for_inference, predict_logits
 from bert_np.data.tasks import load_jsonl
 
 WORDS = ("a wonderful moving film great acting clever script loved it dull lifeless mess worst "
@@ -117,7 +117,7 @@ def test_teacher_logits_are_computed_once_reused_and_invalidated(files, teacher_
     assert teacher_calls == [24]
     assert (files / "b" / "teacher_logits.npy").is_file()       # copied beside the run
 
-    teacher, tokenizer = bert_np.train.finetune.load_for_inference(files / "teacher")
+    teacher, tokenizer = load_for_inference(files / "teacher")
     examples = load_jsonl(files / "transfer.jsonl", 2, False, require_label=False)
     fresh = predict_logits(teacher, encode_examples(examples, tokenizer, 16), tokenizer.pad_id, 8)
     cached = np.load(files / "a" / "teacher_logits.npy")
