@@ -8,12 +8,16 @@ from .config import BertConfig
 from .hf import CheckpointError
 from .kernels import get_backend, set_backend
 from .kernels.process import tune_process
-from .models import (BertForMaskedLM, BertForPreTraining, BertForSequenceClassification,
-                     BertModel)
+from .models import (BertForMaskedLM, BertForMultipleChoice, BertForNextSentencePrediction,
+                     BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
+                     BertForTokenClassification, BertModel)
+from .quantize import quantize_dynamic
 from .optim import AdamW, clip_grad_norm, linear_warmup_decay
 
 __version__ = "0.1.0"
 
 __all__ = ["BertConfig", "BertModel", "BertForPreTraining", "BertForMaskedLM",
-           "BertForSequenceClassification", "CheckpointError", "set_backend", "get_backend",
-           "tune_process", "AdamW", "clip_grad_norm", "linear_warmup_decay"]
+           "BertForSequenceClassification", "BertForTokenClassification",
+           "BertForQuestionAnswering", "BertForMultipleChoice", "BertForNextSentencePrediction",
+           "CheckpointError", "set_backend", "get_backend", "tune_process", "quantize_dynamic",
+           "AdamW", "clip_grad_norm", "linear_warmup_decay"]

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
 
 # name -> (num_hidden_layers, hidden_size, num_attention_heads); intermediate size is 4 * hidden.
 # tiny..medium are the compact BERTs of Turc et al. (2019); base and large are Devlin et al. (2019).
@@ -45,6 +46,11 @@ class BertConfig:
     num_labels: int = 2
     classifier_dropout: float | None = None
     id2label: dict | None = None
+    # the loss of BertForSequenceClassification: None decides as transformers does (regression
+    # for num_labels == 1, else single-label for integer labels)
+    problem_type: str | None = None
+    # False: the MLM decoder has its own weight cls.predictions.decoder.weight (and bias)
+    tie_word_embeddings: bool = True
     # fields of a config.json that bert_np does not use, kept so that a round trip loses nothing
     extra: dict = field(default_factory=dict, repr=False)
 
@@ -72,6 +78,12 @@ class BertConfig:
         if not (isinstance(self.initializer_range, (int, float)) and 0 <= self.initializer_range < math.inf):
             raise ValueError(f"BertConfig.initializer_range must be a finite number >= 0, "
                              f"got {self.initializer_range!r}")
+        if self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"BertConfig.problem_type must be one of {PROBLEM_TYPES}, "
+                             f"got {self.problem_type!r}")
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise ValueError(f"BertConfig.tie_word_embeddings must be true or false, "
+                             f"got {self.tie_word_embeddings!r}")
         if self.id2label is not None and len(self.id2label) != self.num_labels:
             raise ValueError(f"BertConfig.id2label has {len(self.id2label)} labels but num_labels "
                              f"is {self.num_labels}")

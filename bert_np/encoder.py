@@ -98,9 +98,13 @@ class LayerCache(NamedTuple):
     output_norm: tuple          # y = LayerNorm(o + h)
 
 
-def layer_forward(x, mask_bias, params, prefix, cfg, rng, *, keep_cache=True):
+def layer_forward(x, mask_bias, params, prefix, cfg, rng, *, keep_cache=True, attentions=None):
     """One transformer layer: (B, T, H) -> (B, T, H); `prefix` ends with "encoder.layer.{i}.".
-    With keep_cache=False (inference) the cache returned is None."""
+    With keep_cache=False (inference) the cache returned is None.
+
+    A list passed as `attentions` receives this layer's attention probabilities (B, A, T, T)
+    after dropout (P', equal to P without dropout), as transformers' output_attentions: in
+    inference the attention then keeps its probabilities for this one call."""
     def w(name):
         return params[prefix + name + ".weight"], params[prefix + name + ".bias"]
     p_drop = cfg.hidden_dropout_prob
@@ -108,7 +112,9 @@ def layer_forward(x, mask_bias, params, prefix, cfg, rng, *, keep_cache=True):
     ctx, c_attention = attention_forward(
         x, *w("attention.self.query"), *w("attention.self.key"), *w("attention.self.value"),
         mask_bias, cfg.num_attention_heads, cfg.attention_probs_dropout_prob, rng,
-        keep_cache=keep_cache)                                                        # (B, T, H)
+        keep_cache=keep_cache or attentions is not None)                              # (B, T, H)
+    if attentions is not None:
+        attentions.append(c_attention.probs_dropped)                                  # P' (B, A, T, T)
     a, c_attention_dense = linear_forward(ctx, *w("attention.output.dense"))          # (B, T, H)
     a, c_attention_dropout = dropout_forward(a, p_drop, rng)
     h, c_attention_norm = add_layernorm_forward(a, x, *w("attention.output.LayerNorm"),
@@ -181,18 +187,27 @@ class EncoderCache(NamedTuple):
 
 
 def encoder_forward(input_ids, token_type_ids, mask_bias, params, prefix, cfg, rng, *,
-                    keep_cache=True):
+                    keep_cache=True, hidden_states=None, attentions=None):
     """Embeddings then every layer: returns (last_hidden_state (B, T, H), cache).
 
     With keep_cache=False (inference) no layer keeps a cache, so memory holds one layer's
     activations instead of all of them, and the attention never writes its (B, A, T, T)
-    probabilities; the cache returned is None."""
+    probabilities; the cache returned is None.
+    Lists passed as `hidden_states` and `attentions` receive, as transformers'
+    output_hidden_states / output_attentions do, the embeddings' output and then every layer's
+    output (L + 1 arrays (B, T, H)), and every layer's attention probabilities (L arrays
+    (B, A, T, T)). They are the very arrays the computation uses, so the numbers do not change;
+    left as None they cost nothing."""
     x, c_emb = embeddings_forward(input_ids, token_type_ids, params, prefix, cfg, rng)
+    if hidden_states is not None:
+        hidden_states.append(x)
     c_layers = []
     for i in range(cfg.num_hidden_layers):
         x, c = layer_forward(x, mask_bias, params, f"{prefix}encoder.layer.{i}.", cfg, rng,
-                             keep_cache=keep_cache)
+                             keep_cache=keep_cache, attentions=attentions)
         c_layers.append(c)
+        if hidden_states is not None:
+            hidden_states.append(x)
     return x, (EncoderCache(c_emb, c_layers) if keep_cache else None)
 
 

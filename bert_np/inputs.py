@@ -147,3 +147,50 @@ def check_distillation(teacher_logits, temperature, alpha, labels, batch_size, n
         raise ValueError(f"labels are needed when alpha < 1 (the label term has weight "
                          f"1 - alpha = {1 - alpha:g})")
     return arr, temperature, alpha
+
+def check_choice_inputs(cfg: BertConfig, input_ids, token_type_ids, attention_mask):
+    """Multiple choice: input_ids (B, C, T), token_type_ids and attention_mask None or (B, C, T).
+    Returns the three flattened to (B*C, T) and checked as check_inputs does, and (B, C)."""
+    ids = _as_array("input_ids", input_ids)
+    if ids.ndim != 3 or ids.size == 0:
+        raise ValueError(f"input_ids must be 3-D (batch, num_choices, seq_len) for multiple "
+                         f"choice, got shape {ids.shape}")
+    B, C, T = ids.shape
+    flat = []
+    for name, x in (("token_type_ids", token_type_ids), ("attention_mask", attention_mask)):
+        if x is not None:
+            x = _as_array(name, x)
+            _check_shape(name, x, ids.shape)
+            x = x.reshape(B * C, T)
+        flat.append(x)
+    return (*check_inputs(cfg, ids.reshape(B * C, T), *flat), (B, C))
+
+
+def check_span_positions(positions, batch_size, seq_len, name):
+    """Question answering: B integer token positions, shape (B,) or (B, 1); clamped to
+    [0, seq_len] as transformers does, seq_len being the ignore index (a span outside the input)."""
+    positions = _as_int_array(name, positions)
+    if positions.shape not in ((batch_size,), (batch_size, 1)):
+        raise ValueError(f"{name} must have shape ({batch_size},), one position per sequence of "
+                         f"the batch of input_ids, got {positions.shape}")
+    return np.clip(positions.reshape(-1), 0, seq_len)
+
+
+def check_real_labels(labels, shape, dtype, name="labels", what="regression"):
+    """Real-valued labels of `shape` (regression targets, multi-label 0/1 targets), finite;
+    multi-label targets must lie in [0, 1]."""
+    arr = _as_array(name, labels)
+    if arr.dtype == bool and what == "multi_label_classification":
+        arr = arr.astype(dtype)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{name} must hold real numbers for {what}, got dtype {arr.dtype}")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} for {what} (batch, num_labels), "
+                         f"got {arr.shape}")
+    arr = arr.astype(dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} holds {arr[~np.isfinite(arr)][0]}; {what} labels must be finite")
+    if what == "multi_label_classification" and ((arr < 0) | (arr > 1)).any():
+        raise ValueError(f"{name} holds {arr[(arr < 0) | (arr > 1)][0]}; multi-label targets are "
+                         "probabilities in [0, 1] (1 where the label applies)")
+    return arr

@@ -1,10 +1,17 @@
-"""The four model classes: BertModel, BertForPreTraining, BertForMaskedLM,
-BertForSequenceClassification.
+"""The model classes, named and computed as transformers' BERT classes: BertModel,
+BertForPreTraining, BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification,
+BertForQuestionAnswering, BertForMultipleChoice, BertForNextSentencePrediction.
 
 Each holds `params`, a flat dict keyed by the Hugging Face state_dict names, and offers
-    forward(input_ids, token_type_ids=None, attention_mask=None, training=False) -> dict of outputs
+    forward(input_ids, token_type_ids=None, attention_mask=None, training=False,
+            output_hidden_states=False, output_attentions=False) -> dict of outputs
     loss_and_grads(..., labels=..., training=False) -> (loss, grads with the keys of params)
-    from_pretrained(directory) / save_pretrained(directory)
+    from_pretrained(directory) / save_pretrained(directory, max_shard_size=None)
+output_hidden_states adds out["hidden_states"], a tuple of L + 1 arrays (B, T, H): the embeddings'
+output, then every layer's; output_attentions adds out["attentions"], L arrays (B, A, T, T): every
+layer's attention probabilities after dropout (equal to before it when not training). Both are
+what the computation produces anyway, so asking for them changes no number, and not asking costs
+nothing. loss_and_grads accepts the two flags too and puts the tuples into `stats` when given one.
 The layers live in bert_np/layers, the encoder in encoder.py and the heads in heads.py; a class only
 wires them together and checks its inputs.
 """
@@ -17,15 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import hf
+from . import hf, quantize
 from .config import BertConfig
 from .heads import (classifier_head_backward, classifier_head_forward, mlm_head_backward,
-                    mlm_head_forward, nsp_head_backward, nsp_head_forward)
-from .layers import (IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward, mse_backward,
-                     mse_forward, padding_mask_bias, soft_cross_entropy_backward,
-                     soft_cross_entropy_forward)
-from .inputs import (check_distillation, check_inputs, check_regression_labels,
-                     check_token_labels)
+                    mlm_head_forward, nsp_head_backward, nsp_head_forward, span_head_backward,
+                    span_head_forward)
+from .layers import (IGNORE_INDEX, bce_with_logits_backward, bce_with_logits_forward,
+                     cross_entropy_backward, cross_entropy_forward, mse_backward, mse_forward,
+                     padding_mask_bias, soft_cross_entropy_backward, soft_cross_entropy_forward)
+from .inputs import (check_choice_inputs, check_distillation, check_inputs, check_real_labels,
+                     check_regression_labels, check_span_positions, check_token_labels)
 from .encoder import encoder_backward, encoder_forward, pooler_backward, pooler_forward
 
 logger = logging.getLogger("bert_np")
@@ -58,11 +66,16 @@ def encoder_shapes(cfg: BertConfig, prefix: str, pooler: bool) -> dict[str, tupl
 
 
 def mlm_head_shapes(cfg: BertConfig) -> dict[str, tuple]:
+    """The MLM head; an untied decoder (tie_word_embeddings False) adds its own weight and bias."""
     H = cfg.hidden_size
     p = "cls.predictions."
-    return {p + "bias": (cfg.vocab_size,), p + "transform.dense.weight": (H, H),
-            p + "transform.dense.bias": (H,), p + "transform.LayerNorm.weight": (H,),
-            p + "transform.LayerNorm.bias": (H,)}
+    shapes = {p + "bias": (cfg.vocab_size,), p + "transform.dense.weight": (H, H),
+              p + "transform.dense.bias": (H,), p + "transform.LayerNorm.weight": (H,),
+              p + "transform.LayerNorm.bias": (H,)}
+    if not cfg.tie_word_embeddings:
+        shapes[p + "decoder.weight"] = (cfg.vocab_size, H)
+        shapes[p + "decoder.bias"] = (cfg.vocab_size,)
+    return shapes
 
 
 def init_param(name: str, shape: tuple, cfg: BertConfig, rng, dtype) -> np.ndarray:
@@ -87,6 +100,22 @@ def _count_correct(stats, name, logits, labels):
     stats[name + "_correct"] = stats.get(name + "_correct", 0) + int(
         (logits.argmax(-1) == labels)[kept].sum())
     stats[name + "_total"] = stats.get(name + "_total", 0) + int(kept.sum())
+
+
+def _requested(output_hidden_states, output_attentions):
+    """The lists encoder_forward fills for output_hidden_states / output_attentions, or None."""
+    return ([] if output_hidden_states else None), ([] if output_attentions else None)
+
+
+def _add_requested(out, hidden_states, attentions):
+    """out["hidden_states"], out["attentions"] as tuples, where they were asked for."""
+    if out is None:
+        return out
+    if hidden_states is not None:
+        out["hidden_states"] = tuple(hidden_states)
+    if attentions is not None:
+        out["attentions"] = tuple(attentions)
+    return out
 
 
 # ---- the classes --------------------------------------------------------------------------------
@@ -123,15 +152,21 @@ class BertPreTrainedModel:
 
     # -- shared pieces of forward / backward --
 
-    def _encode(self, input_ids, token_type_ids, attention_mask, training, *, keep_cache=True):
-        """Checked inputs -> encoder (and pooler): (h, pooled, cache, dropout rng or None)."""
+    def _encode(self, input_ids, token_type_ids, attention_mask, training, *, keep_cache=True,
+                hidden_states=None, attentions=None, checked=False):
+        """Checked inputs -> encoder (and pooler): (h, pooled, cache, dropout rng or None).
+        `hidden_states`, `attentions`: lists to fill (see encoder_forward)."""
         cfg = self.config
-        input_ids, token_type_ids, attention_mask = check_inputs(cfg, input_ids, token_type_ids,
-                                                                 attention_mask)
+        if keep_cache:                                # a cache is kept for a backward pass
+            quantize.refuse_training(self)
+        if not checked:
+            input_ids, token_type_ids, attention_mask = check_inputs(cfg, input_ids,
+                                                                     token_type_ids, attention_mask)
         rng = self.rng if training else None
         mask_bias = padding_mask_bias(attention_mask, self.dtype)                    # (B, 1, 1, T)
         h, c_enc = encoder_forward(input_ids, token_type_ids, mask_bias, self.params,
-                                   self.base_prefix, cfg, rng, keep_cache=keep_cache)  # (B, T, H)
+                                   self.base_prefix, cfg, rng, keep_cache=keep_cache,
+                                   hidden_states=hidden_states, attentions=attentions)  # (B, T, H)
         pooled, c_pool = (pooler_forward(h, self.params, self.base_prefix)
                           if self.has_pooler else (None, None))                      # (B, H)
         return h, pooled, (c_enc, c_pool), rng
@@ -172,10 +207,12 @@ class BertPreTrainedModel:
         model = cls(config, seed=seed, dtype=dtype)
         expected = {k: v.shape for k, v in model.params.items()}
         state = hf.normalize_state_dict(hf.read_state_dict(directory), expected, cls.base_prefix)
+        scales = quantize.pop_scales(state, config)   # {} unless saved by a quantized model
         initialised, ignored = hf.check_state_dict(state, expected, strict, str(directory))
         for key in expected:
             if key in state:
-                model.params[key] = np.array(state[key], dtype=model.dtype)
+                model.params[key] = quantize.param_from_checkpoint(state[key], scales.get(key),
+                                                                   model.dtype)
         model.loading_info = {"initialised": initialised, "ignored": ignored}
         if initialised:
             logger.warning("%s: not in %s, initialised: %s", cls.__name__, directory,
@@ -184,12 +221,19 @@ class BertPreTrainedModel:
             logger.warning("%s: in %s but not used: %s", cls.__name__, directory, ", ".join(ignored))
         return model
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write config.json + model.safetensors that transformers' from_pretrained loads."""
+    def save_pretrained(self, directory: str | os.PathLike, max_shard_size=None) -> None:
+        """Write config.json + model.safetensors that transformers' from_pretrained loads; with
+        max_shard_size (bytes, or "50KB", "5MB", "2GB") the weights go into shards of at most
+        that size plus model.safetensors.index.json, as transformers writes them."""
         config = self.config.to_dict()
         config["architectures"] = [type(self).__name__]
         config["dtype"] = self.dtype.name
-        hf.write_checkpoint(directory, config, self.params)
+        tensors = quantize.tensors_to_save(self.params)
+        if max_shard_size is not None:
+            hf.write_sharded_checkpoint(directory, config, tensors, max_shard_size)
+            return
+        hf.write_checkpoint(directory, config, tensors)
+        hf.remove_shards(directory)
 
 
 class BertModel(BertPreTrainedModel):
@@ -197,10 +241,12 @@ class BertModel(BertPreTrainedModel):
 
     base_prefix = ""
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False,
+                output_hidden_states=False, output_attentions=False):
+        hs, att = _requested(output_hidden_states, output_attentions)
         h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                       keep_cache=False)
-        return self._base_outputs(h, pooled)
+                                       keep_cache=False, hidden_states=hs, attentions=att)
+        return _add_requested(self._base_outputs(h, pooled), hs, att)
 
     def loss_and_grads(self, *args, **kwargs):
         raise TypeError("BertModel has no loss; use a task model, or backpropagate your own "
@@ -218,16 +264,19 @@ class BertForPreTraining(BertPreTrainedModel):
         shapes["cls.seq_relationship.bias"] = (2,)
         return shapes
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False,
+                output_hidden_states=False, output_attentions=False):
+        hs, att = _requested(output_hidden_states, output_attentions)
         h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                       keep_cache=False)
+                                       keep_cache=False, hidden_states=hs, attentions=att)
         out = self._base_outputs(h, pooled)
         out["prediction_logits"], _ = mlm_head_forward(h, self.params, self.config)  # (B, T, V)
         out["seq_relationship_logits"], _ = nsp_head_forward(pooled, self.params)    # (B, 2)
-        return out
+        return _add_requested(out, hs, att)
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
-                       next_sentence_label=None, training=False, stats=None):
+                       next_sentence_label=None, training=False, stats=None,
+                       output_hidden_states=False, output_attentions=False):
         """loss = MLM cross-entropy (mean over labels != -100) + NSP cross-entropy.
 
         The MLM head runs only at the labelled positions (gathered before the vocabulary
@@ -235,7 +284,10 @@ class BertForPreTraining(BertPreTrainedModel):
         A dict passed as `stats` receives the counts of correct MLM and NSP predictions."""
         if labels is None and next_sentence_label is None:
             raise ValueError("loss_and_grads needs labels (MLM) and/or next_sentence_label (NSP)")
-        h, pooled, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training)
+        hs, att = _requested(output_hidden_states, output_attentions)
+        h, pooled, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                           hidden_states=hs, attentions=att)
+        _add_requested(stats, hs, att)
         B, T, H = h.shape
         grads = {}
         loss, dh, dpooled = 0.0, np.zeros_like(h), None
@@ -301,19 +353,25 @@ class BertForMaskedLM(BertForPreTraining):
         shapes.update(mlm_head_shapes(cfg))
         return shapes
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False,
+                output_hidden_states=False, output_attentions=False):
+        hs, att = _requested(output_hidden_states, output_attentions)
         h, _, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                       keep_cache=False)
+                                  keep_cache=False, hidden_states=hs, attentions=att)
         out = self._base_outputs(h, None)
         out["logits"], _ = mlm_head_forward(h, self.params, self.config)              # (B, T, V)
-        return out
+        return _add_requested(out, hs, att)
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
-                       training=False, stats=None):
+                       training=False, stats=None, output_hidden_states=False,
+                       output_attentions=False):
         """loss = MLM cross-entropy, mean over labels != -100 (`stats`: see BertForPreTraining)."""
         if labels is None:
             raise ValueError("BertForMaskedLM.loss_and_grads needs labels")
-        h, _, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training)
+        hs, att = _requested(output_hidden_states, output_attentions)
+        h, _, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                      hidden_states=hs, attentions=att)
+        _add_requested(stats, hs, att)
         B, T, H = h.shape
         grads = {}
         loss, dh_masked, positions = self._mlm_loss(h, labels, grads, stats)
@@ -324,8 +382,16 @@ class BertForMaskedLM(BertForPreTraining):
 
 
 class BertForSequenceClassification(BertPreTrainedModel):
-    """Encoder + pooler + dropout + linear classifier. Cross-entropy for num_labels >= 2, mean
-    squared error (regression) for num_labels == 1, as transformers decides it.
+    """Encoder + pooler + dropout + linear classifier: logits (B, num_labels).
+
+    The loss follows config.problem_type, decided as transformers decides it when None:
+      "regression" (None and num_labels == 1): mean squared error; labels (B,), or (B, C) reals
+          for C > 1 outputs;
+      "single_label_classification" (None and integer labels): cross-entropy, labels (B,) ids;
+      "multi_label_classification" (None and real labels (B, C)): binary cross-entropy with
+          logits, mean over every element; labels (B, C) in [0, 1].
+    (With problem_type None, real labels of shape (B,) holding whole numbers are read as class
+    ids, where transformers would try the multi-label loss and fail on the shape.)
 
     `num_labels`, when given, replaces the config's (and drops its label names if their number
     differs), as `from_pretrained(..., num_labels=...)` does."""
@@ -349,20 +415,37 @@ class BertForSequenceClassification(BertPreTrainedModel):
         cfg = self.config
         return cfg.hidden_dropout_prob if cfg.classifier_dropout is None else cfg.classifier_dropout
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False):
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False,
+                output_hidden_states=False, output_attentions=False):
+        hs, att = _requested(output_hidden_states, output_attentions)
         h, pooled, _, rng = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                       keep_cache=False)
+                                         keep_cache=False, hidden_states=hs, attentions=att)
         out = self._base_outputs(h, pooled)
         out["logits"], _ = classifier_head_forward(pooled, self.params, self._classifier_dropout, rng)
-        return out
+        return _add_requested(out, hs, att)
+
+    def problem_type_for(self, labels) -> str:
+        """config.problem_type, or what transformers infers from num_labels and the labels."""
+        cfg = self.config
+        if cfg.problem_type is not None:
+            return cfg.problem_type
+        if cfg.num_labels == 1:
+            return "regression"
+        try:
+            arr = np.asarray(labels)
+        except ValueError:           # ragged: the label check reports it
+            return "single_label_classification"
+        if np.issubdtype(arr.dtype, np.floating) and arr.ndim == 2 and arr.shape[1] == cfg.num_labels:
+            return "multi_label_classification"
+        return "single_label_classification"
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                        teacher_logits=None, temperature=1.0, alpha=1.0, training=False,
-                       stats=None):
-        """The loss and the gradient of every parameter. With labels only: cross-entropy (or
-        MSE for num_labels == 1). With teacher_logits (distillation, Hinton et al. 2015):
+                       stats=None, output_hidden_states=False, output_attentions=False):
+        """The loss and the gradient of every parameter. With labels only: the loss of the
+        problem type (class docstring). With teacher_logits (distillation, Hinton et al. 2015):
 
-            loss = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, labels)
+            loss = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * label loss
 
         averaged over the batch, T = temperature, t the teacher's logits; for regression the
         teacher's term is the squared error to the teacher's score. labels may be None when
@@ -373,12 +456,17 @@ class BertForSequenceClassification(BertPreTrainedModel):
         if teacher_logits is not None:
             teacher, temperature, alpha = check_distillation(
                 teacher_logits, temperature, alpha, labels, B, C, self.dtype)
+            if self.config.problem_type == "multi_label_classification":
+                raise ValueError("teacher_logits: distillation of a multi-label classifier is not "
+                                 "supported (the soft targets are one softmax over the labels)")
         elif labels is None:
             raise ValueError("BertForSequenceClassification.loss_and_grads needs labels (or "
                              "teacher_logits, for distillation)")
         else:
             alpha = 0.0                                        # the label term alone
-        h, pooled, cache, rng = self._encode(input_ids, token_type_ids, attention_mask, training)
+        hs, att = _requested(output_hidden_states, output_attentions)
+        h, pooled, cache, rng = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                             hidden_states=hs, attentions=att, checked=True)
         grads = {}
         logits, c_head = classifier_head_forward(pooled, self.params, self._classifier_dropout, rng)
         loss, dlogits = 0.0, np.zeros_like(logits)                                    # (B, C)
@@ -391,17 +479,241 @@ class BertForSequenceClassification(BertPreTrainedModel):
                 dlogits += soft_cross_entropy_backward(alpha, c_soft)
             loss += alpha * soft
         if alpha < 1.0:                                          # the label term
-            if C == 1:
-                target = check_regression_labels(labels, B, self.dtype)
-                hard, c_hard = mse_forward(logits[:, 0], target)
-                dlogits[:, 0] += mse_backward(1.0 - alpha, c_hard)
-            else:
-                target = check_token_labels(labels, (B,), C)
-                hard, c_hard = cross_entropy_forward(logits, target)
-                dlogits += cross_entropy_backward(1.0 - alpha, c_hard)
+            hard, dhard = self._label_loss(logits, labels, 1.0 - alpha)
+            dlogits += dhard
             loss += (1.0 - alpha) * hard
         if stats is not None:
             stats["logits"] = logits
+            _add_requested(stats, hs, att)
         dpooled = classifier_head_backward(dlogits, c_head, grads)
         self._backward_encoder(np.zeros_like(h), dpooled, cache, grads)
         return float(loss), self._complete(grads)
+
+    def _label_loss(self, logits, labels, weight):
+        """(loss, weight * dloss/dlogits) of the problem type's loss against the labels."""
+        B, C = logits.shape
+        problem = self.problem_type_for(labels)
+        if problem == "regression" and C == 1:
+            target = check_regression_labels(labels, B, self.dtype)
+            loss, c_loss = mse_forward(logits[:, 0], target)
+            return loss, mse_backward(weight, c_loss)[:, None]                            # (B, 1)
+        if problem == "regression":
+            target = check_real_labels(labels, (B, C), self.dtype)
+            loss, c_loss = mse_forward(logits, target)
+            return loss, mse_backward(weight, c_loss)                                     # (B, C)
+        if problem == "multi_label_classification":
+            target = check_real_labels(labels, (B, C), self.dtype, what=problem)
+            loss, c_loss = bce_with_logits_forward(logits, target)
+            return loss, bce_with_logits_backward(weight, c_loss)                         # (B, C)
+        target = check_token_labels(labels, (B,), C)
+        loss, c_loss = cross_entropy_forward(logits, target)
+        return loss, cross_entropy_backward(weight, c_loss)                               # (B, C)
+
+
+def classifier_dropout(cfg: BertConfig) -> float:
+    """The dropout before a classifier: config.classifier_dropout, else hidden_dropout_prob."""
+    return cfg.hidden_dropout_prob if cfg.classifier_dropout is None else cfg.classifier_dropout
+
+
+class BertForTokenClassification(BertPreTrainedModel):
+    """Encoder (no pooler, as in HF) + dropout + Linear(H, num_labels) at every position:
+    logits (B, T, C). Loss: cross-entropy over the positions whose label is not -100 (mark
+    padding and continuation word pieces -100)."""
+
+    has_pooler = False
+
+    @classmethod
+    def param_shapes(cls, cfg):
+        shapes = super().param_shapes(cfg)
+        shapes["classifier.weight"] = (cfg.num_labels, cfg.hidden_size)
+        shapes["classifier.bias"] = (cfg.num_labels,)
+        return shapes
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False,
+                output_hidden_states=False, output_attentions=False):
+        hs, att = _requested(output_hidden_states, output_attentions)
+        h, _, _, rng = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                    keep_cache=False, hidden_states=hs, attentions=att)
+        out = self._base_outputs(h, None)
+        out["logits"], _ = classifier_head_forward(h, self.params, classifier_dropout(self.config),
+                                                   rng)                               # (B, T, C)
+        return _add_requested(out, hs, att)
+
+    def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
+                       training=False, stats=None, output_hidden_states=False,
+                       output_attentions=False):
+        """labels (B, T): class ids, -100 where no label. `stats` receives the logits and the
+        counts of correct predictions (token_correct, token_total)."""
+        if labels is None:
+            raise ValueError("BertForTokenClassification.loss_and_grads needs labels")
+        hs, att = _requested(output_hidden_states, output_attentions)
+        h, _, cache, rng = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                        hidden_states=hs, attentions=att)
+        B, T, H = h.shape
+        C = self.config.num_labels
+        target = check_token_labels(labels, (B, T), C).reshape(B * T)
+        grads = {}
+        logits, c_head = classifier_head_forward(h, self.params, classifier_dropout(self.config),
+                                                 rng)                                 # (B, T, C)
+        loss, c_loss = cross_entropy_forward(logits.reshape(B * T, C), target)
+        dlogits = cross_entropy_backward(1.0, c_loss).reshape(B, T, C)
+        if stats is not None:
+            stats["logits"] = logits
+            _count_correct(stats, "token", logits.reshape(B * T, C), target)
+            _add_requested(stats, hs, att)
+        dh = classifier_head_backward(dlogits, c_head, grads)                         # (B, T, H)
+        self._backward_encoder(dh, None, cache, grads)
+        return loss, self._complete(grads)
+
+
+class BertForQuestionAnswering(BertPreTrainedModel):
+    """Encoder (no pooler, as in HF) + qa_outputs Linear(H, 2) at every position, split into
+    start_logits and end_logits (B, T) (no dropout, as in HF).
+
+    Loss (transformers' definition): the positions are clamped to [0, T] and T is the ignore
+    index (an answer outside the input); loss = (CE(start_logits, start_positions) +
+    CE(end_logits, end_positions)) / 2, each a mean over its kept rows."""
+
+    has_pooler = False
+
+    def __init__(self, config: BertConfig, seed: int = 0, dtype=np.float32):
+        if isinstance(config, BertConfig) and config.num_labels != 2:
+            raise ValueError(f"BertForQuestionAnswering needs config.num_labels == 2 (start and "
+                             f"end logits), got {config.num_labels}")
+        super().__init__(config, seed, dtype)
+
+    @classmethod
+    def param_shapes(cls, cfg):
+        shapes = super().param_shapes(cfg)
+        shapes["qa_outputs.weight"] = (2, cfg.hidden_size)
+        shapes["qa_outputs.bias"] = (2,)
+        return shapes
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False,
+                output_hidden_states=False, output_attentions=False):
+        hs, att = _requested(output_hidden_states, output_attentions)
+        h, _, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                  keep_cache=False, hidden_states=hs, attentions=att)
+        out = self._base_outputs(h, None)
+        out["start_logits"], out["end_logits"], _ = span_head_forward(h, self.params)  # (B, T) x2
+        return _add_requested(out, hs, att)
+
+    def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None,
+                       start_positions=None, end_positions=None, training=False, stats=None,
+                       output_hidden_states=False, output_attentions=False):
+        """start_positions, end_positions (B,): token indices of the answer span. `stats`
+        receives start_logits and end_logits."""
+        if start_positions is None or end_positions is None:
+            raise ValueError("BertForQuestionAnswering.loss_and_grads needs start_positions and "
+                             "end_positions")
+        hs, att = _requested(output_hidden_states, output_attentions)
+        h, _, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                      hidden_states=hs, attentions=att)
+        B, T, _ = h.shape
+        starts = check_span_positions(start_positions, B, T, "start_positions")      # (B,)
+        ends = check_span_positions(end_positions, B, T, "end_positions")
+        grads = {}
+        start_logits, end_logits, c_head = span_head_forward(h, self.params)          # (B, T) x2
+        start_loss, c_start = cross_entropy_forward(start_logits, starts, ignore_index=T)
+        end_loss, c_end = cross_entropy_forward(end_logits, ends, ignore_index=T)
+        loss = (start_loss + end_loss) / 2
+        if stats is not None:
+            stats["start_logits"], stats["end_logits"] = start_logits, end_logits
+            _add_requested(stats, hs, att)
+        dh = span_head_backward(cross_entropy_backward(0.5, c_start),                 # loss = (s + e) / 2
+                                cross_entropy_backward(0.5, c_end), c_head, grads)
+        self._backward_encoder(dh, None, cache, grads)
+        return loss, self._complete(grads)
+
+
+class BertForMultipleChoice(BertPreTrainedModel):
+    """C candidate inputs per example: input_ids (B, C, T) are flattened to (B*C, T), encoded,
+    pooled, dropout, Linear(H, 1): logits (B, C); loss: cross-entropy over the C choices,
+    labels (B,) in [0, C). hidden_states and attentions have the flattened batch B*C, as in HF."""
+
+    @classmethod
+    def param_shapes(cls, cfg):
+        shapes = super().param_shapes(cfg)
+        shapes["classifier.weight"] = (1, cfg.hidden_size)
+        shapes["classifier.bias"] = (1,)
+        return shapes
+
+    def _choices(self, input_ids, token_type_ids, attention_mask, training, keep_cache, hs, att):
+        *flat, (B, C) = check_choice_inputs(self.config, input_ids, token_type_ids, attention_mask)
+        h, pooled, cache, rng = self._encode(*flat, training, keep_cache=keep_cache,
+                                             hidden_states=hs, attentions=att, checked=True)
+        logits, c_head = classifier_head_forward(pooled, self.params,
+                                                 classifier_dropout(self.config), rng)  # (B*C, 1)
+        return h, pooled, cache, logits.reshape(B, C), c_head
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False,
+                output_hidden_states=False, output_attentions=False):
+        hs, att = _requested(output_hidden_states, output_attentions)
+        h, pooled, _, logits, _ = self._choices(input_ids, token_type_ids, attention_mask,
+                                                training, False, hs, att)
+        out = self._base_outputs(h, pooled)                 # (B*C, T, H), (B*C, H)
+        out["logits"] = logits                              # (B, C)
+        return _add_requested(out, hs, att)
+
+    def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
+                       training=False, stats=None, output_hidden_states=False,
+                       output_attentions=False):
+        """labels (B,): the index of the right choice. `stats` receives the logits."""
+        if labels is None:
+            raise ValueError("BertForMultipleChoice.loss_and_grads needs labels")
+        hs, att = _requested(output_hidden_states, output_attentions)
+        h, _, cache, logits, c_head = self._choices(input_ids, token_type_ids, attention_mask,
+                                                    training, True, hs, att)
+        B, C = logits.shape
+        target = check_token_labels(labels, (B,), C)
+        grads = {}
+        loss, c_loss = cross_entropy_forward(logits, target)
+        dlogits = cross_entropy_backward(1.0, c_loss).reshape(B * C, 1)
+        if stats is not None:
+            stats["logits"] = logits
+            _add_requested(stats, hs, att)
+        dpooled = classifier_head_backward(dlogits, c_head, grads)                    # (B*C, H)
+        self._backward_encoder(np.zeros_like(h), dpooled, cache, grads)
+        return loss, self._complete(grads)
+
+
+class BertForNextSentencePrediction(BertPreTrainedModel):
+    """Encoder + pooler + cls.seq_relationship: seq_relationship_logits (B, 2), also under
+    transformers' name for this class, logits; labels (B,): 0 when segment B follows segment A,
+    1 when B is a random sentence."""
+
+    @classmethod
+    def param_shapes(cls, cfg):
+        shapes = super().param_shapes(cfg)
+        shapes["cls.seq_relationship.weight"] = (2, cfg.hidden_size)
+        shapes["cls.seq_relationship.bias"] = (2,)
+        return shapes
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False,
+                output_hidden_states=False, output_attentions=False):
+        hs, att = _requested(output_hidden_states, output_attentions)
+        h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                       keep_cache=False, hidden_states=hs, attentions=att)
+        out = self._base_outputs(h, pooled)
+        out["seq_relationship_logits"], _ = nsp_head_forward(pooled, self.params)    # (B, 2)
+        out["logits"] = out["seq_relationship_logits"]     # transformers' name in this class
+        return _add_requested(out, hs, att)
+
+    def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
+                       training=False, stats=None, output_hidden_states=False,
+                       output_attentions=False):
+        """Cross-entropy of the NSP logits; `stats` receives nsp_correct and nsp_total."""
+        if labels is None:
+            raise ValueError("BertForNextSentencePrediction.loss_and_grads needs labels")
+        hs, att = _requested(output_hidden_states, output_attentions)
+        h, pooled, cache, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                           hidden_states=hs, attentions=att)
+        target = check_token_labels(labels, (pooled.shape[0],), 2)
+        grads = {}
+        logits, c_nsp = nsp_head_forward(pooled, self.params)                         # (B, 2)
+        loss, c_loss = cross_entropy_forward(logits, target)
+        _count_correct(stats, "nsp", logits, target)
+        _add_requested(stats, hs, att)
+        dpooled = nsp_head_backward(cross_entropy_backward(1.0, c_loss), c_nsp, grads)
+        self._backward_encoder(np.zeros_like(h), dpooled, cache, grads)
+        return loss, self._complete(grads)

@@ -1,9 +1,12 @@
-"""The teaching notebooks (notebooks/*.ipynb) run top to bottom without an error, in a fresh
-`python3` kernel with notebooks/ as the working directory, each within the time budget; and the
-committed files carry their outputs, so they render with their plots on GitHub.
+"""The teaching notebooks (notebooks/*.ipynb) run top to bottom without an error (every numeric
+claim they make is an assert in the cell that shows it), in a fresh `python3` kernel with
+notebooks/ as the working directory; the committed files carry their outputs, so they render with
+their plots on GitHub; and those outputs are the ones the current code prints.
 
-The notebooks are executed in memory: the committed files are not rewritten. To refresh their
-outputs after a change, see notebooks/README.md.
+Each notebook is executed once per run of this module, in memory (the committed files are not
+rewritten), and that one execution serves both test_notebook_runs and
+test_committed_outputs_match_a_fresh_run. To refresh the outputs after a change, see
+notebooks/README.md.
 """
 import copy
 import os
@@ -13,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from notebook_numbers import compare_notebooks
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 KERNEL = "python3"
-CELL_TIMEOUT = 120        # seconds per cell
-NOTEBOOK_BUDGET = 120     # seconds per notebook, kernel start included (2 cores)
+CELL_TIMEOUT = 600        # seconds per cell: only against a hang (no cell takes near that)
 MAX_FILE_BYTES = 1_000_000
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -82,8 +86,12 @@ def test_notebook_is_committed_executed(path):
     assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name} has no plot"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, request):
+@pytest.fixture(scope="module", params=NOTEBOOKS, ids=lambda p: p.name)
+def fresh_run(request):
+    """(path, the notebook executed now, the error or None, seconds): one execution per notebook,
+    shared by the tests that need it. Skips (fails in CI) when a resource the notebook uses is
+    missing."""
+    path = request.param
     nb = _read(path)
     source = _source(nb)
     if "minilm_dir" in source:
@@ -93,12 +101,42 @@ def test_notebook_runs(path, request):
     for module in ("torch", "transformers"):
         if f"import {module}" in source:
             _require_module(module)
+    executed = copy.deepcopy(nb)
     start = time.perf_counter()
     try:
-        _run(copy.deepcopy(nb))
+        _run(executed)
+        error = None
     except nbclient.exceptions.CellExecutionError as e:
-        pytest.fail(f"{path.name} failed:\n{e}", pytrace=False)
-    elapsed = time.perf_counter() - start
-    print(f"{path.name}: {elapsed:.1f} s", file=sys.stderr)
-    assert elapsed < NOTEBOOK_BUDGET, \
-        f"{path.name} took {elapsed:.0f} s (budget {NOTEBOOK_BUDGET} s)"
+        error = e
+    return path, executed, error, time.perf_counter() - start
+
+
+def test_notebook_runs(fresh_run):
+    """Every cell runs without an error, asserts included. No duration is asserted: a shared
+    machine makes any budget flaky; the elapsed time is printed (pytest -s, or the captured
+    output) and CELL_TIMEOUT only guards against a hang."""
+    path, _, error, elapsed = fresh_run
+    print(f"{path.name}: executed in {elapsed:.1f} s", file=sys.stderr)
+    if error is not None:
+        pytest.fail(f"{path.name} failed:\n{error}", pytrace=False)
+
+
+def test_committed_outputs_match_a_fresh_run(fresh_run):
+    """The numbers in each code cell's committed text outputs (stdout and text/plain, in order)
+    equal those of the fresh execution, within the tolerances of
+    notebook_numbers.numbers_match: exact for integers (counts, shapes, ids), one unit in the last
+    printed digit for values, an order of magnitude for error magnitudes below 1e-3 (rounding
+    errors depend on the CPU's vector width and the BLAS build, e.g. AVX2 vs AVX-512; float64
+    residues below 1e-12 all count as zero).
+
+    Cells tagged "varies" in their metadata are skipped: their numbers are measurements of the
+    machine, not of the code (timings, GFLOP/s, load average, core count, library versions,
+    cache paths), and differ from run to run. A stale output (a committed number the current code
+    no longer prints) fails here, so a notebook's prose and pictures cannot drift from what it
+    computes."""
+    path, executed, error, _ = fresh_run
+    if error is not None:
+        pytest.skip(f"{path.name} did not run (test_notebook_runs reports why)")
+    problems = compare_notebooks(_read(path), executed)
+    assert not problems, (f"{path.name}: the committed outputs are not those of a fresh run "
+                          f"(refresh them, see notebooks/README.md):\n" + "\n".join(problems))

@@ -3,12 +3,15 @@
 forward:   y = x W^T + b                        x (N, in)  W (out, in)  b (out,)  y (N, out)
 backward:  dx = dy W        dW = dy^T x        db = sum_n dy
 Any leading dimensions of x (B, T, ...) are folded into N.
+A weight quantized by bert_np.quantize_dynamic (an Int8Weight) runs the int8 layer of
+quantized_linear.py instead (inference only).
 With b=None the layer computes x W^T only: the feed-forward sublayer leaves its intermediate bias to
 the activation that follows (layers/activations.py). db = sum_n dy is the bias's gradient then too.
 """
 import numpy as np
 
 from ..kernels import accelerated
+from .quantized_linear import Int8Weight, int8_linear_forward
 
 
 @accelerated("add_bias")
@@ -20,6 +23,8 @@ def add_bias(y, b):
 @accelerated("linear_forward")
 def linear_forward(x, w, b):
     """y = x @ w.T + b (b None: no bias); returns (y, cache) with cache = (x, w)."""
+    if isinstance(w, Int8Weight):                             # a model from quantize_dynamic
+        return int8_linear_forward(x, w, b)
     x2 = x.reshape(-1, x.shape[-1])                           # (N, in): one 2-D GEMM, not a batch
     y = np.matmul(x2, w.T)                                    # (N, out)
     if b is not None:

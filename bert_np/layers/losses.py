@@ -6,11 +6,17 @@ Softmax cross-entropy with an ignore index, mean over the kept rows:
 N is the number of kept rows. With N == 0 the loss is 0 and the gradient 0 (PyTorch returns NaN
 there; a batch without a single label carries no signal, and a NaN would poison the optimiser).
 
-Mean squared error (regression, num_labels == 1):
+Mean squared error (regression), over all N elements:
     loss = (1/N) sum_n (p_n - y_n)^2,   dp_n = 2 (p_n - y_n) / N
 
 Distillation (soft_cross_entropy): the KL divergence from a teacher's softened predictions, as
 Hinton et al. (2015) and Turc et al. (2019) use it; the formula is in its docstring.
+
+Binary cross-entropy with logits (multi-label classification: every element an independent yes/no
+with a target y in [0, 1]), mean over all N elements, as torch.nn.BCEWithLogitsLoss:
+    loss = -(1/N) sum_n [y_n log sigmoid(z_n) + (1 - y_n) log(1 - sigmoid(z_n))]
+         =  (1/N) sum_n [max(z_n, 0) - z_n y_n + log(1 + exp(-|z_n|))]     (the stable form)
+    dz_n = (sigmoid(z_n) - y_n) / N
 """
 import numpy as np
 
@@ -77,3 +83,16 @@ def soft_cross_entropy_backward(dloss, cache):
     """Returns dstudent_logits (B, C) = dloss * T / B * (softmax(s / T) - softmax(t / T))."""
     p, log_q, T = cache
     return (dloss * T / p.shape[0]) * (np.exp(log_q) - p)
+
+def bce_with_logits_forward(logits, targets):
+    """logits, targets of the same shape (targets real in [0, 1]); returns (loss, cache)."""
+    z = logits
+    per_element = np.maximum(z, 0) - z * targets + np.log1p(np.exp(-np.abs(z)))
+    return float(per_element.mean()), (z, targets)
+
+
+def bce_with_logits_backward(dloss, cache):
+    """Returns dlogits = dloss * (sigmoid(z) - y) / N."""
+    z, targets = cache
+    sigmoid = 0.5 * (1.0 + np.tanh(0.5 * z))                 # 1 / (1 + exp(-z)), without overflow
+    return (dloss / z.size) * (sigmoid - targets)
