@@ -322,3 +322,24 @@ def test_sentence_pair_regression_task(files, data_dir):
     best = bert_np.BertForSequenceClassification.from_pretrained(files / "stsb" / "best",
                                                                  strict=True)
     assert best.config.num_labels == 1
+
+
+def test_cache_key_covers_sharded_teachers(files):
+    """A teacher saved in shards (save_pretrained(max_shard_size=...)) keys the cache by its index
+    and every shard: a change in one shard changes the key."""
+    teacher, _ = load_for_inference(files / "teacher")
+    sharded = files / "teacher_sharded"
+    teacher.save_pretrained(sharded, max_shard_size=200_000)
+    BertTokenizer.from_pretrained(files / "teacher").save(sharded)
+    names = distill_module.teacher_files(sharded)
+    shards = [n for n in names if n.startswith("model-")]
+    assert "model.safetensors.index.json" in names and len(shards) > 1
+    tokenizer = BertTokenizer.from_pretrained(sharded)
+
+    def key():
+        return distill_module.teacher_cache_key(sharded, files / "transfer.jsonl", tokenizer, 16,
+                                                "float32")
+    before = key()
+    teacher.params["classifier.bias"][0] += 1.0
+    teacher.save_pretrained(sharded, max_shard_size=200_000)
+    assert key()["teacher"] != before["teacher"]

@@ -24,9 +24,10 @@ second run (other student, other learning rate) should not repeat. Its result is
                            --teacher-cache DIR; many teachers and transfer sets can share DIR)
 The JSON holds the key and a checksum of the array; logits are reused only when the key is equal
 and the checksum matches (a half-written pair is recomputed). The key is what the logits depend
-on: the SHA-256 of the teacher's config.json and weight files, of the transfer file's bytes, and
-of the vocabulary (tokens in id order and the lower-casing options), max_seq_length, the dtype
-the teacher ran in, and which examples were used (--max-transfer-examples with its seed).
+on: the SHA-256 of the teacher's config.json and weight files (shards and their index included),
+of the transfer file's bytes and of the vocabulary (tokens in id order and the lower-casing
+options), max_seq_length, the dtype the teacher ran in, and which examples were used
+(--max-transfer-examples with its seed).
 
 Defaults: temperature 1 and alpha 1, as in Turc et al.'s pre-trained distillation: the student
 minimises the cross-entropy to the teacher's plain softmax (T = 1) on unlabelled text (no label
@@ -48,7 +49,8 @@ from ..config import PRESETS, BertConfig
 from ..data.batching import EncodedSplit, bucketed_batches, pad_batch
 from ..data.tasks import TASKS, DataFormatError, Example, Task, get_task, load_jsonl, load_split
 from ..files import atomic_write_bytes, atomic_write_text
-from ..hf import CONFIG_NAME, PYTORCH_NAME, SAFETENSORS_NAME
+from ..hf import (CONFIG_NAME, PYTORCH_INDEX_NAME, PYTORCH_NAME, SAFETENSORS_INDEX_NAME,
+                  SAFETENSORS_NAME, read_index)
 from ..optim import AdamW, linear_warmup_decay
 from ..tokenization import BertTokenizer
 from .checkpoints import JsonlLog, latest_checkpoint, save_training_checkpoint, STATE_NAME
@@ -146,6 +148,9 @@ def load_teacher(settings: DistillSettings, task: Task):
     except ValueError as e:
         raise ValueError(f"--teacher: {e}") from None
     n = teacher.config.num_labels
+    if teacher.config.problem_type == "multi_label_classification":
+        raise ValueError(f"--teacher: {settings.teacher} is a multi-label classifier; its logits "
+                         "are not one softmax over the labels, which distillation learns")
     if n != task.num_labels:
         raise ValueError(f"--teacher: {settings.teacher} has num_labels {n}, task {task.name} "
                          f"has {task.num_labels}")
@@ -241,13 +246,23 @@ def vocab_sha256(tokenizer: BertTokenizer) -> str:
     return hashlib.sha256(json.dumps([tokens, options]).encode("utf-8")).hexdigest()
 
 
+def teacher_files(teacher_dir: Path) -> list[str]:
+    """The files of a checkpoint directory its logits depend on: config.json and every weight
+    file from_pretrained may read (single files, sharded indexes and the shards they name)."""
+    names = [CONFIG_NAME]
+    for name in (SAFETENSORS_NAME, SAFETENSORS_INDEX_NAME, PYTORCH_NAME, PYTORCH_INDEX_NAME):
+        if (teacher_dir / name).is_file():
+            names.append(name)
+            if name.endswith(".index.json"):
+                names += sorted(set(read_index(teacher_dir / name).values()))
+    return [name for name in names if (teacher_dir / name).is_file()]
+
+
 def teacher_cache_key(teacher_dir, transfer, tokenizer: BertTokenizer, max_seq_length: int,
                       dtype: str, selection=None) -> dict:
     """Everything the teacher's logits on the transfer set depend on (see the module's doc)."""
     teacher_dir = Path(teacher_dir)
-    files = {name: file_sha256(teacher_dir / name)
-             for name in (CONFIG_NAME, SAFETENSORS_NAME, PYTORCH_NAME)
-             if (teacher_dir / name).is_file()}
+    files = {name: file_sha256(teacher_dir / name) for name in teacher_files(teacher_dir)}
     return {"version": CACHE_VERSION, "teacher": files, "transfer": file_sha256(transfer),
             "vocab": vocab_sha256(tokenizer), "max_seq_length": max_seq_length,
             "dtype": str(np.dtype(dtype)), "examples": selection}
