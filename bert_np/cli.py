@@ -1,11 +1,11 @@
-"""The `bert-np` command line: demo, pretrain, train-tokenizer, finetune, evaluate, predict.
+"""The bert-np command line: demo, pretrain, train-tokenizer, finetune, distill, evaluate, predict.
 
-The options of `pretrain` and `finetune` are built from the fields of their settings dataclasses
-(bert_np.train.settings), and the defaults of the other verbs are read from the signatures of the
-functions they call: each default is written once, and `--help` shows every option's description
-and default.
+The options of `pretrain`, `finetune` and `distill` are built from the fields of their settings
+dataclasses (bert_np.train.settings), and the defaults of the other verbs are read from the
+signatures of the functions they call: each default is written once, and `--help` shows every
+option's description and default.
 
-Under `mpirun -n N bert-np pretrain|finetune ...` the ranks train one model together
+Under `mpirun -n N bert-np pretrain|finetune|distill ...` the ranks train one model together
 (bert_np/train/parallel.py); rank 0 prints the result, and an error on any rank ends the whole
 job: `bert-np: rank R failed: ...` on stderr, then MPI Abort with exit code 1.
 """
@@ -152,6 +152,22 @@ def _run_finetune(args):
         print(json.dumps(result, indent=1))
 
 
+def _add_distill(sub):
+    from .train.distill import DistillSettings
+    p = _parser(sub, "distill", "distil a fine-tuned teacher into a student on a transfer set "
+                                "(then, optionally: bert-np finetune --model <out>/best)")
+    add_settings_options(p, DistillSettings)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in --out")
+    p.set_defaults(func=_run_distill)
+
+
+def _run_distill(args):
+    from .train.distill import DistillSettings, distill
+    result = distill(settings_from_args(DistillSettings, args), resume=args.resume)
+    print(json.dumps(result, indent=1))
+
+
 def _add_evaluate(sub):
     from .data.tasks import TASKS
     from .train.finetune import evaluate_saved_model
@@ -229,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain(sub)
     _add_train_tokenizer(sub)
     _add_finetune(sub)
+    _add_distill(sub)
     _add_evaluate(sub)
     _add_predict(sub)
     return parser

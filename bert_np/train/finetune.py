@@ -161,12 +161,14 @@ def encode_examples(examples: list[Example], tokenizer: BertTokenizer,
 
 
 def predict_logits(model: BertForSequenceClassification, split: EncodedSplit, pad_id: int,
-                   batch_size: int = 64, progress: bool = False) -> np.ndarray:
-    """Logits of every example, batched by length (sorted), returned in the original order."""
+                   batch_size: int = 64, progress: bool = False,
+                   desc: str = "evaluate") -> np.ndarray:
+    """Logits of every example, batched by length (sorted), returned in the original order;
+    `desc` labels the progress bar."""
     from tqdm.auto import tqdm
     logits = np.zeros((len(split.ids), model.config.num_labels), dtype=model.dtype)
     batches = length_sorted_batches([len(x) for x in split.ids], batch_size)
-    for rows in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
+    for rows in tqdm(batches, desc=desc, disable=not progress, leave=False):
         batch = pad_batch(split, rows, pad_id, model.dtype, regression=True)  # labels stay float
         batch.pop("labels")                    # (NaN for unlabelled rows) and are not used here
         logits[rows] = model.forward(**batch)["logits"]

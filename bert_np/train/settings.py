@@ -62,6 +62,17 @@ def check_number(settings, name: str, *, integer: bool = False, minimum=None, ab
             raise ValueError(f"{what} must be {sign} {bound}, got {value}{unset}")
 
 
+def setting_like(settings_class, name: str, **changes):
+    """A field declared as `name` is in another settings dataclass (default, help, flag, choices),
+    with `changes` applied: runs that share an option share its default and help text."""
+    declared = {f.name: f for f in dataclasses.fields(settings_class)}[name]
+    kwargs = dict(default=declared.default, default_factory=declared.default_factory,
+                  help=declared.metadata["help"], flag=declared.metadata.get("flag"),
+                  choices=declared.metadata.get("choices"))
+    kwargs.update(changes)
+    return setting(**kwargs)
+
+
 def check_positive(settings, names) -> None:
     """Raise ValueError naming the first of `names` that is not an integer >= 1."""
     for name in names:
