@@ -58,7 +58,8 @@ def test_notebooks_exist():
     for expected in ("01_tokenization_embeddings.ipynb", "02_self_attention.ipynb",
                      "03_layernorm_gelu.ipynb", "04_attention_backward.ipynb",
                      "05_backward_vs_transformers.ipynb", "06_pretraining.ipynb",
-                     "07_finetuning_sst2.ipynb", "08_kernels.ipynb"):
+                     "07_finetuning_sst2.ipynb", "08_kernels.ipynb",
+                     "09_hf_heads_and_checkpoints.ipynb"):
         assert expected in names
 
 
