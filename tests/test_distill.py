@@ -112,7 +112,8 @@ def test_teacher_logits_are_computed_once_reused_and_invalidated(files, teacher_
     shared = str(files / "shared")
     run = dict(epochs=1, teacher_cache=shared)
     assert distill(settings(files, "a", **run), progress=False)["teacher_logits"] == "computed"
-    assert distill(settings(files, "a", **run), progress=False)["teacher_logits"] == "run"
+    again = dict(run, overwrite=True)            # --overwrite keeps the cache beside the run
+    assert distill(settings(files, "a", **again), progress=False)["teacher_logits"] == "run"
     assert distill(settings(files, "b", **run), progress=False)["teacher_logits"] == "shared"
     assert teacher_calls == [24]
     assert (files / "b" / "teacher_logits.npy").is_file()       # copied beside the run
@@ -126,11 +127,11 @@ def test_teacher_logits_are_computed_once_reused_and_invalidated(files, teacher_
 
     teacher.params["classifier.bias"][0] += 0.5                    # the teacher changes
     teacher.save_pretrained(files / "teacher")
-    assert distill(settings(files, "a", **run), progress=False)["teacher_logits"] == "computed"
+    assert distill(settings(files, "a", **again), progress=False)["teacher_logits"] == "computed"
     assert not np.array_equal(np.load(files / "a" / "teacher_logits.npy"), cached)
     with open(files / "transfer.jsonl", "a", encoding="utf-8") as f:  # the transfer set changes
         f.write(json.dumps({"text_a": "one more sentence"}) + "\n")
-    assert distill(settings(files, "b", **run), progress=False)["teacher_logits"] == "computed"
+    assert distill(settings(files, "b", **again), progress=False)["teacher_logits"] == "computed"
     assert teacher_calls == [24, 24, 25]
     assert len(list(Path(shared).glob("teacher_logits-*.npy"))) == 3  # one per key
 
