@@ -107,9 +107,9 @@ class DistillSettings:
                                                    "unset: only beside the run in --out")
     epochs: int = _like("epochs", help="passes over the transfer set")
     lr: float = _like("lr")
-    batch_size: int = _like("batch_size", help="transfer examples per optimizer step: the global "
-                                               "batch, split between the MPI ranks and the "
-                                               "micro-batches")
+    batch_size: int = _like("batch_size", help="transfer examples per optimizer step (the "
+                                               "global batch, split between the MPI ranks and "
+                                               "the gradient accumulation steps)")
     gradient_accumulation_steps: int = _like("gradient_accumulation_steps")
     max_seq_length: int = _like("max_seq_length")
     warmup_ratio: float = _like("warmup_ratio")
@@ -133,9 +133,9 @@ class DistillSettings:
     max_minutes: float | None = setting(None, help="stop, with a checkpoint, after this many "
                                                    "minutes (continue with --resume); unset: no "
                                                    "time limit")
-    overwrite: bool = _like("overwrite", help="clear a non-empty --out first, keeping its "
-                                              "teacher-logit cache (without it or --resume, a "
-                                              "non-empty --out is refused)")
+    overwrite: bool = _like("overwrite", help="clear a non-empty --out first, but keep the "
+                                              "cache of the teacher's logits there (without it "
+                                              "or --resume, a non-empty --out is refused)")
 
     def __post_init__(self):
         if self.task not in TASKS:
