@@ -164,8 +164,10 @@ def _add_distill(sub):
 
 def _run_distill(args):
     from .train.distill import DistillSettings, distill
+    from .train.parallel import is_main_process
     result = distill(settings_from_args(DistillSettings, args), resume=args.resume)
-    print(json.dumps(result, indent=1))
+    if is_main_process():
+        print(json.dumps(result, indent=1))
 
 
 def _add_evaluate(sub):

@@ -112,7 +112,8 @@ def test_teacher_logits_are_computed_once_reused_and_invalidated(files, teacher_
     shared = str(files / "shared")
     run = dict(epochs=1, teacher_cache=shared)
     assert distill(settings(files, "a", **run), progress=False)["teacher_logits"] == "computed"
-    assert distill(settings(files, "a", **run), progress=False)["teacher_logits"] == "run"
+    again = dict(run, overwrite=True)            # --overwrite keeps the cache beside the run
+    assert distill(settings(files, "a", **again), progress=False)["teacher_logits"] == "run"
     assert distill(settings(files, "b", **run), progress=False)["teacher_logits"] == "shared"
     assert teacher_calls == [24]
     assert (files / "b" / "teacher_logits.npy").is_file()       # copied beside the run
@@ -126,11 +127,11 @@ def test_teacher_logits_are_computed_once_reused_and_invalidated(files, teacher_
 
     teacher.params["classifier.bias"][0] += 0.5                    # the teacher changes
     teacher.save_pretrained(files / "teacher")
-    assert distill(settings(files, "a", **run), progress=False)["teacher_logits"] == "computed"
+    assert distill(settings(files, "a", **again), progress=False)["teacher_logits"] == "computed"
     assert not np.array_equal(np.load(files / "a" / "teacher_logits.npy"), cached)
     with open(files / "transfer.jsonl", "a", encoding="utf-8") as f:  # the transfer set changes
         f.write(json.dumps({"text_a": "one more sentence"}) + "\n")
-    assert distill(settings(files, "b", **run), progress=False)["teacher_logits"] == "computed"
+    assert distill(settings(files, "b", **again), progress=False)["teacher_logits"] == "computed"
     assert teacher_calls == [24, 24, 25]
     assert len(list(Path(shared).glob("teacher_logits-*.npy"))) == 3  # one per key
 
@@ -343,3 +344,40 @@ def test_cache_key_covers_sharded_teachers(files):
     teacher.params["classifier.bias"][0] += 1.0
     teacher.save_pretrained(sharded, max_shard_size=200_000)
     assert key()["teacher"] != before["teacher"]
+
+
+def test_a_used_out_is_refused_and_overwrite_keeps_the_teacher_cache(files, capsys):
+    """A second run into a non-empty --out stops with one line naming --resume and --overwrite
+    (before the teacher runs); --overwrite clears the old run's files but keeps the teacher-logit
+    cache, which it reuses only after checking its key."""
+    distill(settings(files, "used", epochs=1), progress=False)
+    (files / "used" / "stale.txt").write_text("from the old run")
+    code, err = run_cli(files, capsys, out=files / "used")
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "--out" in err and "--resume" in err and "--overwrite" in err, err
+    result = distill(settings(files, "used", epochs=1, overwrite=True), progress=False)
+    assert result["teacher_logits"] == "run"
+    assert not (files / "used" / "stale.txt").exists()
+    assert len(records(files / "used", "start")) == 1
+
+
+@pytest.mark.parametrize("field, value, flag", [
+    ("temperature", float("inf"), "--temperature"), ("temperature", 0.0, "--temperature"),
+    ("alpha", 1.5, "--alpha"), ("alpha", float("nan"), "--alpha"), ("lr", 0.0, "--lr"),
+    ("warmup_ratio", 1.0, "--warmup-ratio"), ("max_steps", 0, "--max-steps"),
+    ("gradient_accumulation_steps", 0, "--gradient-accumulation-steps"),
+    ("max_transfer_examples", 0, "--max-transfer-examples"), ("dropout", 1.0, "dropout")])
+def test_numeric_settings_are_checked(files, field, value, flag):
+    """Each bad number is refused when the settings are made, naming the option."""
+    with pytest.raises(ValueError, match=flag):
+        settings(files, **{field: value})
+
+
+def test_dev_overlap_uses_the_transfer_scripts_normaliser():
+    """A raw transfer sentence counts as a dev sentence when they differ only by GLUE's
+    tokenisation (case, PTB contractions, spaced punctuation): corpora.normalize."""
+    from bert_np.data.tasks import Example
+    dev = [Example("it 's a charming , funny journey . ", None, 1)]
+    transfer = [Example("It's a charming, funny journey.", None, None),
+                Example("A charming journey.", None, None)]
+    assert distill_module.dev_overlap(transfer, dev) == 1

@@ -214,3 +214,55 @@ def test_a_failing_rank_ends_the_job_and_the_last_checkpoint_resumes(tmp_path, p
     parity_report.append(("resumed on 1 after rank failure", "pretrain 6 losses",
                           relative_error(got, expected)))
     assert relative_error(got, expected) < 1e-10, (got, expected)
+
+
+# ---- distillation --------------------------------------------------------------------------------
+
+def distill_args(root: Path, out: str, *extra: str) -> list[str]:
+    return ["distill", "--teacher", str(root / "teacher"), "--student", str(root / "student"),
+            "--task", "sst2", "--transfer", str(root / "transfer.jsonl"), "--dev-file",
+            str(root / "dev.jsonl"), "--out", str(root / out), "--epochs", "2", "--batch-size",
+            "5", "--max-seq-length", "16", "--lr", "1e-3", "--dtype", "float64", "--dropout",
+            "0", "--max-steps", "7", *extra]
+
+
+@pytest.fixture(scope="module")
+def distill_root(tmp_path_factory):
+    """test_distill's tiny teacher and student (one layer, H = 32) on a 30-token vocabulary,
+    24 transfer sentences of different lengths (5 steps per epoch of 5 rows, the last one 4) and
+    8 labelled dev sentences."""
+    import test_distill
+    root = tmp_path_factory.mktemp("distill")
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(SPECIAL + sorted(set(test_distill.WORDS))) + "\n")
+    test_distill.save_teacher(root / "teacher", vocab)
+    test_distill.save_student(root / "student", vocab)
+    test_distill.write_jsonl(root / "transfer.jsonl", test_distill.sentences(24, 0))
+    test_distill.write_jsonl(root / "dev.jsonl", test_distill.sentences(8, 1), [0, 1] * 4)
+    return root
+
+
+def test_distill_on_two_ranks_and_with_accumulation_equals_one_process(distill_root,
+                                                                       parity_report):
+    """`mpirun -n 2 bert-np distill ... --dtype float64 --dropout 0 --max-steps 7` (rank 0 hands
+    its teacher logits to rank 1; the global batches of 5 rows are split 3 + 2, the last of an
+    epoch 2 + 2) and `--gradient-accumulation-steps 2` on one process vs the plain one-process
+    run: the 7 distillation losses of log.jsonl within 1e-10 relative. Only rank 0 writes: one
+    log, one teacher-logit cache, best/ and final/ with their vocab.txt."""
+    assert cli.main(distill_args(distill_root, "one")) == 0
+    expected = train_losses(distill_root / "one")
+    assert len(expected) == 7
+    assert cli.main(distill_args(distill_root, "k2", "--gradient-accumulation-steps", "2")) == 0
+    worst = relative_error(train_losses(distill_root / "k2"), expected)
+    parity_report.append(("K=2 7 losses vs K=1", "distill dropout=0", worst))
+    assert worst < 1e-10
+    run = mpirun(2, ["-m", "bert_np.cli", *distill_args(distill_root, "two")])
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count('"teacher_logits": "computed"') == 1      # rank 0's summary only
+    two = distill_root / "two"
+    worst = relative_error(train_losses(two), expected)
+    parity_report.append(("MPI 7 losses vs 1 process", "distill n=2 dropout=0", worst))
+    assert worst < 1e-10, (train_losses(two), expected)
+    for name in ("best", "final"):
+        assert (two / name / "vocab.txt").read_bytes() == (distill_root / "vocab.txt").read_bytes()
+    assert (two / "teacher_logits.npy").is_file() and (two / "curves.png").is_file()

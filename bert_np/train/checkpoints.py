@@ -107,10 +107,12 @@ def replace_directory(final: Path, write) -> Path:
 
 
 def prepare_output_dir(out: str | os.PathLike, resume: bool = False, overwrite: bool = False,
-                       can_resume: bool = True) -> Path:
+                       can_resume: bool = True, keep: tuple[str, ...] = ()) -> Path:
     """The run's output directory, made if missing. A non-empty one is refused (a new run would
     mix its log and checkpoints with the old run's) unless `resume` continues that run or
-    `overwrite` clears it first; a file, or a directory that cannot be written, is refused too."""
+    `overwrite` clears it first (all but the names in `keep`: files a run validates before it
+    reuses them, such as distillation's teacher-logit cache); a file, or a directory that cannot
+    be written, is refused too."""
     out = Path(out)
     if resume and overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite deletes it: "
@@ -125,6 +127,8 @@ def prepare_output_dir(out: str | os.PathLike, resume: bool = False, overwrite: 
             raise ValueError(f"--out {out} is not empty ({shown}); pass {how}--overwrite to "
                              "clear it, or choose another directory")
         for path in out.iterdir():
+            if path.name in keep:
+                continue
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:

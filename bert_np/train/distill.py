@@ -15,7 +15,13 @@ transfer JSONL {"text_a": ..., "text_b": optional[, "label": optional]}
        T, plus (1 - alpha) * the label loss
     -> the task's dev metrics after every epoch, the best epoch's student in <out>/best (Hugging
        Face format, vocab.txt, label names: finetune's FinetuneCallbacks), the last one in
-       <out>/final, log.jsonl, curves.png, resumable checkpoints <out>/step-N.
+       <out>/final (each written with its vocab.txt as one unit), log.jsonl, curves.png,
+       resumable checkpoints <out>/step-N.
+A non-empty --out is refused unless --resume continues its run or --overwrite clears it (the
+teacher-logit cache beside the run is kept: it is checked against its key before any reuse).
+Under `mpirun -n N` every rank trains on its shard of each batch (parallel.py), like finetune:
+rank 0 alone reads or computes the teacher's logits (and writes the cache) and hands them to the
+other ranks; it alone evaluates and writes the log, checkpoints, best/, final/ and the plot.
 
 The teacher-logit cache. The teacher's forward pass over the transfer set is the expensive part a
 second run (other student, other learning rate) should not repeat. Its result is stored
@@ -47,23 +53,29 @@ import numpy as np
 
 from ..config import PRESETS, BertConfig
 from ..data.batching import EncodedSplit, bucketed_batches, pad_batch
+from ..data.corpora import normalize
 from ..data.tasks import TASKS, DataFormatError, Example, Task, get_task, load_jsonl, load_split
 from ..files import atomic_write_bytes, atomic_write_text
 from ..hf import (CONFIG_NAME, PYTORCH_INDEX_NAME, PYTORCH_NAME, SAFETENSORS_INDEX_NAME,
                   SAFETENSORS_NAME, read_index)
 from ..optim import AdamW, linear_warmup_decay
 from ..tokenization import BertTokenizer
-from .checkpoints import JsonlLog, latest_checkpoint, save_training_checkpoint, STATE_NAME
-from .finetune import (FinetuneCallbacks, FinetuneSettings, _fmt, encode_examples,
-                       evaluate_classifier, label_map, load_classifier, load_for_inference,
-                       predict_logits, subset)
+from .checkpoints import (JsonlLog, latest_checkpoint, prepare_output_dir, save_model_directory,
+                          save_training_checkpoint, STATE_NAME)
+from .finetune import (FinetuneCallbacks, FinetuneSettings, _fmt, check_training_settings,
+                       encode_examples, evaluate_classifier, label_map, load_classifier,
+                       load_for_inference, predict_logits, subset)
 from .loop import LoopSettings, LoopState, run_loop
+from .parallel import NullLog, is_main_process, world
 from .plots import plot_training_curves
-from .pretrain import resume_state
-from .settings import check_positive, setting, setting_like
+from .pretrain import input_digests, resume_state
+from .settings import check_number, check_positive, setting, setting_like
 
 CACHE_VERSION = 1
 CACHE_NAME = "teacher_logits"
+# compared by content on resume (a directory by its config.json; the teacher's weights are part
+# of the teacher-logit key, the student's are replaced by the checkpoint's)
+INPUT_FILES = ("teacher", "student", "transfer", "dev_file")
 
 
 def _like(name, **changes):
@@ -95,13 +107,20 @@ class DistillSettings:
                                                    "unset: only beside the run in --out")
     epochs: int = _like("epochs", help="passes over the transfer set")
     lr: float = _like("lr")
-    batch_size: int = _like("batch_size", help="transfer examples per training batch")
+    batch_size: int = _like("batch_size", help="transfer examples per optimizer step (the "
+                                               "global batch, split between the MPI ranks and "
+                                               "the gradient accumulation steps)")
+    gradient_accumulation_steps: int = _like("gradient_accumulation_steps")
     max_seq_length: int = _like("max_seq_length")
     warmup_ratio: float = _like("warmup_ratio")
     weight_decay: float = _like("weight_decay")
     max_grad_norm: float = _like("max_grad_norm")
     seed: int = _like("seed", help="seed of the student's new weights, the data order and dropout")
     dtype: str = _like("dtype")
+    dropout: float | None = _like("dropout", help="the student's hidden, attention and classifier "
+                                                  "dropout probability instead of its config's "
+                                                  "(0: off, for exact comparisons)")
+    max_steps: int | None = _like("max_steps")
     max_transfer_examples: int | None = setting(None, help="distil on a seeded random subset "
                                                            "of this many transfer examples; "
                                                            "unset: all")
@@ -114,19 +133,20 @@ class DistillSettings:
     max_minutes: float | None = setting(None, help="stop, with a checkpoint, after this many "
                                                    "minutes (continue with --resume); unset: no "
                                                    "time limit")
+    overwrite: bool = _like("overwrite", help="clear a non-empty --out first, but keep the "
+                                              "cache of the teacher's logits there (without it "
+                                              "or --resume, a non-empty --out is refused)")
 
     def __post_init__(self):
-        check_positive(self, ("epochs", "batch_size", "max_seq_length", "eval_batch_size",
-                              "checkpoint_every"))
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
-        if not (np.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"--temperature must be a finite number > 0, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"--alpha must be in [0, 1] (the weight of the teacher's term), "
-                             f"got {self.alpha}")
         if self.task not in TASKS:
             raise ValueError(f"--task: unknown task {self.task!r}; known: {', '.join(TASKS)}")
+        check_training_settings(self)               # the fields shared with FinetuneSettings
+        check_positive(self, ("checkpoint_every",))
+        check_number(self, "temperature", above=0)
+        check_number(self, "alpha", minimum=0, maximum=1)
+        check_number(self, "max_transfer_examples", integer=True, minimum=1, optional=True,
+                     none_means="uses every example")
+        check_number(self, "max_minutes", above=0, optional=True, none_means="has no time limit")
         if not Path(self.teacher).is_dir():
             raise FileNotFoundError(f"--teacher: no such model directory: {self.teacher}")
         if not Path(self.student).is_dir() and self.student not in PRESETS:
@@ -220,10 +240,11 @@ def load_dev(settings: DistillSettings, task: Task) -> list[Example]:
 
 
 def dev_overlap(transfer: list[Example], dev: list[Example]) -> int:
-    """Transfer examples whose text (lower-cased, whitespace collapsed) is a dev example's: a
-    transfer set must not contain the sentences the student is evaluated on."""
+    """Transfer examples whose text is a dev example's after data/corpora.py's `normalize` (the
+    transfer-set scripts' leakage rule: case, accents, PTB tokenisation and punctuation aside):
+    a transfer set must not contain the sentences the student is evaluated on."""
     def norm(e):
-        return (" ".join(e.text_a.lower().split()), " ".join((e.text_b or "").lower().split()))
+        return normalize(e.text_a), normalize(e.text_b or "")
     seen = {norm(e) for e in dev}
     return sum(norm(e) in seen for e in transfer)
 
@@ -343,10 +364,10 @@ class DistillCallbacks(FinetuneCallbacks):
     student's agreement with the teacher per step, and resumable checkpoints."""
 
     def __init__(self, settings: DistillSettings, optimizer, tokenizer, targets_digest: str,
-                 *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.settings, self.optimizer, self.tokenizer = settings, optimizer, tokenizer
-        self.targets_digest = targets_digest
+                 inputs: dict, *args, **kwargs):
+        super().__init__(*args, tokenizer=tokenizer, **kwargs)
+        self.settings, self.optimizer = settings, optimizer
+        self.targets_digest, self.inputs = targets_digest, inputs
 
     def compute_grads(self, model, batch, stats):
         return model.loss_and_grads(**batch, temperature=self.settings.temperature,
@@ -359,8 +380,10 @@ class DistillCallbacks(FinetuneCallbacks):
         return {"agreement": float(agree.mean())}
 
     def save_checkpoint(self, state):
-        saved = dict(asdict(state), settings=asdict(self.settings), best=self.best,
-                     history=self.history, log_records=len(self.jsonl.records()),
+        if not is_main_process():
+            return
+        saved = dict(asdict(state), settings=asdict(self.settings), inputs=self.inputs,
+                     best=self.best, history=self.history, log_records=len(self.jsonl.records()),
                      teacher_logits=self.targets_digest)
         save_training_checkpoint(self.out, f"step-{state.step}", self.model, self.optimizer,
                                  saved, self.tokenizer)
@@ -399,7 +422,11 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
     """Distil the teacher into the student (or resume from the latest checkpoint in
     settings.out); returns the dev metrics before, per epoch and of the best epoch."""
     task = get_task(settings.task)
-    out = Path(settings.out)
+    main = is_main_process()                     # rank 0 alone writes (and logs)
+    out = (prepare_output_dir(settings.out, resume, settings.overwrite,
+                              keep=(f"{CACHE_NAME}.npy", f"{CACHE_NAME}.json")) if main
+           else Path(settings.out))
+    log = log if main else (lambda message: None)
     dtype = np.dtype(settings.dtype)
     teacher, tokenizer = load_teacher(settings, task)
     check_student_vocabulary(settings.student, tokenizer)
@@ -411,31 +438,36 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
     transfer = encode_examples(transfer_examples, tokenizer, settings.max_seq_length)
     dev = encode_examples(dev_examples, tokenizer, settings.max_seq_length)
 
-    out.mkdir(parents=True, exist_ok=True)
     key = teacher_cache_key(settings.teacher, settings.transfer, tokenizer,
                             settings.max_seq_length, settings.dtype, selection)
     if resume:
         saved = saved_state(out, key)
-    targets, source = teacher_logits(
-        teacher, transfer, tokenizer.pad_id, key, out, settings.teacher_cache,
-        settings.eval_batch_size, progress,
-        about={"teacher": str(settings.teacher), "transfer": str(settings.transfer)})
+    targets = source = None
+    if main:                                     # the other ranks receive rank 0's logits
+        targets, source = teacher_logits(
+            teacher, transfer, tokenizer.pad_id, key, out, settings.teacher_cache,
+            settings.eval_batch_size, progress,
+            about={"teacher": str(settings.teacher), "transfer": str(settings.transfer)})
+    targets, source = world().allgather((targets, source))[0]
     log(f"teacher logits on {len(targets)} transfer examples: {source}")
 
     model = load_classifier(settings.student, task.num_labels, tokenizer.vocab_size,
-                            settings.seed, dtype, settings.max_seq_length, label_map(task))
+                            settings.seed, dtype, settings.max_seq_length, label_map(task),
+                            settings.dropout)
     total = -(-len(transfer.ids) // settings.batch_size) * settings.epochs
     warmup = int(settings.warmup_ratio * total)
     optimizer = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay,
                       schedule=lambda k: linear_warmup_decay(k, warmup, total))
-    state = resume_state(settings, model, optimizer) if resume else None
-    if state is not None:
+    inputs = input_digests(settings, INPUT_FILES)
+    state = resume_state(settings, model, optimizer, inputs, INPUT_FILES) if resume else None
+    if state is not None and main:
         _truncate_log(out / "log.jsonl", saved["log_records"])
-    jsonl = JsonlLog(out / "log.jsonl", truncate_after_step=state.step if state else None)
-    callbacks = DistillCallbacks(settings, optimizer, tokenizer, key_digest(key), task, model,
-                                 dev, tokenizer.pad_id, out, settings.eval_batch_size, jsonl,
-                                 progress, log)
-    if state is None:
+    jsonl = (JsonlLog(out / "log.jsonl", truncate_after_step=state.step if state else None)
+             if main else NullLog())
+    callbacks = DistillCallbacks(settings, optimizer, tokenizer, key_digest(key), inputs, task,
+                                 model, dev, tokenizer.pad_id, out, settings.eval_batch_size,
+                                 jsonl, progress, log)
+    if state is None and main:
         teacher_dev = evaluate_classifier(teacher, dev, task, tokenizer.pad_id,
                                           settings.eval_batch_size, progress)
         jsonl.write({"kind": "start", "step": 0, "settings": asdict(settings),
@@ -444,12 +476,11 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
                      "parameters": model.num_parameters(),
                      "teacher_parameters": teacher.num_parameters(), "teacher_dev": teacher_dev})
         log(f"teacher on dev: {_fmt(teacher_dev)}")
-        tokenizer.save(out / "best")
         before = evaluate_classifier(model, dev, task, tokenizer.pad_id,
                                      settings.eval_batch_size, progress)
         jsonl.write({"kind": "eval", "step": 0, "epoch": 0, **before})
         log(f"student on dev before distillation: {_fmt(before)}")
-    else:
+    elif state is not None:
         callbacks.restore(saved)
         log(f"resuming from {latest_checkpoint(out)} (step {state.step})")
     del teacher                                  # only its logits are needed from here on
@@ -469,18 +500,23 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
             yield batch
 
     loop_settings = LoopSettings(max_grad_norm=settings.max_grad_norm,
-                                 last_epoch=settings.epochs, log_epoch=True,
-                                 checkpoint_every=settings.checkpoint_every,
-                                 max_minutes=settings.max_minutes)
+                                 max_steps=settings.max_steps, last_epoch=settings.epochs,
+                                 log_epoch=True, checkpoint_every=settings.checkpoint_every,
+                                 max_minutes=settings.max_minutes,
+                                 gradient_accumulation_steps=settings.gradient_accumulation_steps)
     result = run_loop(model, optimizer, epoch_batches, loop_settings, jsonl,
                       state or LoopState(epoch=1), callbacks, progress,
                       desc=f"distill {task.name}", total_steps=total)
+    summary = {"step": result.state.step, "out_of_time": result.out_of_time,
+               "teacher_logits": source, "train_seconds": result.seconds,
+               "tokens_per_s": result.tokens / result.seconds if result.seconds else 0.0}
+    if not main:
+        return dict(summary, teacher=None, before=None, epochs=[], best=None)
     if result.out_of_time:
         log(f"stopped after {settings.max_minutes} minutes at step {result.state.step}; continue "
             "with --resume")
     else:
-        model.save_pretrained(out / "final")
-        tokenizer.save(out / "final")
+        save_model_directory(out / "final", model, tokenizer)
     records = jsonl.records()
     plot_training_curves(records, out / "curves.png",
                          f"distilling {settings.teacher} into {settings.student} "
@@ -491,7 +527,4 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
     before = next(r for r in records if r["kind"] == "eval" and r.get("epoch") == 0)
     return {"teacher": start["teacher_dev"],
             "before": {k: v for k, v in before.items() if k in task.metrics},
-            "epochs": callbacks.history, "best": callbacks.best, "step": result.state.step,
-            "out_of_time": result.out_of_time, "teacher_logits": source,
-            "train_seconds": result.seconds,
-            "tokens_per_s": result.tokens / result.seconds if result.seconds else 0.0}
+            "epochs": callbacks.history, "best": callbacks.best, **summary}

@@ -76,24 +76,34 @@ class FinetuneSettings:
                                           "non-empty --out is refused)")
 
     def __post_init__(self):
-        check_positive(self, ("epochs", "batch_size", "eval_batch_size",
-                              "gradient_accumulation_steps"))
-        check_dropout(self.dropout)
-        if isinstance(self.task, str) and self.task not in TASKS:
-            raise ValueError(f"task (--task) {self.task!r} is not one of {', '.join(TASKS)}")
-        # room for [CLS] text [SEP] (and text_b [SEP] in a pair task): less trains on nothing
-        task = TASKS.get(self.task) if isinstance(self.task, str) else self.task
-        check_number(self, "max_seq_length", integer=True,
-                     minimum=5 if task is not None and task.is_pair else 3)
-        check_number(self, "lr", above=0)
-        check_number(self, "warmup_ratio", minimum=0, below=1)
-        check_number(self, "weight_decay", minimum=0)
-        check_number(self, "max_grad_norm", above=0, optional=True, none_means="clips nothing")
-        check_number(self, "seed", integer=True, minimum=0)
-        for name in ("max_train_examples", "max_eval_examples"):
-            check_number(self, name, integer=True, minimum=1, optional=True,
-                         none_means="uses every example")
+        check_training_settings(self)
+        check_number(self, "max_train_examples", integer=True, minimum=1, optional=True,
+                     none_means="uses every example")
         check_model_spec(self.model)
+
+
+def check_training_settings(settings) -> None:
+    """The checks of the settings fine-tuning shares with distillation (DistillSettings declares
+    them with setting_like): task, batch sizes, lengths, optimizer numbers, dropout, max_steps,
+    max_eval_examples. Each raises ValueError naming the field and its flag."""
+    check_positive(settings, ("epochs", "batch_size", "eval_batch_size",
+                              "gradient_accumulation_steps"))
+    check_dropout(settings.dropout)
+    if isinstance(settings.task, str) and settings.task not in TASKS:
+        raise ValueError(f"task (--task) {settings.task!r} is not one of {', '.join(TASKS)}")
+    # room for [CLS] text [SEP] (and text_b [SEP] in a pair task): less trains on nothing
+    task = TASKS.get(settings.task) if isinstance(settings.task, str) else settings.task
+    check_number(settings, "max_seq_length", integer=True,
+                 minimum=5 if task is not None and task.is_pair else 3)
+    check_number(settings, "lr", above=0)
+    check_number(settings, "warmup_ratio", minimum=0, below=1)
+    check_number(settings, "weight_decay", minimum=0)
+    check_number(settings, "max_grad_norm", above=0, optional=True, none_means="clips nothing")
+    check_number(settings, "seed", integer=True, minimum=0)
+    check_number(settings, "max_steps", integer=True, minimum=1, optional=True,
+                 none_means="trains all epochs")
+    check_number(settings, "max_eval_examples", integer=True, minimum=1, optional=True,
+                 none_means="uses every example")
 
 
 # ---- tokenizer, model and data ------------------------------------------------------------------

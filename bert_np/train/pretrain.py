@@ -167,39 +167,50 @@ class PretrainCallbacks(Callbacks):
 INPUT_FILES = ("corpus", "eval_corpus", "vocab", "config")  # compared by content on resume
 
 
-def input_digests(settings: PretrainSettings) -> dict:
+def input_digests(settings, input_files: tuple[str, ...] = INPUT_FILES) -> dict:
     """sha256 of every input file, by setting (a preset name stands for itself): a resumed run
-    must read the same bytes, whatever path (./corpus.txt, corpus.txt, a moved copy) names them."""
-    def digest(path: str) -> str:
-        if not Path(path).is_file():
+    must read the same bytes, whatever path (./corpus.txt, corpus.txt, a moved copy) names them.
+    `input_files` names the settings that hold input files (a path or a list of paths; another
+    run passes its own, e.g. distill.INPUT_FILES); a directory stands for its config.json, an
+    unset one (None) for itself."""
+    def digest(path):
+        if path is not None and Path(path).is_dir() and (Path(path) / "config.json").is_file():
+            path = Path(path) / "config.json"
+        if path is None or not Path(path).is_file():
             return path
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
-    return {name: [digest(p) for p in ([value] if isinstance(value, str) else value)]
-            for name, value in ((n, getattr(settings, n)) for n in INPUT_FILES)}
+    return {name: [digest(p) for p in _paths(value)]
+            for name, value in ((n, getattr(settings, n)) for n in input_files)}
 
 
-def resume_state(settings: PretrainSettings, model, optimizer,
-                 inputs: dict | None = None) -> LoopState | None:
+def _paths(value) -> list:
+    """The paths of an input-file setting: one path, a list of them, or unset (None)."""
+    return [value] if value is None or isinstance(value, (str, Path)) else list(value)
+
+
+def resume_state(settings, model, optimizer, inputs: dict | None = None,
+                 input_files: tuple[str, ...] = INPUT_FILES) -> LoopState | None:
     """The loop state of the latest checkpoint in settings.out, with model and AdamW restored;
     refuses a checkpoint written with other settings (max_minutes may change, and --out may have
-    moved) or other input files (compared by content; by resolved path for a checkpoint saved
-    without their digests)."""
+    moved) or other input files (the settings named by `input_files`, pretraining's by default;
+    compared by content, by resolved path for a checkpoint saved without their digests)."""
     checkpoint = latest_checkpoint(settings.out)
     if checkpoint is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {settings.out}")
     saved = load_training_checkpoint(checkpoint, model, optimizer)
     now = json.loads(json.dumps(asdict(settings)))  # as JSON stores it (tuples become lists)
     may_change = ("max_minutes", "max_steps", "gradient_accumulation_steps", "overwrite",
-                  "out") + INPUT_FILES
+                  "out") + tuple(input_files)
     changed = [k for k in now if k not in may_change and saved["settings"].get(k) != now[k]]
     if "inputs" in saved:
-        inputs = input_digests(settings) if inputs is None else inputs
-        changed += [k for k in INPUT_FILES if saved["inputs"].get(k) != inputs[k]]
+        inputs = input_digests(settings, input_files) if inputs is None else inputs
+        changed += [k for k in input_files if saved["inputs"].get(k) != inputs[k]]
     else:
         def resolved(value):
-            return [str(Path(p).resolve()) for p in ([value] if isinstance(value, str) else value)]
-        changed += [k for k in INPUT_FILES if resolved(saved["settings"][k]) != resolved(now[k])]
+            return [p if p is None else str(Path(p).resolve()) for p in _paths(value)]
+        changed += [k for k in input_files
+                    if resolved(saved["settings"].get(k)) != resolved(now[k])]
     if changed:
         raise ValueError(f"resume with settings that differ from {checkpoint} (input files are "
                          f"compared by content): {sorted(changed)}")
