@@ -88,8 +88,8 @@ class _CompileNotice(event.Listener):
             return
         if not self.announced:
             self.announced = True
-            print("bert_np: compiling the Numba kernels this run uses, once; later runs load them "
-                  "from Numba's cache", file=sys.stderr, flush=True)
+            print("\nbert_np: compiling the Numba kernels this run uses, once; later runs load "
+                  "them from Numba's cache", file=sys.stderr, flush=True)   # below a progress bar
         self.started = time.perf_counter()
 
     def on_end(self, ev):
