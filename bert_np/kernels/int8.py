@@ -4,27 +4,46 @@ reference's, in bert_np/layers/quantized_linear.py; every result here is equal t
 bit for bit (integer sums are exact, and the float steps are the same operations in the same order,
 with no fused multiply-add: the epilogue is compiled without fastmath).
 
-The product (`_product`): C[n, o] = sum_k x_q[n, k] W_q[o, k], both operands read along k from
-C-contiguous rows (W stays [out, in], no transposed copy).
-  1. Offset. The quantization pass writes x_q + 128 as uint8 (0..254), and the product subtracts
-     128 * sum_k W_q[o, k] afterwards: (x_q + 128) W_q^T - 128 W_q^T = x_q W_q^T, exactly. An
-     unsigned operand is what lets the CPU's dot-product instructions serve (next point).
-  2. The reduction over k is a plain loop on int32-widened values, accumulated in int32
+Two paths compute the product C[n, o] = sum_k x_q[n, k] W_q[o, k]; one is chosen once per process
+from the CPU features Numba compiles for (`_compiles_for_vnni`; `using_path` forces one, for tests
+and benchmarks). Both share:
+  - Offset. The quantization pass writes x_q + 128 as uint8 (0..254), and the product subtracts
+    128 * sum_k W_q[o, k] afterwards: (x_q + 128) W_q^T - 128 W_q^T = x_q W_q^T, exactly. An
+    unsigned operand is what the CPU's u8 x s8 dot-product instructions take.
+  - Edges: rows of x past N are padding rows of the quantized copy (x_q = 0, never stored).
+  - Epilogue: int32 -> float, (acc * s_x) * s_w (+ b), the reference's operations in its order.
+
+"vnni" (`_product_vnni`, CPUs with AVX-512 VNNI): vpdpbusd, 64 multiply-adds per instruction.
+  1. LLVM forms vpdpbusd from no plain loop we wrote (see "portable"), so `_vnni_tile` writes the
+     register tile in LLVM IR around the intrinsic `llvm.x86.avx512.vpdpbusd.512` (LLVM 22 declares
+     it <16 x i32>(<16 x i32>, <64 x i8>, <64 x i8>); the <16 x i32> operand form of older LLVMs
+     is auto-upgraded). In each of 16 int32 lanes it adds 4 products of unsigned bytes (x) by
+     signed bytes (W): exact, 4 * 255 * 127 < 2^31.
+  2. Packed weights (`_pack`): panels of 64 output channels; in a panel, for each group of 4
+     consecutive k, one 256-byte row = 4 vectors of 16 channels x 4 k. x is read 4 bytes at a time
+     (its uint8 rows viewed as int32) and broadcast to the 16 lanes. K is padded to a multiple of 4
+     with zero weights (and x = 128 there), channels past O are zero weights. The packing is done
+     once per weight array and kept while it lives (`_packed_weight`); files keep [out, in].
+  3. Register tile: 4 rows of x by 64 channels, 16 zmm accumulators; per k-group 4 vector loads of
+     W, 4 broadcasts of x and 16 vpdpbusd (checked in the assembly by tests/test_quantize.py).
+  4. Blocking: a parallel job is 64 rows of x by one panel; for each block of 64 k-groups the
+     panel's 16 KiB slice stays in L1 while the job's 16 row tiles pass it.
+
+"portable" (`_product`, every CPU): a plain loop that LLVM vectorises for what the CPU has.
+  1. The reduction over k is a loop on int32-widened values, accumulated in int32
      (`acc = int32(acc + int32(a) * int32(b))`; Numba would otherwise sum in int64, which LLVM
-     vectorises as 64-bit multiplies). Checked in the assembly (tests/test_quantize.py): LLVM 22
-     on AVX-512 VNNI vectorises it into vpmovzxbd / vpmovsxbd + vpdpwssd, the int16-pair dot
-     product, on 16 int32 lanes: each lane's high int16 of the zero-extended x is 0, so the pair
-     is one exact product, 16 multiply-adds per instruction into the accumulator.
-     What it does not emit: with both operands signed (s8 x s8, widened to int16 or int32) it
-     used vpmulld (a 2-uop 32-bit multiply, ~40% slower measured) for any tile larger than 1 x 1
-     (a lone dot product gets vpmaddwd); and from no plain loop we wrote did it form vpdpbusd
-     (u8 x s8, 64 multiply-adds per instruction), which ONNX Runtime's hand-written kernels use.
-  3. Register tile: 4 rows of x by 4 rows of W at once, 16 independent sums, so each vector of x
-     or W loaded is used 4 times.
-  4. Cache blocking: the threads take 4-row tiles of x; OB rows of W (OB x K bytes, <= 1 MiB for
+     vectorises as 64-bit multiplies). LLVM 22 on AVX-512 VNNI vectorises it into vpmovzxbd /
+     vpmovsxbd + vpdpwssd, the int16-pair dot product, on 16 int32 lanes (each lane's high int16
+     of the zero-extended x is 0, so the pair is one exact product): 16 multiply-adds per
+     instruction; with AVX2 alone, vpmaddwd. With both operands signed it used vpmulld (a 2-uop
+     32-bit multiply, ~40% slower measured) for any tile larger than 1 x 1.
+  2. Register tile: 4 rows of x by 4 rows of W at once, 16 independent sums, each read along k
+     from C-contiguous rows (W stays [out, in], no transposed copy).
+  3. Cache blocking: the threads take 4-row tiles of x; OB rows of W (OB x K bytes, <= 1 MiB for
      K <= 4096) are shared by all row tiles before the next block, so W streams from L2.
-  5. Edges: rows of x past N are padding rows of the quantized copy (never stored); a last
-     partial tile of W repeats its last row and stores only the valid columns.
+  4. A last partial tile of W repeats its last row and stores only the valid columns.
+  Not done: an AVX2 u8 x s8 path (vpmaddubsw + vpmaddwd). vpmaddubsw sums its pairs into
+  saturating int16 (2 * 255 * 127 > 32767), so it needs x in 0..127 or 7-bit weights.
 """
 import contextlib
 import weakref
@@ -39,6 +58,7 @@ from numba.extending import intrinsic
 
 from . import register
 from .common import FLOAT_TYPES, njit_per_dtype, supported
+from .vecmath import maxnum
 
 MR = 4       # rows of x per tile
 NR = 4       # rows of W per tile
@@ -51,14 +71,20 @@ MAX_K = 66_000 # K * 255 * 127 < 2^31: the int32 sums cannot overflow
 @njit(cache=True, inline="always")
 def _quantize_row(x, q, qmax):
     """q = rint(x / s) + 128 as uint8, with s = max|x| / 127 (0 for an all-zero row, whose q is
-    128); returns s. qmax is 127 in x's dtype, so each step is the reference's float operation."""
+    128); returns s. qmax is 127 in x's dtype, so each step is the reference's float operation;
+    the clamp and the offset are done on the integer rint gives (|x / s| <= 254 even when s is
+    subnormal: no int32 overflow), which vectorises. The max is
+    LLVM's maxnum (kernels/vecmath.py), which vectorises where `max` stays scalar; it differs
+    from NumPy's max only for NaN, where the reference's result is undefined anyway (NaN cast
+    to int8)."""
     amax = qmax - qmax                                        # 0 in x's dtype
     for k in range(x.shape[0]):
-        amax = max(amax, abs(x[k]))
+        amax = maxnum(amax, abs(x[k]))
     s = amax / qmax
     if s > 0:
         for k in range(x.shape[0]):
-            q[k] = np.uint8(min(max(np.rint(x[k] / s), -QMAX), QMAX) + OFFSET)
+            v = np.int32(np.rint(x[k] / s))
+            q[k] = np.uint8(np.int32(min(max(v, -QMAX), QMAX) + OFFSET))
     else:
         for k in range(x.shape[0]):
             q[k] = np.uint8(OFFSET)
