@@ -373,7 +373,9 @@ def _padded_columns(k):
 
 
 def _padded_rows(n):
-    return (n + MR - 1) // MR * MR
+    """The rows of the quantized copy of x: n, rounded up to a multiple of the path's tile rows."""
+    rows = VNNI_MR if _path == "vnni" else MR
+    return (n + rows - 1) // rows * rows
 
 
 def _row_sums(w_q):
