@@ -142,7 +142,8 @@ def test_linear_forward_routes_int8_weights_on_every_backend(rng):
 
 def test_compiled_product_uses_the_cpus_dot_product_instructions():
     """What LLVM emitted for the product's inner loop (reported, and checked on CPUs that have
-    the instructions): vpdpwssd with AVX-512 VNNI / AVX-VNNI, vpmaddwd with AVX2 alone."""
+    the instructions): on the portable path vpdpwssd with AVX-512 VNNI / AVX-VNNI, vpmaddwd with
+    AVX2 alone; on the VNNI path (CPUs with AVX-512 VNNI) vpdpbusd."""
     import llvmlite.binding
     asm = k8.compiled_asm("float32")
     found = sorted(set(re.findall(r"\b(vpdpbusds?|vpdpwssds?|vpmaddwd|vpmaddubsw|vpmulld)\b", asm)))
@@ -152,6 +153,11 @@ def test_compiled_product_uses_the_cpus_dot_product_instructions():
         assert "vpdpwssd" in found
     elif features.get("avx2"):
         assert {"vpmaddwd", "vpdpwssd"} & set(found)
+    if features.get("avx512vnni"):
+        vnni = set(re.findall(r"\b(vpdpbusds?|vpdpwssds?|vpmaddwd|vpmulld)\b",
+                              k8.compiled_asm("float32", path="vnni")))
+        print("int8 product, VNNI path:", sorted(vnni))
+        assert "vpdpbusd" in vnni
 
 
 def test_vnni_path_is_chosen_from_the_host_and_emits_vpdpbusd():
