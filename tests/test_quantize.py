@@ -279,6 +279,32 @@ def test_every_path_saturated_sums_are_exact(path, K):
         np.testing.assert_array_equal(k8.int8_matmul(x_q, w_q), exact)
 
 
+def test_a_cpu_without_vnni_gets_the_portable_path(tmp_path):
+    """Compiling for an AVX2-only CPU (NUMBA_CPU_NAME=haswell and its features, in a fresh
+    interpreter with its own Numba cache): the process chooses the portable path, whose loop LLVM
+    turns into vpmaddwd, never compiles the VNNI kernel, and still equals the reference."""
+    import os
+    import subprocess
+    import sys
+    probe = (
+        "import re, numpy as np\n"
+        "from bert_np.kernels import int8 as k8\n"
+        "from bert_np.layers.quantized_linear import quantize_weight, int8_linear_forward\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.standard_normal((7, 33)).astype(np.float32)\n"
+        "W = quantize_weight(rng.standard_normal((9, 33)).astype(np.float32))\n"
+        "same = np.array_equal(k8.int8_linear_forward(x, W, None)[0],\n"
+        "                      int8_linear_forward.reference(x, W, None)[0])\n"
+        "asm = k8.compiled_asm('float32')\n"
+        "print(k8._path, k8.available_paths(), same, 'vpmaddwd' in asm, 'vpdpbusd' in asm,\n"
+        "      sorted(k8._product_vnni.dispatchers))\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_CPU_NAME="haswell",
+               NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+bmi,+bmi2,+f16c,+sse4.2,+popcnt")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                         check=True, timeout=300).stdout.strip()
+    assert out == "portable ('portable',) True True False []", out
+
+
 def test_using_path_refuses_an_unknown_or_unavailable_path():
     with pytest.raises(ValueError, match="not available"):
         with k8.using_path("avx2"):

@@ -35,8 +35,9 @@ and benchmarks). Both share:
      vectorises as 64-bit multiplies). LLVM 22 on AVX-512 VNNI vectorises it into vpmovzxbd /
      vpmovsxbd + vpdpwssd, the int16-pair dot product, on 16 int32 lanes (each lane's high int16
      of the zero-extended x is 0, so the pair is one exact product): 16 multiply-adds per
-     instruction; with AVX2 alone, vpmaddwd. With both operands signed it used vpmulld (a 2-uop
-     32-bit multiply, ~40% slower measured) for any tile larger than 1 x 1.
+     instruction; compiled for AVX2 alone (haswell), vpmaddwd (both checked in the tests). With
+     both operands signed it used vpmulld (a 2-uop 32-bit multiply, ~40% slower measured) for
+     any tile larger than 1 x 1.
   2. Register tile: 4 rows of x by 4 rows of W at once, 16 independent sums, each read along k
      from C-contiguous rows (W stays [out, in], no transposed copy).
   3. Cache blocking: the threads take 4-row tiles of x; OB rows of W (OB x K bytes, <= 1 MiB for
