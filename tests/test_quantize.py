@@ -142,7 +142,8 @@ def test_linear_forward_routes_int8_weights_on_every_backend(rng):
 
 def test_compiled_product_uses_the_cpus_dot_product_instructions():
     """What LLVM emitted for the product's inner loop (reported, and checked on CPUs that have
-    the instructions): vpdpwssd with AVX-512 VNNI / AVX-VNNI, vpmaddwd with AVX2 alone."""
+    the instructions): on the portable path vpdpwssd with AVX-512 VNNI / AVX-VNNI, vpmaddwd with
+    AVX2 alone; on the VNNI path (CPUs with AVX-512 VNNI) vpdpbusd."""
     import llvmlite.binding
     asm = k8.compiled_asm("float32")
     found = sorted(set(re.findall(r"\b(vpdpbusds?|vpdpwssds?|vpmaddwd|vpmaddubsw|vpmulld)\b", asm)))
@@ -152,6 +153,162 @@ def test_compiled_product_uses_the_cpus_dot_product_instructions():
         assert "vpdpwssd" in found
     elif features.get("avx2"):
         assert {"vpmaddwd", "vpdpwssd"} & set(found)
+    if features.get("avx512vnni"):
+        vnni = set(re.findall(r"\b(vpdpbusds?|vpdpwssds?|vpmaddwd|vpmulld)\b",
+                              k8.compiled_asm("float32", path="vnni")))
+        print("int8 product, VNNI path:", sorted(vnni))
+        assert "vpdpbusd" in vnni
+
+
+def test_vnni_path_is_chosen_from_the_host_and_emits_vpdpbusd():
+    """The product's path is chosen once per process from the CPU features Numba compiles for:
+    "vnni" exactly when they include AVX-512 VNNI. On such a CPU the VNNI path's compiled loop
+    must contain vpdpbusd (u8 x s8, 4 products per int32 lane, 64 per instruction) and no
+    widening (vpmovzxbd / vpmovsxbd) in its inner loop: the intrinsic is the whole point."""
+    import llvmlite.binding
+    features = llvmlite.binding.get_host_cpu_features()
+    vnni = bool(features.get("avx512vnni"))
+    assert ("vnni" in k8.available_paths()) == vnni
+    assert k8._path == ("vnni" if vnni else "portable")
+    if not vnni:
+        pytest.skip("no AVX-512 VNNI on this CPU: the portable path serves")
+    asm = k8.compiled_asm("float32", path="vnni")
+    lines = asm.splitlines()
+    hits = [i for i, line in enumerate(lines) if re.search(r"\bvpdpbusd\b", line)]
+    print(f"VNNI path: {len(hits)} vpdpbusd")
+    assert len(hits) >= k8.VNNI_MR * k8.VNNI_NV                # the unrolled 4 x 4 register tile
+    loop = "\n".join(lines[hits[0]:hits[-1] + 1])
+    assert not re.search(r"\bvpmov[sz]xbd\b", loop)
+
+
+def test_packed_weight_layout_and_cache(rng):
+    """_pack puts W_q[64 p + c, 4g:4g+4] in the 4 bytes of wp[p, g, c], zeros past O and K,
+    64-byte aligned; the packing of a weight is computed once and reused, and a new array (even
+    one with the old one's id after it is freed) gets its own."""
+    for O, K in [(1, 1), (17, 5), (130, 67)]:
+        w_q = rng.integers(-127, 128, (O, K)).astype(np.int8)
+        wp = k8._pack(w_q)
+        K4, P = (K + 3) // 4, (O + k8.PANEL - 1) // k8.PANEL
+        assert wp.shape == (P, K4, k8.PANEL) and wp.dtype == np.int32
+        assert wp.ctypes.data % 64 == 0
+        b = wp.view(np.int8).reshape(P, K4, k8.PANEL, 4)
+        full = np.zeros((P * k8.PANEL, K4 * 4), np.int8)
+        full[:O, :K] = w_q
+        for p in range(P):
+            for g in range(K4):
+                np.testing.assert_array_equal(b[p, g], full[p * k8.PANEL:(p + 1) * k8.PANEL,
+                                                            4 * g:4 * g + 4])
+    w_q = rng.integers(-127, 128, (9, 13)).astype(np.int8)
+    first = k8._packed_weight(w_q)
+    assert k8._packed_weight(w_q)[0] is first[0]
+    np.testing.assert_array_equal(first[1], w_q.sum(1))
+    other = w_q[::-1].copy()
+    np.testing.assert_array_equal(k8._packed_weight(other)[1], other.sum(1))
+    key = id(w_q)
+    del w_q, first
+    import gc
+    gc.collect()
+    assert key not in k8._packed
+
+
+PATHS = k8.available_paths()
+# awkward shapes for the VNNI layout: K not a multiple of 4 (the k padding), N not a multiple of
+# the 4-row tile nor of the 64-row job, O not a multiple of the 16-lane vector nor of the
+# 64-channel panel, T = 1 (N = 1), K past one 64-group k-block (256 bytes) and past 1024
+VNNI_SHAPES = [(N, K, O) for N in (1, 15, 17) for K in (1, 3, 5, 63, 65, 1031) for O in (1, 15, 17)]
+VNNI_SHAPES += [(67, 260, 65), (130, 513, 130), (4, 4, 64), (64, 256, 128)]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("N,K,O", VNNI_SHAPES)
+def test_every_path_equals_reference_bit_for_bit(rng, path, N, K, O):
+    """Each product path this CPU can run, forced: int8_matmul and int8_linear_forward (float32,
+    with and without bias) equal the NumPy reference exactly, with the awkward rows of
+    awkward_x and an all-zero weight row."""
+    x = awkward_x(rng, N, K, np.float32)
+    w = rng.standard_normal((O, K)).astype(np.float32)
+    w[-1] = 0.0
+    b = rng.standard_normal(O).astype(np.float32)
+    W = quantize_weight(w)
+    x_q = rng.integers(-128, 128, (N, K)).astype(np.int8)     # -128 too: the reference accepts it
+    with k8.using_path(path):
+        np.testing.assert_array_equal(k8.int8_matmul(x_q, W.q), int8_matmul.reference(x_q, W.q))
+        q_ker, s_ker = k8.quantize_rows(x)
+        q_ref, s_ref = quantize_rows.reference(x)
+        np.testing.assert_array_equal(q_ker, q_ref)
+        for bias in (b, None):
+            y_ref, _ = int8_linear_forward.reference(x, W, bias)
+            y_ker, _ = k8.int8_linear_forward(x, W, bias)
+            np.testing.assert_array_equal(y_ker, y_ref)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_path_float64_and_3d_input(rng, path, dtype):
+    """Each path on (B, T, K) input with T = 1 and T = 7, in both float dtypes: equal to the
+    reference bit for bit."""
+    W = quantize_weight(rng.standard_normal((70, 45)).astype(dtype))
+    b = rng.standard_normal(70).astype(dtype)
+    for T in (1, 7):
+        x = rng.standard_normal((3, T, 45)).astype(dtype)
+        with k8.using_path(path):
+            y_ker, _ = k8.int8_linear_forward(x, W, b)
+        y_ref, _ = int8_linear_forward.reference(x, W, b)
+        assert y_ker.shape == (3, T, 70) and y_ker.dtype == dtype
+        np.testing.assert_array_equal(y_ker, y_ref)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("K", [1, 3, 4097, 4099])
+def test_every_path_saturated_sums_are_exact(path, K):
+    """Saturated operands on each path: x_q in {127, -127, -128} (uint8 255, 1, 0 after the
+    offset) against weights of +-127, so every 4-byte group of vpdpbusd is at its extreme
+    (4 * 255 * 127), and K up to 4099 (sums +-K * 127^2 and +-K * 128 * 127): exact against the
+    int64 product."""
+    x_q = np.full((6, K), 127, np.int8)
+    x_q[1] = -127
+    x_q[2] = -128
+    x_q[3, ::2] = -127
+    x_q[4, ::3] = -128
+    w_q = np.full((18, K), -127, np.int8)
+    w_q[0] = 127
+    w_q[2, 1::3] = 127
+    w_q[17, ::2] = 127
+    exact = x_q.astype(np.int64) @ w_q.T.astype(np.int64)
+    with k8.using_path(path):
+        np.testing.assert_array_equal(k8.int8_matmul(x_q, w_q), exact)
+
+
+def test_a_cpu_without_vnni_gets_the_portable_path(tmp_path):
+    """Compiling for an AVX2-only CPU (NUMBA_CPU_NAME=haswell and its features, in a fresh
+    interpreter with its own Numba cache): the process chooses the portable path, whose loop LLVM
+    turns into vpmaddwd, never compiles the VNNI kernel, and still equals the reference."""
+    import os
+    import subprocess
+    import sys
+    probe = (
+        "import re, numpy as np\n"
+        "from bert_np.kernels import int8 as k8\n"
+        "from bert_np.layers.quantized_linear import quantize_weight, int8_linear_forward\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.standard_normal((7, 33)).astype(np.float32)\n"
+        "W = quantize_weight(rng.standard_normal((9, 33)).astype(np.float32))\n"
+        "same = np.array_equal(k8.int8_linear_forward(x, W, None)[0],\n"
+        "                      int8_linear_forward.reference(x, W, None)[0])\n"
+        "asm = k8.compiled_asm('float32')\n"
+        "print(k8._path, k8.available_paths(), same, 'vpmaddwd' in asm, 'vpdpbusd' in asm,\n"
+        "      sorted(k8._product_vnni.dispatchers))\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_CPU_NAME="haswell",
+               NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+bmi,+bmi2,+f16c,+sse4.2,+popcnt")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                         check=True, timeout=300).stdout.strip()
+    assert out == "portable ('portable',) True True False []", out
+
+
+def test_using_path_refuses_an_unknown_or_unavailable_path():
+    with pytest.raises(ValueError, match="not available"):
+        with k8.using_path("avx2"):
+            pass
 
 
 # ---- the model contract ---------------------------------------------------------------------

@@ -4,33 +4,62 @@ reference's, in bert_np/layers/quantized_linear.py; every result here is equal t
 bit for bit (integer sums are exact, and the float steps are the same operations in the same order,
 with no fused multiply-add: the epilogue is compiled without fastmath).
 
-The product (`_product`): C[n, o] = sum_k x_q[n, k] W_q[o, k], both operands read along k from
-C-contiguous rows (W stays [out, in], no transposed copy).
-  1. Offset. The quantization pass writes x_q + 128 as uint8 (0..254), and the product subtracts
-     128 * sum_k W_q[o, k] afterwards: (x_q + 128) W_q^T - 128 W_q^T = x_q W_q^T, exactly. An
-     unsigned operand is what lets the CPU's dot-product instructions serve (next point).
-  2. The reduction over k is a plain loop on int32-widened values, accumulated in int32
+Two paths compute the product C[n, o] = sum_k x_q[n, k] W_q[o, k]; one is chosen once per process
+from the CPU features Numba compiles for (`_compiles_for_vnni`; `using_path` forces one, for tests
+and benchmarks). Both share:
+  - Offset. The quantization pass writes x_q + 128 as uint8 (0..254), and the product subtracts
+    128 * sum_k W_q[o, k] afterwards: (x_q + 128) W_q^T - 128 W_q^T = x_q W_q^T, exactly. An
+    unsigned operand is what the CPU's u8 x s8 dot-product instructions take.
+  - Edges: rows of x past N are padding rows of the quantized copy (x_q = 0, never stored).
+  - Epilogue: int32 -> float, (acc * s_x) * s_w (+ b), the reference's operations in its order.
+
+"vnni" (`_product_vnni`, CPUs with AVX-512 VNNI): vpdpbusd, 64 multiply-adds per instruction.
+  1. LLVM forms vpdpbusd from no plain loop we wrote (see "portable"), so `_vnni_tile` writes the
+     register tile in LLVM IR around the intrinsic `llvm.x86.avx512.vpdpbusd.512` (LLVM 22 declares
+     it <16 x i32>(<16 x i32>, <64 x i8>, <64 x i8>); the <16 x i32> operand form of older LLVMs
+     is auto-upgraded). In each of 16 int32 lanes it adds 4 products of unsigned bytes (x) by
+     signed bytes (W): exact, 4 * 255 * 127 < 2^31.
+  2. Packed weights (`_pack`): panels of 64 output channels; in a panel, for each group of 4
+     consecutive k, one 256-byte row = 4 vectors of 16 channels x 4 k. x is read 4 bytes at a time
+     (its uint8 rows viewed as int32) and broadcast to the 16 lanes. K is padded to a multiple of 4
+     with zero weights (and x = 128 there), channels past O are zero weights. The packing is done
+     once per weight array and kept while it lives (`_packed_weight`); files keep [out, in].
+  3. Register tile: 4 rows of x by 64 channels, 16 zmm accumulators; per k-group 4 vector loads of
+     W, 4 broadcasts of x and 16 vpdpbusd (checked in the assembly by tests/test_quantize.py).
+  4. Blocking: a parallel job is 64 rows of x by one panel; for each block of 64 k-groups the
+     panel's 16 KiB slice stays in L1 while the job's 16 row tiles pass it.
+
+"portable" (`_product`, every CPU): a plain loop that LLVM vectorises for what the CPU has.
+  1. The reduction over k is a loop on int32-widened values, accumulated in int32
      (`acc = int32(acc + int32(a) * int32(b))`; Numba would otherwise sum in int64, which LLVM
-     vectorises as 64-bit multiplies). Checked in the assembly (tests/test_quantize.py): LLVM 22
-     on AVX-512 VNNI vectorises it into vpmovzxbd / vpmovsxbd + vpdpwssd, the int16-pair dot
-     product, on 16 int32 lanes: each lane's high int16 of the zero-extended x is 0, so the pair
-     is one exact product, 16 multiply-adds per instruction into the accumulator.
-     What it does not emit: with both operands signed (s8 x s8, widened to int16 or int32) it
-     used vpmulld (a 2-uop 32-bit multiply, ~40% slower measured) for any tile larger than 1 x 1
-     (a lone dot product gets vpmaddwd); and from no plain loop we wrote did it form vpdpbusd
-     (u8 x s8, 64 multiply-adds per instruction), which ONNX Runtime's hand-written kernels use.
-  3. Register tile: 4 rows of x by 4 rows of W at once, 16 independent sums, so each vector of x
-     or W loaded is used 4 times.
-  4. Cache blocking: the threads take 4-row tiles of x; OB rows of W (OB x K bytes, <= 1 MiB for
+     vectorises as 64-bit multiplies). LLVM 22 on AVX-512 VNNI vectorises it into vpmovzxbd /
+     vpmovsxbd + vpdpwssd, the int16-pair dot product, on 16 int32 lanes (each lane's high int16
+     of the zero-extended x is 0, so the pair is one exact product): 16 multiply-adds per
+     instruction; compiled for AVX2 alone (haswell), vpmaddwd (both checked in the tests). With
+     both operands signed it used vpmulld (a 2-uop 32-bit multiply, ~40% slower measured) for
+     any tile larger than 1 x 1.
+  2. Register tile: 4 rows of x by 4 rows of W at once, 16 independent sums, each read along k
+     from C-contiguous rows (W stays [out, in], no transposed copy).
+  3. Cache blocking: the threads take 4-row tiles of x; OB rows of W (OB x K bytes, <= 1 MiB for
      K <= 4096) are shared by all row tiles before the next block, so W streams from L2.
-  5. Edges: rows of x past N are padding rows of the quantized copy (never stored); a last
-     partial tile of W repeats its last row and stores only the valid columns.
+  4. A last partial tile of W repeats its last row and stores only the valid columns.
+  Not done: an AVX2 u8 x s8 path (vpmaddubsw + vpmaddwd). vpmaddubsw sums its pairs into
+  saturating int16 (2 * 255 * 127 > 32767), so it needs x in 0..127 or 7-bit weights.
 """
+import contextlib
+import weakref
+
+import llvmlite.binding
+import numba
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import register
 from .common import FLOAT_TYPES, njit_per_dtype, supported
+from .vecmath import maxnum
 
 MR = 4       # rows of x per tile
 NR = 4       # rows of W per tile
@@ -43,14 +72,20 @@ MAX_K = 66_000 # K * 255 * 127 < 2^31: the int32 sums cannot overflow
 @njit(cache=True, inline="always")
 def _quantize_row(x, q, qmax):
     """q = rint(x / s) + 128 as uint8, with s = max|x| / 127 (0 for an all-zero row, whose q is
-    128); returns s. qmax is 127 in x's dtype, so each step is the reference's float operation."""
+    128); returns s. qmax is 127 in x's dtype, so each step is the reference's float operation;
+    the clamp and the offset are done on the integer rint gives (|x / s| <= 254 even when s is
+    subnormal: no int32 overflow), which vectorises. The max is
+    LLVM's maxnum (kernels/vecmath.py), which vectorises where `max` stays scalar; it differs
+    from NumPy's max only for NaN, where the reference's result is undefined anyway (NaN cast
+    to int8)."""
     amax = qmax - qmax                                        # 0 in x's dtype
     for k in range(x.shape[0]):
-        amax = max(amax, abs(x[k]))
+        amax = maxnum(amax, abs(x[k]))
     s = amax / qmax
     if s > 0:
         for k in range(x.shape[0]):
-            q[k] = np.uint8(min(max(np.rint(x[k] / s), -QMAX), QMAX) + OFFSET)
+            v = np.int32(np.rint(x[k] / s))
+            q[k] = np.uint8(np.int32(min(max(v, -QMAX), QMAX) + OFFSET))
     else:
         for k in range(x.shape[0]):
             q[k] = np.uint8(OFFSET)
@@ -60,10 +95,14 @@ def _quantize_row(x, q, qmax):
 @njit_per_dtype([f"void({t}[:, ::1], uint8[:, ::1], {t}[::1], {t})" for t in FLOAT_TYPES],
                 cache=True, parallel=True)
 def _quantize_rows(x, q, s, qmax):
-    """q[n], s[n] = quantized row n of x (+128) and its scale; rows of q past x's are padding."""
+    """q[n], s[n] = quantized row n of x (+128) and its scale; rows of q past x's, and columns
+    past x's (the VNNI path's k padding), hold 128 (x_q = 0)."""
+    K = x.shape[1]
     for n in prange(q.shape[0]):
         if n < x.shape[0]:
-            s[n] = _quantize_row(x[n], q[n], qmax)
+            s[n] = _quantize_row(x[n], q[n, :K], qmax)
+            for k in range(K, q.shape[1]):
+                q[n, k] = np.uint8(OFFSET)
         else:
             for k in range(q.shape[1]):
                 q[n, k] = np.uint8(OFFSET)
@@ -137,8 +176,207 @@ _product = njit_per_dtype(
     cache=True, parallel=True)(_product_loops)
 
 
+
+# ---- the AVX-512 VNNI path: vpdpbusd on packed weight panels ---------------------------------
+
+VNNI_MR = 4             # rows of x per VNNI register tile
+VNNI_NV = 4             # 16-lane int32 vectors per tile row
+PANEL = 16 * VNNI_NV    # output channels per packed weight panel (and per tile): 64
+VNNI_MC = 64            # rows of x per parallel job (a job: these rows x one panel)
+VNNI_KC = 64            # 4-byte k-groups per block: a 64 x 256-byte slice of a panel, 16 KiB in L1
+
+
+@intrinsic
+def _vnni_tile(typingctx, x32, r0, w32, p, g0, g1, acc, i0):
+    """acc[i0 + i, c] += sum_{g0 <= g < g1} dot4(x32[r0 + i, g], w32[p, g, c]) for i < VNNI_MR,
+    c < PANEL: the register tile of the VNNI path, written in LLVM IR.
+
+    x32 (rows, K/4) int32 is the uint8 matrix x_q + 128 read 4 bytes at a time; w32 (panels, K/4,
+    PANEL) int32 the packed weights, each int32 4 consecutive int8 W[o, 4g:4g+4] of one channel o.
+    Per k-group: VNNI_NV vector loads of the panel (16 channels x 4 k each), and for each row one
+    4-byte broadcast of x; then VNNI_MR x VNNI_NV `llvm.x86.avx512.vpdpbusd.512` (vpdpbusd: in each
+    of 16 int32 lanes, 4 products u8 x s8 summed into the lane, exactly: 4 * 255 * 127 < 2^31).
+    The accumulators are stack slots that LLVM promotes to 16 zmm registers for the whole loop."""
+    intp = types.intp
+    sig = types.none(x32, intp, w32, intp, intp, intp, acc, intp)
+
+    def codegen(context, builder, signature, args):
+        xty, _, wty, _, _, _, aty, _ = signature.args
+        x, r0, w, p, g0, g1, a, i0 = args
+        xa = context.make_array(xty)(context, builder, x)
+        wa = context.make_array(wty)(context, builder, w)
+        aa = context.make_array(aty)(context, builder, a)
+        i32, n = ir.IntType(32), context.get_value_type(intp)
+        vec, byte_vec = ir.VectorType(i32, 16), ir.VectorType(ir.IntType(8), 64)
+        vpdpbusd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec, byte_vec, byte_vec]),
+            "llvm.x86.avx512.vpdpbusd.512")
+
+        def pointer(aryty, ary, *inds):
+            return cgutils.get_item_pointer(context, builder, aryty, ary, list(inds))
+
+        def vec_pointer(aryty, ary, *inds):
+            return builder.bitcast(pointer(aryty, ary, *inds), vec.as_pointer())
+
+        rows = [builder.add(i0, n(i)) for i in range(VNNI_MR)]
+        acc_ptrs = [[vec_pointer(aty, aa, rows[i], n(16 * v)) for v in range(VNNI_NV)]
+                    for i in range(VNNI_MR)]
+        slots = [[cgutils.alloca_once(builder, vec) for _ in range(VNNI_NV)]
+                 for _ in range(VNNI_MR)]
+        for i in range(VNNI_MR):
+            for v in range(VNNI_NV):
+                builder.store(builder.load(acc_ptrs[i][v], align=4), slots[i][v])
+        x_rows = [builder.add(r0, n(i)) for i in range(VNNI_MR)]
+        zeros = ir.Constant(ir.VectorType(i32, 16), None)          # the broadcast's mask
+        with cgutils.for_range_slice(builder, g0, g1, n(1)) as (g, _):
+            ws = [builder.bitcast(builder.load(vec_pointer(wty, wa, p, g, n(16 * v)), align=4),
+                                  byte_vec) for v in range(VNNI_NV)]
+            for i in range(VNNI_MR):
+                x4 = builder.load(pointer(xty, xa, x_rows[i], g), align=4)
+                xb = builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(vec, ir.Undefined), x4, i32(0)),
+                    ir.Constant(vec, ir.Undefined), zeros)              # 4 bytes of x, 16 times
+                xb = builder.bitcast(xb, byte_vec)
+                for v in range(VNNI_NV):
+                    builder.store(builder.call(vpdpbusd, [builder.load(slots[i][v]), xb, ws[v]]),
+                                  slots[i][v])
+        for i in range(VNNI_MR):
+            for v in range(VNNI_NV):
+                builder.store(builder.load(slots[i][v]), acc_ptrs[i][v], align=4)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+def _product_vnni_loops(x32, wp, w_sums, n_rows, n_cols, acc_out, y, s_x, s_w, bias):
+    """The product of `_product_loops` on the VNNI path: x32 (N padded to VNNI_MR, K/4) int32 is
+    x_q + 128 as uint8 with k padded to a multiple of 4 (the padding multiplies zero weights);
+    wp (panels, K/4, PANEL) the packed weights (`_packed_weight`); n_rows x n_cols the valid part.
+    A job is VNNI_MC rows of x by one panel (64 channels): for each VNNI_KC-group block of k, the
+    panel's slice stays in L1 while the job's 4-row tiles pass it; then the epilogue of
+    `_product_loops` (offset correction, dequantization, bias) on the job's int32 block."""
+    panels = wp.shape[0]
+    row_blocks = (x32.shape[0] + VNNI_MC - 1) // VNNI_MC
+    K4 = x32.shape[1]
+    dequantize = y.shape[0] > 0
+    for job in prange(row_blocks * panels):
+        r0 = (job // panels) * VNNI_MC
+        p = job % panels
+        mc = min(VNNI_MC, x32.shape[0] - r0)                  # a multiple of VNNI_MR
+        acc = np.zeros((VNNI_MC, PANEL), dtype=np.int32)
+        for g0 in range(0, K4, VNNI_KC):
+            g1 = min(K4, g0 + VNNI_KC)
+            for i0 in range(0, mc, VNNI_MR):
+                _vnni_tile(x32, r0 + i0, wp, p, g0, g1, acc, i0)
+        o0 = p * PANEL
+        nc = min(PANEL, n_cols - o0)
+        nr = min(mc, n_rows - r0)
+        for i in range(nr):
+            for j in range(nc):
+                acc[i, j] -= OFFSET * w_sums[o0 + j]          # (x_q + 128) W_q - 128 W_q
+        if not dequantize:
+            for i in range(nr):
+                for j in range(nc):
+                    acc_out[r0 + i, o0 + j] = acc[i, j]
+            continue
+        row = np.empty(PANEL, dtype=s_x.dtype)
+        for i in range(nr):
+            for j in range(nc):
+                row[j] = acc[i, j]                            # int32 -> float, as astype does
+            sx = s_x[r0 + i]
+            for j in range(nc):
+                v = row[j] * sx
+                v = v * s_w[o0 + j]
+                if bias.shape[0] > 0:
+                    v = v + bias[o0 + j]
+                y[r0 + i, o0 + j] = v
+
+
+_product_vnni = njit_per_dtype(
+    [f"void(int32[:, ::1], int32[:, :, ::1], int32[::1], int64, int64, int32[:, ::1], "
+     f"{t}[:, ::1], {t}[::1], {t}[::1], {t}[::1])" for t in FLOAT_TYPES],
+    cache=True, parallel=True)(_product_vnni_loops)
+
+
+def _compiles_for_vnni() -> bool:
+    """True if Numba compiles for a CPU with AVX-512 VNNI: its feature string (the host's, set in
+    kernels/common.py, or the user's NUMBA_CPU_FEATURES) names +avx512vnni."""
+    features = numba.config.CPU_FEATURES or llvmlite.binding.get_host_cpu_features().flatten()
+    return "+avx512vnni" in features.split(",")
+
+
+PATHS = ("vnni", "portable")
+_path = "vnni" if _compiles_for_vnni() else "portable"   # chosen once per process
+
+
+def available_paths() -> tuple[str, ...]:
+    """The product's paths this process can run: "portable" always, "vnni" with AVX-512 VNNI."""
+    return PATHS if _compiles_for_vnni() else ("portable",)
+
+
+@contextlib.contextmanager
+def using_path(name: str):
+    """`with using_path("portable"):` runs the product on one path (for tests and benchmarks)."""
+    global _path
+    if name not in available_paths():
+        raise ValueError(f"path {name!r} is not available here (available: {available_paths()})")
+    before, _path = _path, name
+    try:
+        yield
+    finally:
+        _path = before
+
+
+_packed = {}   # id(W_q) -> (W_q's shape and address, packed panels, row sums)
+
+
+def _pack(w_q):
+    """W_q (O, K) int8 -> (panels, K4, PANEL) int32, K4 = ceil(K / 4): panel p, group g, lane c
+    holds W_q[64 p + c, 4g:4g+4] (zero past O and K), each 64-byte row of a panel 16 channels x
+    4 k, the layout vpdpbusd reads. The buffer is 64-byte aligned (one cache line per vector)."""
+    O, K = w_q.shape
+    K4, panels = (K + 3) // 4, (O + PANEL - 1) // PANEL
+    padded = np.zeros((panels * PANEL, K4 * 4), np.int8)
+    padded[:O, :K] = w_q
+    raw = np.empty(padded.size + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    out = raw[start:start + padded.size].view(np.int8).reshape(panels, K4, PANEL, 4)
+    out[...] = padded.reshape(panels, PANEL, K4, 4).transpose(0, 2, 1, 3)
+    return out.view(np.int32).reshape(panels, K4, PANEL)
+
+
+def _packed_weight(w_q):
+    """(packed panels, row sums) of W_q, computed once per weight array and kept while it lives
+    (a weight is not written after quantization; an in-place edit of W_q's values is not seen)."""
+    key = id(w_q)
+    entry = _packed.get(key)
+    if entry is None or entry[0] != (w_q.shape, w_q.ctypes.data):
+        entry = ((w_q.shape, w_q.ctypes.data), _pack(w_q), _row_sums(w_q))
+        if key not in _packed:
+            weakref.finalize(w_q, _packed.pop, key, None)
+        _packed[key] = entry
+    return entry[1], entry[2]
+
+
+def _run_product(xu, w_q, n_rows, acc_out, y, s_x, s_w, bias):
+    """The product on the process's path: xu (N padded to 4, K padded to 4) uint8 x_q + 128."""
+    dtype = y.dtype.name if y.shape[0] > 0 else "float32"
+    if _path == "vnni":
+        wp, sums = _packed_weight(w_q)
+        _product_vnni.dispatcher(dtype)(xu.view(np.int32), wp, sums, n_rows, w_q.shape[0],
+                                        acc_out, y, s_x, s_w, bias)
+    else:
+        _product.dispatcher(dtype)(xu, w_q, _row_sums(w_q), n_rows, acc_out, y, s_x, s_w, bias)
+
+
+def _padded_columns(k):
+    """The columns of the quantized copy of x: k, rounded up to a multiple of 4 on the VNNI path."""
+    return (k + 3) // 4 * 4 if _path == "vnni" else k
+
+
 def _padded_rows(n):
-    return (n + MR - 1) // MR * MR
+    """The rows of the quantized copy of x: n, rounded up to a multiple of the path's tile rows."""
+    rows = VNNI_MR if _path == "vnni" else MR
+    return (n + rows - 1) // rows * rows
 
 
 def _row_sums(w_q):
@@ -163,14 +401,14 @@ def int8_matmul(x_q, w_q):
     if (x_q.dtype != np.int8 or w_q.dtype != np.int8 or x_q.ndim != 2 or w_q.ndim != 2
             or x_q.shape[1] != w_q.shape[1] or x_q.shape[1] > MAX_K):
         return NotImplemented
-    N = x_q.shape[0]
+    N, K = x_q.shape
     out = np.empty((N, w_q.shape[0]), np.int32)
     if out.size:
-        xu = np.full((_padded_rows(N), x_q.shape[1]), OFFSET, np.uint8)
-        xu[:N] = x_q.view(np.uint8) ^ np.uint8(OFFSET)        # x_q + 128 (flip the top bit)
+        xu = np.full((_padded_rows(N), _padded_columns(K)), OFFSET, np.uint8)
+        xu[:N, :K] = x_q.view(np.uint8) ^ np.uint8(OFFSET)    # x_q + 128 (flip the top bit)
         none = np.zeros(0, np.float32)
-        _product.dispatcher("float32")(xu, np.ascontiguousarray(w_q), _row_sums(w_q), N, out,
-                                       np.zeros((0, 0), np.float32), none, none, none)
+        _run_product(xu, np.ascontiguousarray(w_q), N, out, np.zeros((0, 0), np.float32), none,
+                     none, none)
     return out
 
 
@@ -183,19 +421,20 @@ def int8_linear_forward(x, w, b):
         return NotImplemented
     x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))     # (N, K)
     N = x2.shape[0]
-    xu = np.empty((_padded_rows(N), x2.shape[1]), np.uint8)   # x_q + 128, padded rows
+    xu = np.empty((_padded_rows(N), _padded_columns(x2.shape[1])), np.uint8)   # x_q + 128
     s_x = np.empty(N, x2.dtype)
     y = np.empty((N, w.shape[0]), x2.dtype)
     if y.size:
         _quantize_rows(x2, xu, s_x, x2.dtype.type(QMAX))
-        _product.dispatcher(y.dtype.name)(              # compiled for the float dtype of y
-            xu, w.q, _row_sums(w.q), N, np.empty((0, 0), np.int32), y, s_x, w.scale,
-            np.zeros(0, x2.dtype) if b is None else np.ascontiguousarray(b))
+        _run_product(xu, w.q, N, np.empty((0, 0), np.int32), y, s_x, w.scale,
+                     np.zeros(0, x2.dtype) if b is None else np.ascontiguousarray(b))
     return y.reshape(*x.shape[:-1], w.shape[0]), (x, w)
 
 
-def compiled_asm(dtype="float32"):
-    """The assembly of the product's loops for `dtype`, compiled on one thread (the code of a
-    parallel kernel's loop body is not in its dispatcher's assembly, nor in a cached one's)."""
-    serial = njit(_product.signatures[dtype])(_product_loops)
+def compiled_asm(dtype="float32", path="portable"):
+    """The assembly of the product's loops for `dtype` on `path`, compiled on one thread (the code
+    of a parallel kernel's loop body is not in its dispatcher's assembly, nor in a cached one's)."""
+    kernel, loops = {"portable": (_product, _product_loops),
+                     "vnni": (_product_vnni, _product_vnni_loops)}[path]
+    serial = njit(kernel.signatures[dtype])(loops)
     return serial.inspect_asm(serial.signatures[0])
