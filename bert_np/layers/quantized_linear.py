@@ -11,15 +11,14 @@ A row whose values are all zero has scale 0 and quantizes to zeros (its output i
 rint rounds half to even, as np.rint does; -128 is never used, so the range is symmetric and the
 negation of a quantized value is still an int8.
 
-Why symmetric int8 x int8 (and not unsigned activations with a zero point): the plain loop over
-k that the kernel (kernels/int8.py) writes, with both operands widened to int16, is what LLVM turns
-into vpmovsxbw + vpmaddwd (two int16 products summed into each int32 lane, 32 multiply-adds per
-512-bit instruction, exact: 2 * 127^2 < 2^31). AVX2's vpmaddubsw (u8 x s8) sums its pairs into
-*saturating* int16 (255 * 127 * 2 > 32767), so a u8 scheme there needs 7-bit weights; and LLVM
-did not form AVX-512 VNNI's vpdpbusd (u8 x s8) from any plain loop we wrote. Symmetric also needs
-no zero-point correction term. Its cost: a row that is mostly positive (GELU's output) uses about
-half of the 255 levels; with a scale per row instead of per tensor that costs little (see
-tests/test_quantize.py for the measured drift).
+Why symmetric int8 x int8 (and not unsigned activations with a zero point): it needs no
+zero-point correction in the formula, and the kernels can still use the CPU's unsigned x signed
+dot products exactly: kernels/int8.py stores x_q + 128 as unsigned bytes and subtracts
+128 * sum_k W_q[o, k] afterwards (vpdpbusd on AVX-512 VNNI; a portable loop elsewhere). AVX2's
+vpmaddubsw sums its pairs into *saturating* int16 (255 * 127 * 2 > 32767), so it is not used. The
+cost of symmetry: a row that is mostly positive (GELU's output) uses about half of the 255 levels;
+with a scale per row instead of per tensor that costs little (tests/test_quantize.py measures the
+drift).
 
 The layer is inference only: an Int8Weight refuses to act as a float array, so a backward pass
 cannot run through it by accident.
