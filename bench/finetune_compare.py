@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
+
+# bench/ holds a kernels.py, which would shadow the `kernels` package transformers may import
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [d for d in sys.path if os.path.abspath(d or ".") != _HERE]
 
 import bert_np
 from bert_np import paths
