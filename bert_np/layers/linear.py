@@ -5,8 +5,7 @@ backward:  dx = dy W        dW = dy^T x        db = sum_n dy
 Any leading dimensions of x (B, T, ...) are folded into N.
 A weight quantized by bert_np.quantize_dynamic (an Int8Weight) runs the int8 layer of
 quantized_linear.py instead (inference only).
-With b=None the layer computes x W^T only: the feed-forward sublayer leaves its intermediate bias to
-the activation that follows (layers/activations.py). db = sum_n dy is the bias's gradient then too.
+With b=None the layer computes x W^T only (db = sum_n dy is still returned).
 """
 import numpy as np
 
