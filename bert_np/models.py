@@ -199,6 +199,15 @@ class BertPreTrainedModel:
             dh = dh + pooler_backward(dpooled, c_pool, grads, self.base_prefix)
         encoder_backward(dh, c_enc, grads, self.base_prefix, self.config)
 
+    def _forward_outputs(self, input_ids, token_type_ids, attention_mask, training,
+                         output_hidden_states, output_attentions):
+        """The encoder's pass for forward(): (out, h, pooled, dropout keys or None), `out` holding
+        last_hidden_state, pooler_output and the hidden states / attentions asked for."""
+        hs, att = _requested(output_hidden_states, output_attentions)
+        h, pooled, _, rng = self._encode(input_ids, token_type_ids, attention_mask, training,
+                                         keep_cache=False, hidden_states=hs, attentions=att)
+        return _add_requested(self._base_outputs(h, pooled), hs, att), h, pooled, rng
+
     def _base_outputs(self, h, pooled):
         out = {"last_hidden_state": h}
         if pooled is not None:
@@ -265,10 +274,10 @@ class BertModel(BertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False,
                 output_hidden_states=False, output_attentions=False):
-        hs, att = _requested(output_hidden_states, output_attentions)
-        h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                       keep_cache=False, hidden_states=hs, attentions=att)
-        return _add_requested(self._base_outputs(h, pooled), hs, att)
+        out, h, pooled, _ = self._forward_outputs(
+            input_ids, token_type_ids, attention_mask, training, output_hidden_states,
+            output_attentions)
+        return out
 
     def loss_and_grads(self, *args, **kwargs):
         raise TypeError("BertModel has no loss; use a task model, or backpropagate your own "
@@ -288,13 +297,12 @@ class BertForPreTraining(BertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False,
                 output_hidden_states=False, output_attentions=False):
-        hs, att = _requested(output_hidden_states, output_attentions)
-        h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                       keep_cache=False, hidden_states=hs, attentions=att)
-        out = self._base_outputs(h, pooled)
+        out, h, pooled, _ = self._forward_outputs(
+            input_ids, token_type_ids, attention_mask, training, output_hidden_states,
+            output_attentions)
         out["prediction_logits"], _ = mlm_head_forward(h, self.params, self.config)  # (B, T, V)
         out["seq_relationship_logits"], _ = nsp_head_forward(pooled, self.params)    # (B, 2)
-        return _add_requested(out, hs, att)
+        return out
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                        next_sentence_label=None, training=False, stats=None, denominators=None,
@@ -387,12 +395,11 @@ class BertForMaskedLM(BertForPreTraining):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False,
                 output_hidden_states=False, output_attentions=False):
-        hs, att = _requested(output_hidden_states, output_attentions)
-        h, _, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                  keep_cache=False, hidden_states=hs, attentions=att)
-        out = self._base_outputs(h, None)
+        out, h, _, _ = self._forward_outputs(
+            input_ids, token_type_ids, attention_mask, training, output_hidden_states,
+            output_attentions)
         out["logits"], _ = mlm_head_forward(h, self.params, self.config)              # (B, T, V)
-        return _add_requested(out, hs, att)
+        return out
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                        training=False, stats=None, denominators=None, dropout=None,
@@ -450,12 +457,11 @@ class BertForSequenceClassification(BertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False,
                 output_hidden_states=False, output_attentions=False):
-        hs, att = _requested(output_hidden_states, output_attentions)
-        h, pooled, _, rng = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                         keep_cache=False, hidden_states=hs, attentions=att)
-        out = self._base_outputs(h, pooled)
+        out, h, pooled, rng = self._forward_outputs(
+            input_ids, token_type_ids, attention_mask, training, output_hidden_states,
+            output_attentions)
         out["logits"], _ = classifier_head_forward(pooled, self.params, self._classifier_dropout, rng)
-        return _add_requested(out, hs, att)
+        return out
 
     def problem_type_for(self, labels) -> str:
         """config.problem_type, or what transformers infers from num_labels and the labels."""
@@ -576,13 +582,12 @@ class BertForTokenClassification(BertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False,
                 output_hidden_states=False, output_attentions=False):
-        hs, att = _requested(output_hidden_states, output_attentions)
-        h, _, _, rng = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                    keep_cache=False, hidden_states=hs, attentions=att)
-        out = self._base_outputs(h, None)
+        out, h, _, rng = self._forward_outputs(
+            input_ids, token_type_ids, attention_mask, training, output_hidden_states,
+            output_attentions)
         out["logits"], _ = classifier_head_forward(h, self.params, classifier_dropout(self.config),
                                                    rng)                               # (B, T, C)
-        return _add_requested(out, hs, att)
+        return out
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                        training=False, stats=None, output_hidden_states=False,
@@ -636,12 +641,11 @@ class BertForQuestionAnswering(BertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False,
                 output_hidden_states=False, output_attentions=False):
-        hs, att = _requested(output_hidden_states, output_attentions)
-        h, _, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                  keep_cache=False, hidden_states=hs, attentions=att)
-        out = self._base_outputs(h, None)
+        out, h, _, _ = self._forward_outputs(
+            input_ids, token_type_ids, attention_mask, training, output_hidden_states,
+            output_attentions)
         out["start_logits"], out["end_logits"], _ = span_head_forward(h, self.params)  # (B, T) x2
-        return _add_requested(out, hs, att)
+        return out
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None,
                        start_positions=None, end_positions=None, training=False, stats=None,
@@ -736,13 +740,12 @@ class BertForNextSentencePrediction(BertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, training=False,
                 output_hidden_states=False, output_attentions=False):
-        hs, att = _requested(output_hidden_states, output_attentions)
-        h, pooled, _, _ = self._encode(input_ids, token_type_ids, attention_mask, training,
-                                       keep_cache=False, hidden_states=hs, attentions=att)
-        out = self._base_outputs(h, pooled)
+        out, h, pooled, _ = self._forward_outputs(
+            input_ids, token_type_ids, attention_mask, training, output_hidden_states,
+            output_attentions)
         out["seq_relationship_logits"], _ = nsp_head_forward(pooled, self.params)    # (B, 2)
         out["logits"] = out["seq_relationship_logits"]     # transformers' name in this class
-        return _add_requested(out, hs, att)
+        return out
 
     def loss_and_grads(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                        training=False, stats=None, output_hidden_states=False,
