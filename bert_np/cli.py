@@ -1,6 +1,7 @@
-"""The bert-np command line: demo, pretrain, train-tokenizer, finetune, distill, evaluate, predict.
+"""The bert-np command line: demo, pretrain, train-tokenizer, finetune, distill, evaluate, predict,
+quantize.
 
-The options of `pretrain`, `finetune` and `distill` are built from the fields of their settings
+The options of `pretrain`, `finetune`, `distill` and `quantize` are built from the fields of their settings
 dataclasses (bert_np.train.settings), and the defaults of the other verbs are read from the
 signatures of the functions they call: each default is written once, and `--help` shows every
 option's description and default.
@@ -174,7 +175,8 @@ def _add_evaluate(sub):
     from .data.tasks import TASKS
     from .train.finetune import evaluate_saved_model
     p = _parser(sub, "evaluate", "metrics of a fine-tuned model on a task split")
-    p.add_argument("--model", required=True, help="a fine-tuned model directory")
+    p.add_argument("--model", required=True,
+                   help="a fine-tuned model directory (float, or int8 from `bert-np quantize`)")
     p.add_argument("--task", required=True, choices=tuple(TASKS), help="the task")
     p.add_argument("--split", default=default_of(evaluate_saved_model, "split"),
                    choices=["train", "dev", "test"], help="the task's split to evaluate on")
@@ -198,7 +200,8 @@ def _add_predict(sub):
     p = _parser(sub, "predict", "classify a text (or a text pair) with a fine-tuned model")
     p.add_argument("text", nargs="+", help="one or more texts")
     p.add_argument("--text-b", default=None, help="second text of a pair (one text only)")
-    p.add_argument("--model", required=True, help="a fine-tuned model directory")
+    p.add_argument("--model", required=True,
+                   help="a fine-tuned model directory (float, or int8 from `bert-np quantize`)")
     p.add_argument("--max-seq-length", type=int, default=default_of(predict_texts, "max_seq_length"),
                    help="tokens per text; longer texts are truncated")
     p.set_defaults(func=_run_predict)
@@ -218,6 +221,19 @@ def _run_predict(args):
         else:
             k = int(row.argmax())
             print(f"{names.get(str(k), names.get(k, k))}\t{row[k]:.4f}\t{text}")
+
+
+def _add_quantize(sub):
+    from .train.quantize import QuantizeSettings
+    p = _parser(sub, "quantize", "int8 copy of a saved model (dynamic quantization of the encoder's "
+                                 "Linear layers), for predict and evaluate")
+    add_settings_options(p, QuantizeSettings)
+    p.set_defaults(func=_run_quantize)
+
+
+def _run_quantize(args):
+    from .train.quantize import QuantizeSettings, quantize_saved_model
+    print(json.dumps(quantize_saved_model(settings_from_args(QuantizeSettings, args)), indent=1))
 
 
 def _add_demo(sub):
@@ -250,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distill(sub)
     _add_evaluate(sub)
     _add_predict(sub)
+    _add_quantize(sub)
     return parser
 
 

@@ -8,8 +8,10 @@ from bert_np import cli
 from bert_np.train.distill import DistillSettings
 from bert_np.train.finetune import FinetuneSettings
 from bert_np.train.pretrain import PretrainSettings
+from bert_np.train.quantize import QuantizeSettings
 
-VERBS = ["demo", "pretrain", "train-tokenizer", "finetune", "distill", "evaluate", "predict"]
+VERBS = ["demo", "pretrain", "train-tokenizer", "finetune", "distill", "evaluate", "predict",
+         "quantize"]
 
 
 def subparsers():
@@ -45,7 +47,8 @@ def test_help_describes_every_option_with_its_default(verb, capsys):
 
 @pytest.mark.parametrize("settings_class,verb", [(PretrainSettings, "pretrain"),
                                                  (FinetuneSettings, "finetune"),
-                                                 (DistillSettings, "distill")])
+                                                 (DistillSettings, "distill"),
+                                                 (QuantizeSettings, "quantize")])
 def test_settings_defaults_are_the_cli_defaults(settings_class, verb):
     """Each default is written once, on the settings field; the option takes it from there."""
     import dataclasses
