@@ -8,6 +8,7 @@
                     one Allreduce per step; rank 0 alone writes
     pretrain.py     MLM + NSP pretraining from raw text (`bert-np pretrain`)
     finetune.py     sequence classification (`bert-np finetune`, `evaluate`, `predict`)
+    quantize.py     `bert-np quantize`: a saved model's int8 copy (bert_np/quantize.py)
     metrics.py      accuracy, F1, MCC, Pearson, Spearman
     plots.py        training curves from the log
     demo.py         `bert-np demo`: fine-tune MiniLM on the shipped SST-2 sample
