@@ -77,16 +77,26 @@ def prepare(preset, directory, opset=17):
     for k, v in model.params.items():
         model.params[k] = (v + rng.normal(0.0, 0.02, v.shape)).astype(v.dtype)
     model.save_pretrained(directory)
-    onnx_path = os.path.join(directory, "model.onnx")
-    opt_path = os.path.join(directory, "model.opt.onnx")
-    int8_path = os.path.join(directory, "model.opt.int8.onnx")
+    return dict(directory=directory, **export_onnx(directory, directory, opset))
+
+
+def export_onnx(model_dir, out_dir, opset=17):
+    """The transformers twin of the saved float classifier in `model_dir` (eager attention),
+    exported with the TorchScript exporter, optimized by onnxruntime.transformers (model_type
+    "bert") and dynamically quantized, the files written into `out_dir`. Returns
+    dict(ort=optimized float32 graph, ort_int8=its int8 version, fused={operator: count})."""
+    import bert_np
     import onnx
     import torch
     import transformers
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.optimizer import optimize_model
+    cfg = bert_np.BertConfig.from_json_file(os.path.join(model_dir, "config.json"))
+    onnx_path = os.path.join(out_dir, "model.onnx")
+    opt_path = os.path.join(out_dir, "model.opt.onnx")
+    int8_path = os.path.join(out_dir, "model.opt.int8.onnx")
     hf = transformers.BertForSequenceClassification.from_pretrained(
-        directory, attn_implementation="eager").eval()
+        model_dir, attn_implementation="eager").eval()
     dummy = {k: torch.tensor(v) for k, v in make_inputs(cfg.vocab_size, 2, 16).items()}
     axes = {k: {0: "batch", 1: "sequence"} for k in INPUTS}
     with torch.no_grad():
@@ -100,7 +110,27 @@ def prepare(preset, directory, opset=17):
     optimized.save_model_to_file(opt_path)
     quantize_dynamic(opt_path, int8_path, weight_type=QuantType.QInt8,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    return dict(directory=directory, ort=opt_path, ort_int8=int8_path, fused=fused)
+    return dict(ort=opt_path, ort_int8=int8_path, fused=fused)
+
+
+def torch_model(model_dir, int8=False):
+    """transformers' twin of the saved classifier (default attention), in eval mode; with int8,
+    PyTorch dynamic quantization of every nn.Linear (qint8 weights, activations per tensor)."""
+    import torch
+    import transformers
+    model = transformers.BertForSequenceClassification.from_pretrained(model_dir).eval()
+    if int8:
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
+
+
+def ort_session(path, threads):
+    """An ONNX Runtime CPU session on `threads` intra-op threads, and the names of its inputs."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return session, {i.name for i in session.get_inputs()}
 
 
 # ---- the child process: one engine ---------------------------------------------------------
@@ -118,23 +148,15 @@ def engine_forward(engine, preset, paths, B, T, threads):
         return run, run
     if engine.startswith("torch"):
         import torch
-        import transformers
         torch.set_num_threads(threads)
-        model = transformers.BertForSequenceClassification.from_pretrained(paths["directory"]).eval()
-        if engine == "torch-int8":
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        model = torch_model(paths["directory"], int8=engine == "torch-int8")
         t_inputs = {k: torch.tensor(v) for k, v in inputs.items()}
 
         def run():
             with torch.inference_mode():
                 return model(**t_inputs).logits.numpy()
         return run, run
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(paths["ort_int8" if engine == "ort-int8" else "ort"], options,
-                                   providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
+    session, names = ort_session(paths["ort_int8" if engine == "ort-int8" else "ort"], threads)
     feeds = {k: v.astype(np.int64) for k, v in inputs.items() if k in names}
     run = lambda: session.run(["logits"], feeds)[0]                           # noqa: E731
     return run, run
