@@ -59,7 +59,7 @@ def test_notebooks_exist():
                      "03_layernorm_gelu.ipynb", "04_attention_backward.ipynb",
                      "05_backward_vs_transformers.ipynb", "06_pretraining.ipynb",
                      "07_finetuning_sst2.ipynb", "08_kernels.ipynb",
-                     "09_hf_heads_and_checkpoints.ipynb"):
+                     "09_hf_heads_and_checkpoints.ipynb", "10_quantization.ipynb"):
         assert expected in names
 
 
