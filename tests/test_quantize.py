@@ -535,7 +535,8 @@ def test_evaluate_and_predict_take_the_int8_directory(sst2_tiny, capsys):
 def test_quantize_command_refuses_with_one_line_naming_the_argument(tmp_path, capsys):
     """Exit status 2 and one line on stderr naming the argument: a missing --model, a directory
     without config.json, an already quantized --model, --out equal to --model, a non-empty --out
-    without --overwrite (with it, the directory is replaced), an architecture bert_np lacks."""
+    without --overwrite (with it, the directory is replaced), an architecture bert_np lacks, a
+    config.json that is not JSON."""
     make_model(bert_np.BertForMaskedLM).save_pretrained(tmp_path / "float")
     cases = [((tmp_path / "missing", tmp_path / "o1"), "--model", "no such model directory"),
              ((tmp_path, tmp_path / "o2"), "--model", "holds no config.json"),
@@ -560,3 +561,7 @@ def test_quantize_command_refuses_with_one_line_naming_the_argument(tmp_path, ca
     assert quantize_cli(tmp_path / "float", tmp_path / "o3") == 2
     err = capsys.readouterr().err
     assert "--model " in err and "'BertLMHeadModel'" in err and "not a bert_np class" in err
+    (tmp_path / "float" / "config.json").write_text("{")
+    assert quantize_cli(tmp_path / "float", tmp_path / "o4") == 2
+    err = capsys.readouterr().err
+    assert "--model " in err and "config.json is not valid JSON" in err and "\n" not in err.strip()

@@ -45,15 +45,18 @@ class QuantizeSettings:
 
 def model_class(model_dir: Path):
     """The bert_np class config.json's "architectures" names; BertModel when it names none."""
-    config = json.loads((model_dir / CONFIG_NAME).read_text(encoding="utf-8"))
-    names = config.get("architectures") or ["BertModel"]
-    cls = getattr(models, names[0], None)
-    if not (isinstance(cls, type) and issubclass(cls, models.BertPreTrainedModel)):
-        known = sorted(name for name, value in vars(models).items() if isinstance(value, type)
-                       and issubclass(value, models.BertPreTrainedModel)
-                       and value is not models.BertPreTrainedModel)
+    try:
+        config = json.loads((model_dir / CONFIG_NAME).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--model {model_dir}: {CONFIG_NAME} is not valid JSON ({e})") from None
+    names = (config.get("architectures") if isinstance(config, dict) else None) or ["BertModel"]
+    known = {name: value for name, value in vars(models).items() if isinstance(value, type)
+             and issubclass(value, models.BertPreTrainedModel)
+             and value is not models.BertPreTrainedModel}
+    cls = known.get(names[0])
+    if cls is None:
         raise ValueError(f"--model {model_dir}: architecture {names[0]!r} in {CONFIG_NAME} is not "
-                         f"a bert_np class ({', '.join(known)})")
+                         f"a bert_np class ({', '.join(sorted(known))})")
     return cls
 
 
