@@ -22,6 +22,8 @@ in config.json; from_pretrained of such a directory returns the quantized model,
 int8 values and scales, so its outputs are identical. Caution: transformers' from_pretrained does
 NOT refuse such a directory: it casts the int8 tensors to float (weights up to +-127, no scales) and
 only lists the `_scale` tensors as unexpected. Give transformers the float model's directory.
+`bert-np quantize --model DIR --out DIR` (train/quantize.py) writes the quantized copy of a saved
+directory; `bert-np predict` and `bert-np evaluate` load it like a float one.
 """
 from __future__ import annotations
 
