@@ -15,11 +15,13 @@ computed in float32, not those of the original float32 model.
 
 Parameters are kept under Hugging Face's own state_dict names, so loading is a key-for-key copy
 after the normalisations that old or partial checkpoints need:
+  - a `module.` prefix on every key (saved from torch's DistributedDataParallel wrapper) is dropped;
   - `LayerNorm.gamma` / `LayerNorm.beta` (TF-era names) become `LayerNorm.weight` / `.bias`;
   - a BertModel-only checkpoint (keys without "bert.", like all-MiniLM-L6-v2) gains the prefix when
     loaded into a task model, and a task checkpoint loses it when loaded into a bare BertModel;
   - tied copies are dropped: `cls.predictions.decoder.weight` is the word-embedding table and
     `cls.predictions.decoder.bias` is `cls.predictions.bias` (used when the latter is absent).
+Two keys that would become one name are refused.
 
 Loading is in two steps, so that a file cannot make bert_np allocate what it merely claims:
 open_checkpoint reads only the declarations (the safetensors header; the pickle's storage and
@@ -122,6 +124,11 @@ def open_checkpoint(directory: str | os.PathLike) -> Checkpoint:
                          (PYTORCH_INDEX_NAME, lambda p: open_sharded(p, _TorchArchive))):
         if (directory / name).exists():
             return opener(directory / name)
+    shards = sorted(p.name for p in directory.iterdir() if _ANY_SHARD.fullmatch(p.name))
+    if shards:
+        index = SAFETENSORS_INDEX_NAME if shards[0].endswith(".safetensors") else PYTORCH_INDEX_NAME
+        raise CheckpointError(f"{directory} holds the shards {', '.join(shards)} but not their "
+                              f"index {index}, which names the shard of each tensor")
     raise CheckpointError(f"{directory} holds neither {SAFETENSORS_NAME} nor {PYTORCH_NAME} "
                           f"(nor a sharded {SAFETENSORS_INDEX_NAME} or {PYTORCH_INDEX_NAME})")
 
@@ -218,6 +225,8 @@ def _as_loaded(raw: np.ndarray, bf16: bool, dtype) -> np.ndarray:
 _ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
               "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
 _CHUNK = 2 ** 20
+# shard file names as transformers writes them (an index names them; without it they are useless)
+_ANY_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors|pytorch_model-\d{5}-of-\d{5}\.bin")
 
 
 class _SafetensorsFile:
@@ -532,18 +541,26 @@ def read_pytorch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 # ---- key normalisation and checking ------------------------------------------------------------
 
-def normalize_state_dict(state: dict, expected: dict[str, tuple], base_prefix: str) -> dict:
-    """Rename a checkpoint's keys into the model's naming (see the module docstring)."""
-    out = {}
-    for key, value in state.items():
-        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+def normalize_state_dict(state: dict, expected: dict[str, tuple], base_prefix: str,
+                         source: str = "") -> dict:
+    """Rename a checkpoint's keys into the model's naming (see the module docstring). Two keys
+    that become one name are refused, naming both: one would silently replace the other."""
+    if state and all(key.startswith("module.") for key in state):   # saved from a DDP wrapper
+        state = {key[len("module."):]: value for key, value in state.items()}
+    out, origin = {}, {}
+    for stored, value in state.items():
+        key = stored.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
         if key.endswith(_BUFFERS):
             continue
         if base_prefix and key.startswith(("embeddings.", "encoder.", "pooler.")):
             key = base_prefix + key
         elif not base_prefix and key.startswith("bert."):
             key = key[len("bert."):]
-        out[key] = value
+        if key in origin:
+            first, second = sorted((origin[key], stored))
+            raise CheckpointError(f"checkpoint {source}: the keys {first} and {second} both name "
+                                  f"{key}; a checkpoint must hold each tensor once")
+        out[key], origin[key] = value, stored
     if "cls.predictions.decoder.weight" in expected:
         # untied decoder (tie_word_embeddings false): its own weight and bias; transformers 4
         # kept one bias for both names and may have stored it under cls.predictions.bias only

@@ -274,15 +274,11 @@ class BertPreTrainedModel:
             raise hf.CheckpointError(f"{directory} has no {hf.CONFIG_NAME}")
         config = BertConfig.from_json_file(config_path)
         if config_overrides:
-            fields = config.to_dict()
-            fields.update(config_overrides)
-            if "num_labels" in config_overrides and "id2label" not in config_overrides:
-                fields.pop("id2label", None)
-            config = BertConfig.from_dict(fields)
+            config = config.overridden(config_overrides)
         with hf.open_checkpoint(directory) as checkpoint:
             hf.check_layer_count(config.num_hidden_layers, checkpoint.tensors, config_path, source)
             expected = cls.param_shapes(config)
-            stored = hf.normalize_state_dict(checkpoint.tensors, expected, cls.base_prefix)
+            stored = hf.normalize_state_dict(checkpoint.tensors, expected, cls.base_prefix, source)
             scales = quantize.pop_scales(stored, config)   # {} unless saved by a quantized model
             initialised, ignored = hf.check_state_dict(stored, expected, strict, source, config,
                                                        cls.base_prefix)

@@ -1,4 +1,5 @@
-"""Loading a checkpoint: sizes checked before anything is allocated.
+"""Loading a checkpoint: sizes checked before anything is allocated, and the checks of config
+fields and key names.
 
 Part 1, resources. A config.json or a pytorch_model.bin can claim sizes its checkpoint does not
 back (a vocabulary of 2e7 rows, a million layers, a stride-0 view repeating one number 4e8 times,
@@ -15,6 +16,10 @@ Then a good load: its peak memory (tracemalloc, which sees every NumPy buffer) i
 the size of the file, because the weights are read straight into the model's arrays, without a
 throwaway random initialisation or a copy of the whole file; a new head is still initialised to
 the values the full initialisation gives it (same seed, same numbers).
+
+Part 2, fields and names: id2label forms, unknown override names, keys that collide after
+renaming, fields that would make transformers run code, shards without their index, a DDP
+`module.` prefix.
 """
 import io
 import json
@@ -297,3 +302,105 @@ def test_every_loaded_parameter_is_its_own_writable_array(tmp_path):
     assert len(ids) == len(model.params)
     for key, p in model.params.items():
         assert p.flags.writeable and p.flags.c_contiguous and p.dtype == np.float32, key
+
+
+# ================================================================ 2. fields and names
+
+def test_id2label_as_a_list_or_with_integer_keys_is_normalised(tmp_path):
+    """A list of names and {"0": ...} string keys (as JSON writes them) both become {0: name};
+    the model saves, and transformers reads the same names back."""
+    saved(tmp_path, bert_np.BertForSequenceClassification, num_labels=2)
+    for id2label in (["neg", "pos"], {"0": "neg", "1": "pos"}, {0: "neg", 1: "pos"}):
+        edit_config(tmp_path, id2label=id2label)
+        model = bert_np.BertForSequenceClassification.from_pretrained(tmp_path)
+        assert model.config.id2label == {0: "neg", 1: "pos"}
+        model.save_pretrained(tmp_path / "again")
+        again = json.loads((tmp_path / "again" / "config.json").read_text())
+        assert again["id2label"] == {"0": "neg", "1": "pos"}
+        assert again["label2id"] == {"neg": 0, "pos": 1}
+    transformers = pytest.importorskip("transformers")
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "again").id2label == {0: "neg",
+                                                                                   1: "pos"}
+
+
+@pytest.mark.parametrize("id2label, message", [
+    ({"a": "neg", "b": "pos"}, "BertConfig.id2label keys must be the class ids 0 to 1, got 'a'"),
+    ({"1": "neg", "2": "pos"}, "BertConfig.id2label keys must be the class ids 0 to 1, got 2"),
+    ({"0": "neg", "1": 7}, "BertConfig.id2label names must be strings, got 7"),
+])
+def test_id2label_that_cannot_be_saved_is_refused_at_load(tmp_path, id2label, message):
+    saved(tmp_path, bert_np.BertForSequenceClassification, num_labels=2)
+    edit_config(tmp_path, id2label=id2label)
+    with pytest.raises(ValueError, match=f"{tmp_path / 'config.json'}: {message}"):
+        bert_np.BertForSequenceClassification.from_pretrained(tmp_path)
+
+
+def test_an_unknown_override_is_refused_with_the_close_match(tmp_path):
+    """from_pretrained(d, num_label=3): a typo would be kept as an unused field and the model
+    would silently have the checkpoint's labels."""
+    saved(tmp_path)
+    with pytest.raises(ValueError, match=r"from_pretrained: unknown config field 'num_label' "
+                                         r"\(did you mean 'num_labels'\?\)"):
+        bert_np.BertForSequenceClassification.from_pretrained(tmp_path, num_label=3)
+    with pytest.raises(ValueError, match=r"unknown config field 'colour'; the fields are "):
+        bert_np.BertForSequenceClassification.from_pretrained(tmp_path, colour=3)
+
+
+def rewrite_keys(directory, rename):
+    """Rewrite model.safetensors with the keys `rename(state)` returns (a new dict)."""
+    from safetensors.numpy import save_file
+    state = hf.read_state_dict(directory)
+    save_file(rename(state), str(Path(directory) / hf.SAFETENSORS_NAME))
+
+
+@pytest.mark.parametrize("first, second", [
+    ("bert.embeddings.LayerNorm.weight", "embeddings.LayerNorm.weight"),
+    ("bert.embeddings.LayerNorm.weight", "bert.embeddings.LayerNorm.gamma"),
+])
+def test_keys_that_become_one_name_are_refused_naming_both(tmp_path, first, second):
+    """Two tensors renamed to one parameter (a prefixed and a bare key, a TF-era gamma beside
+    weight): whichever came last would win silently, even with strict=True; both are named (in
+    sorted order)."""
+    saved(tmp_path, bert_np.BertForPreTraining)
+    rewrite_keys(tmp_path, lambda s: {**s, second: s[first] + 1})
+    a, b = sorted((first, second))
+    for strict in (True, False):
+        with pytest.raises(hf.CheckpointError, match=f"checkpoint {tmp_path}: the keys {a} "
+                                                     f"and {b} both name "
+                                                     "bert.embeddings.LayerNorm.weight"):
+            bert_np.BertForPreTraining.from_pretrained(tmp_path, strict=strict)
+
+
+def test_fields_that_run_code_in_transformers_are_not_saved_again(tmp_path):
+    """auto_map / trust_remote_code make transformers import code named by the config; a model
+    saved by bert_np is plain BERT, so they are not written back (other unknown fields are)."""
+    saved(tmp_path)
+    edit_config(tmp_path, auto_map={"AutoModel": "x.Y"}, trust_remote_code=True, note="kept")
+    bert_np.BertModel.from_pretrained(tmp_path).save_pretrained(tmp_path / "again")
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert "auto_map" not in again and "trust_remote_code" not in again
+    assert again["note"] == "kept"
+
+
+def test_shards_without_their_index_are_named_as_such(tmp_path):
+    """Sharded checkpoints load; shards whose index is missing get an error that says so."""
+    model = bert_np.BertModel(small_config(), seed=0)
+    model.save_pretrained(tmp_path, max_shard_size="20KB")
+    (tmp_path / hf.SAFETENSORS_INDEX_NAME).unlink()
+    with pytest.raises(hf.CheckpointError, match=r"holds the shards model-00001-of-0000\d"
+                                                 r"\.safetensors, .* but not their index "
+                                                 r"model\.safetensors\.index\.json"):
+        bert_np.BertModel.from_pretrained(tmp_path)
+
+
+def test_a_ddp_module_prefix_on_every_key_is_removed(tmp_path):
+    """torch DistributedDataParallel saves `module.`-prefixed keys; when every key has it, it
+    is dropped (strict loading gives the original parameters); a partial prefix is not."""
+    model = saved(tmp_path, bert_np.BertForPreTraining)
+    rewrite_keys(tmp_path, lambda s: {"module." + k: v for k, v in s.items()})
+    loaded = bert_np.BertForPreTraining.from_pretrained(tmp_path, strict=True)
+    for key, value in model.params.items():
+        np.testing.assert_array_equal(loaded.params[key], value)
+    rewrite_keys(tmp_path, lambda s: {**s, "bert.pooler.dense.bias": s["module.bert.pooler.dense.bias"]})
+    with pytest.raises(hf.CheckpointError, match="unexpected keys"):
+        bert_np.BertForPreTraining.from_pretrained(tmp_path, strict=True)
