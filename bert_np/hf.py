@@ -447,8 +447,10 @@ class _TorchArchive:
     """A torch.save zip archive of a state_dict, its pickle read (without torch and without
     executing code) into tensor records. Before anything is read from a storage: a view may not
     have more elements than its storage (a stride-0 view repeating one number is refused), and a
-    storage may not be larger than the tensors it backs, so the archive expands to no more than
-    its tensors, whose shapes the model then checks against its config."""
+    compressed storage may not be larger than the tensors it backs (torch.save stores its
+    entries uncompressed; a view of part of a stored storage, as torch.save writes a slice, is
+    fine: only what it reaches is read). So the archive expands to no more than its tensors,
+    whose shapes the model then checks against its config."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -487,13 +489,13 @@ class _TorchArchive:
                                  f"storage of {view.storage.numel}: a checkpoint tensor must be "
                                  "backed by its storage")
             users.setdefault(view.storage.key, []).append(name)
-        for key, names in users.items():
-            numel = state[names[0]].storage.numel
+        for key, names in users.items():       # a stored entry's bytes are in the file itself
+            storage = state[names[0]].storage
             reach = max(state[n].reach for n in names)
-            if reach < numel:
-                raise ValueError(f"storage {key} holds {numel} elements but its tensors "
-                                 f"({', '.join(names)}) use {reach}: an archive may hold no more "
-                                 "than its tensors")
+            if reach < storage.numel and storage.entry.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"storage {key} inflates to {storage.numel} elements but its "
+                                 f"tensors ({', '.join(names)}) use {reach}: a compressed archive "
+                                 "may expand to no more than its tensors")
         return dict(state)
 
     def read(self, names: set[str], dtype=None) -> dict[str, np.ndarray]:

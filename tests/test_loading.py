@@ -216,16 +216,29 @@ def test_an_archive_entry_larger_than_its_storage_record_is_refused_unread(tmp_p
                            f"archive/data/0 holds {BOMB} bytes")
 
 
-def test_a_storage_larger_than_the_tensors_it_backs_is_refused_unread(tmp_path):
+def test_a_compressed_storage_larger_than_the_tensors_it_backs_is_refused_unread(tmp_path):
     """The same bomb with a consistent storage record (1e8 floats) behind a 24-element tensor:
-    the archive may hold no more than its tensors use, so it is refused naming the tensor."""
+    a compressed archive may expand to no more than its tensors use, so it is refused naming the
+    tensor."""
     small_config().to_json_file(tmp_path / "config.json")
     pickled = _pickled_state({"embeddings.LayerNorm.weight":
                               ("0", "FloatStorage", BOMB // 4, 0, (24,), (1,))})
     write_archive(tmp_path / "pytorch_model.bin", pickled, {"0": BOMB}, zipfile.ZIP_DEFLATED)
     assert_refused_quickly(load_bounded(tmp_path), f"{tmp_path / 'pytorch_model.bin'}: storage 0",
-                           f"holds {BOMB // 4} elements but its tensors "
+                           f"inflates to {BOMB // 4} elements but its tensors "
                            "(embeddings.LayerNorm.weight) use 24")
+
+
+def test_a_slice_saved_by_torch_reads_only_what_it_reaches(tmp_path):
+    """torch.save of a slice keeps its whole (uncompressed) storage: it loads, equal to the
+    slice, and only the storage's first elements up to the slice's end are read."""
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"w": torch.arange(10.0)[2:5], "m": torch.arange(12.0).reshape(3, 4)[:, 1]}, path)
+    state = hf.read_pytorch_bin(path)
+    np.testing.assert_array_equal(state["w"], [2, 3, 4])
+    np.testing.assert_array_equal(state["m"], [1, 5, 9])
+    assert state["w"].flags.writeable and state["m"].flags.c_contiguous
 
 
 def test_an_oversized_pickle_is_refused_unread(tmp_path):
