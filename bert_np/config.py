@@ -7,14 +7,19 @@ field, not later inside a matrix product.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
+# config.json fields that make transformers import and run code named by the config; a model saved
+# by bert_np is plain BERT, so they are not written again
+NOT_SAVED = ("auto_map", "trust_remote_code")
 
 # name -> (num_hidden_layers, hidden_size, num_attention_heads); intermediate size is 4 * hidden.
 # tiny..medium are the compact BERTs of Turc et al. (2019); base and large are Devlin et al. (2019).
@@ -76,9 +81,8 @@ class BertConfig:
                              f"{self.pad_token_id!r}")
         if not isinstance(self.hidden_act, str):
             raise ValueError(f"BertConfig.hidden_act must be a string, got {self.hidden_act!r}")
-        if self.id2label is not None and not isinstance(self.id2label, dict):
-            raise ValueError(f"BertConfig.id2label must be a mapping of ids to names, got "
-                             f"{self.id2label!r}")
+        if self.id2label is not None:
+            self.id2label = _label_names(self.id2label)
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by "
                              f"num_attention_heads ({self.num_attention_heads})")
@@ -135,9 +139,10 @@ class BertConfig:
         if not isinstance(d, dict):
             raise ValueError(f"a config must be a JSON object, got {type(d).__name__}")
         kwargs = {k: v for k, v in d.items() if k in known}
-        if kwargs.get("id2label") is not None and "num_labels" not in d:
+        sized = isinstance(kwargs.get("id2label"), (dict, list))  # others: refused when made
+        if sized and "num_labels" not in d:
             kwargs["num_labels"] = len(kwargs["id2label"])
-        elif kwargs.get("id2label") is not None and len(kwargs["id2label"]) != kwargs["num_labels"]:
+        elif sized and len(kwargs["id2label"]) != kwargs["num_labels"]:
             # as transformers: an explicit num_labels wins over a label map of another length
             logging.getLogger("bert_np").warning(
                 "config num_labels=%s disagrees with its id2label of %d labels; using num_labels",
@@ -145,6 +150,24 @@ class BertConfig:
             kwargs["id2label"] = None
         extra = {k: v for k, v in d.items() if k not in known and k != "label2id"}
         return cls(**kwargs, extra=extra)
+
+    def overridden(self, overrides: dict, where: str = "from_pretrained") -> "BertConfig":
+        """This config with some fields replaced, each name checked (a typo such as num_label
+        would otherwise be kept as an unused field); a new num_labels without new label names
+        drops the old names."""
+        known = sorted(f.name for f in dataclasses.fields(self) if f.name != "extra")
+        unknown = [name for name in overrides if name not in known]
+        if unknown:
+            close = {name: difflib.get_close_matches(name, known, n=1) for name in unknown}
+            named = ", ".join(f"{name!r}" + "".join(f" (did you mean {m!r}?)" for m in close[name])
+                              for name in unknown)
+            hint = "" if any(close.values()) else f"; the fields are {', '.join(known)}"
+            raise ValueError(f"{where}: unknown config field {named}{hint}")
+        fields = self.to_dict()
+        fields.update(overrides)
+        if "num_labels" in overrides and "id2label" not in overrides:
+            fields.pop("id2label", None)
+        return BertConfig.from_dict(fields)
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
@@ -166,6 +189,8 @@ class BertConfig:
         d = dict(self.extra)
         d.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
         d["model_type"] = "bert"
+        for name in NOT_SAVED:
+            d.pop(name, None)
         # transformers reads the number of labels from id2label, so it is always written
         id2label = self.id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}
         d["id2label"] = {str(k): v for k, v in id2label.items()}
@@ -179,3 +204,24 @@ class BertConfig:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(d, f, indent=2, sort_keys=True)
             f.write("\n")
+
+
+def _label_names(id2label) -> dict[int, str]:
+    """id2label as {class id: name}: a list of names, or keys that are integers or integer
+    strings (JSON writes "0"), covering 0..n-1; names are strings (label2id is built from them)."""
+    if isinstance(id2label, (list, tuple)):
+        id2label = dict(enumerate(id2label))
+    if not isinstance(id2label, dict):
+        raise ValueError(f"BertConfig.id2label must map class ids to names (or list the names), "
+                         f"got {id2label!r}")
+    out = {}
+    for key, name in id2label.items():
+        if isinstance(key, str) and re.fullmatch(r"\d+", key):
+            key = int(key)
+        if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < len(id2label):
+            raise ValueError(f"BertConfig.id2label keys must be the class ids 0 to "
+                             f"{len(id2label) - 1}, got {key!r}")
+        if not isinstance(name, str):
+            raise ValueError(f"BertConfig.id2label names must be strings, got {name!r}")
+        out[key] = name
+    return dict(sorted(out.items()))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -84,18 +85,57 @@ def mlm_head_shapes(cfg: BertConfig) -> dict[str, tuple]:
     return shapes
 
 
+def _is_drawn(name: str) -> bool:
+    """True for the parameters init_param draws at random: weight matrices and embeddings."""
+    return "LayerNorm" not in name and not name.endswith("bias")
+
+
 def init_param(name: str, shape: tuple, cfg: BertConfig, rng, dtype) -> np.ndarray:
     """As transformers initialises BERT: LayerNorm ones/zeros, biases zero, every weight matrix
     and embedding N(0, initializer_range), the padding token's embedding row zero."""
-    if "LayerNorm" in name:
-        return (np.ones if name.endswith("weight") else np.zeros)(shape, dtype=dtype)
-    if name.endswith("bias"):
-        return np.zeros(shape, dtype=dtype)
+    if not _is_drawn(name):
+        ones = "LayerNorm" in name and name.endswith("weight")
+        return (np.ones if ones else np.zeros)(shape, dtype=dtype)
     w = rng.standard_normal(shape, dtype=dtype)               # in the model's dtype: a float32
     w *= np.dtype(dtype).type(cfg.initializer_range)          # model never holds a float64 copy
     if name.endswith("word_embeddings.weight"):
         w[cfg.pad_token_id] = 0.0
     return w
+
+
+def initial_params(shapes: dict[str, tuple], cfg: BertConfig, seed: int, dtype,
+                   loaded: dict) -> dict:
+    """name -> array for every parameter of `shapes`: the `loaded` ones as given, the others
+    from init_param with one Generator seeded with `seed`. The draws a loaded parameter would
+    have taken are skipped (drawn and dropped, a bounded chunk at a time), so a parameter starts
+    from the same values whether or not the others came from a file."""
+    rng = np.random.default_rng(seed)
+    params, skipped = {}, 0
+    for name, shape in shapes.items():
+        if name in loaded:
+            params[name] = loaded[name]
+            skipped += math.prod(shape) if _is_drawn(name) else 0
+            continue
+        _skip_draws(rng, skipped, dtype)
+        skipped = 0
+        params[name] = init_param(name, shape, cfg, rng, dtype)
+    return params
+
+
+def _skip_draws(rng, n: int, dtype) -> None:
+    """Advance rng past n standard normal draws of `dtype`, as standard_normal(n) would."""
+    buffer = np.empty(min(n, 2 ** 20), dtype=dtype)
+    while n > 0:
+        k = min(n, buffer.size)
+        rng.standard_normal(out=buffer[:k], dtype=dtype)
+        n -= k
+
+
+def _model_dtype(dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
 
 
 def _count_correct(stats, name, logits, labels):
@@ -140,21 +180,21 @@ def _count_labelled(labels) -> int:
 # ---- the classes --------------------------------------------------------------------------------
 
 class BertPreTrainedModel:
-    """What every model class shares: parameters, dtype, dropout generator, checkpoint I/O."""
+    """What every model class shares: parameters, dtype, dropout generator, checkpoint I/O.
+    `params` (keyword): parameters already in hand (from_pretrained's, read from the file); the
+    others are initialised from `seed`."""
 
     base_prefix = "bert."
     has_pooler = True
 
-    def __init__(self, config: BertConfig, seed: int = 0, dtype=np.float32):
+    def __init__(self, config: BertConfig, seed: int = 0, dtype=np.float32, *,
+                 params: dict | None = None):
         if not isinstance(config, BertConfig):
             raise TypeError(f"config must be a BertConfig, got {type(config).__name__}")
         self.config = config
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
-        init_rng = np.random.default_rng(seed)
-        self.params = {name: init_param(name, shape, config, init_rng, self.dtype)
-                       for name, shape in self.param_shapes(config).items()}
+        self.dtype = _model_dtype(dtype)
+        self.params = initial_params(self.param_shapes(config), config, seed, self.dtype,
+                                     params or {})
         self.rng = np.random.default_rng([seed, 1])   # dropout, when training=True
         self.loading_info = None
 
@@ -223,27 +263,32 @@ class BertPreTrainedModel:
 
         Heads absent from the checkpoint are initialised (and listed in a warning and in
         `model.loading_info`); strict=True refuses any difference. `config_overrides` set config
-        fields, for example num_labels for a new classification head."""
-        directory = Path(directory)
+        fields, for example num_labels for a new classification head.
+
+        Nothing is allocated before the checkpoint's declared shapes (safetensors header, the
+        pickle's tensor records) have been checked against the config; the weights are then
+        read straight into the model's arrays (docs/robustness.md)."""
+        directory, dtype, source = Path(directory), _model_dtype(dtype), str(directory)
         config_path = directory / hf.CONFIG_NAME
         if not config_path.exists():
             raise hf.CheckpointError(f"{directory} has no {hf.CONFIG_NAME}")
         config = BertConfig.from_json_file(config_path)
         if config_overrides:
-            fields = config.to_dict()
-            fields.update(config_overrides)
-            if "num_labels" in config_overrides and "id2label" not in config_overrides:
-                fields.pop("id2label", None)
-            config = BertConfig.from_dict(fields)
-        model = cls(config, seed=seed, dtype=dtype)
-        expected = {k: v.shape for k, v in model.params.items()}
-        state = hf.normalize_state_dict(hf.read_state_dict(directory), expected, cls.base_prefix)
-        scales = quantize.pop_scales(state, config)   # {} unless saved by a quantized model
-        initialised, ignored = hf.check_state_dict(state, expected, strict, str(directory))
-        for key in expected:
-            if key in state:
-                model.params[key] = quantize.param_from_checkpoint(state[key], scales.get(key),
-                                                                   model.dtype)
+            config = config.overridden(config_overrides)
+        with hf.open_checkpoint(directory) as checkpoint:
+            hf.check_layer_count(config.num_hidden_layers, checkpoint.tensors, config_path, source)
+            expected = cls.param_shapes(config)
+            stored = hf.normalize_state_dict(checkpoint.tensors, expected, cls.base_prefix, source)
+            scales = quantize.pop_scales(stored, config)   # {} unless saved by a quantized model
+            initialised, ignored = hf.check_state_dict(stored, expected, strict, source, config,
+                                                       cls.base_prefix)
+            wanted = {k: stored[k] for k in expected if k in stored}
+            wanted.update({k + quantize.SCALE_SUFFIX: t for k, t in scales.items() if k in wanted})
+            arrays = checkpoint.read(wanted, dtype)
+        hf.check_finite(arrays, source)
+        params = {k: quantize.param_from_checkpoint(arrays[k], arrays.get(k + quantize.SCALE_SUFFIX),
+                                                    dtype) for k in expected if k in arrays}
+        model = cls(config, seed=seed, dtype=dtype, params=params)
         model.loading_info = {"initialised": initialised, "ignored": ignored}
         if initialised:
             logger.warning("%s: not in %s, initialised: %s", cls.__name__, directory,
@@ -437,11 +482,11 @@ class BertForSequenceClassification(BertPreTrainedModel):
     differs), as `from_pretrained(..., num_labels=...)` does."""
 
     def __init__(self, config: BertConfig, seed: int = 0, dtype=np.float32,
-                 num_labels: int | None = None):
+                 num_labels: int | None = None, *, params: dict | None = None):
         if num_labels is not None and isinstance(config, BertConfig) \
                 and num_labels != config.num_labels:
             config = dataclasses.replace(config, num_labels=num_labels, id2label=None)
-        super().__init__(config, seed=seed, dtype=dtype)
+        super().__init__(config, seed=seed, dtype=dtype, params=params)
 
     @classmethod
     def param_shapes(cls, cfg):
@@ -626,11 +671,12 @@ class BertForQuestionAnswering(BertPreTrainedModel):
 
     has_pooler = False
 
-    def __init__(self, config: BertConfig, seed: int = 0, dtype=np.float32):
+    def __init__(self, config: BertConfig, seed: int = 0, dtype=np.float32, *,
+                 params: dict | None = None):
         if isinstance(config, BertConfig) and config.num_labels != 2:
             raise ValueError(f"BertForQuestionAnswering needs config.num_labels == 2 (start and "
                              f"end logits), got {config.num_labels}")
-        super().__init__(config, seed, dtype)
+        super().__init__(config, seed, dtype, params=params)
 
     @classmethod
     def param_shapes(cls, cfg):

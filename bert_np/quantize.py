@@ -121,5 +121,5 @@ def param_from_checkpoint(value: np.ndarray, scale: np.ndarray | None, dtype) ->
     if scale is None:
         if value.dtype == np.int8:
             raise ValueError("an int8 tensor without its scale: the checkpoint is incomplete")
-        return np.array(value, dtype=dtype)
-    return Int8Weight(np.array(value), np.array(scale, dtype=dtype))
+        return np.asarray(value, dtype=dtype)        # read for this model: no copy needed
+    return Int8Weight(np.asarray(value), np.asarray(scale, dtype=dtype))
