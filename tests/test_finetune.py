@@ -202,3 +202,22 @@ def test_truncation_other_than_head_or_head_tail_is_refused_naming_the_option():
     with pytest.raises(ValueError, match=r"truncation \(--truncation\) must be one of head, "
                                          r"head_tail, got 'tail'"):
         FinetuneSettings(task="sst2", model="tiny", out="o", truncation="tail")
+
+
+def test_on_eval_sees_the_model_before_training_and_after_every_epoch(run_dir):
+    # finetune(on_eval=...) is called with (epoch, model, dev metrics): epoch 0 before the first
+    # step (bench/finetune_compare.py copies the initial head there), then after each epoch with
+    # the metrics finetune logs and returns
+    from bert_np.train.finetune import FinetuneSettings, finetune
+    seen = []
+    settings = FinetuneSettings(task="sst2", model="tiny", out=str(run_dir / "out"), epochs=2,
+                                batch_size=8, max_seq_length=16, lr=1e-3,
+                                train_file=str(run_dir / "train.jsonl"),
+                                dev_file=str(run_dir / "dev.jsonl"))
+    result = finetune(settings, progress=False, log=lambda message: None,
+                      on_eval=lambda epoch, model, metrics: seen.append(
+                          (epoch, dict(metrics), model.params["classifier.weight"].copy())))
+    assert [epoch for epoch, _, _ in seen] == [0, 1, 2]
+    assert [metrics for _, metrics, _ in seen] == [result["before"], *result["epochs"]]
+    assert not np.array_equal(seen[0][2], seen[1][2])     # the head trained in between
+    assert 0 <= result["eval_seconds"] < result["train_seconds"]

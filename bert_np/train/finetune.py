@@ -264,13 +264,15 @@ class FinetuneCallbacks(Callbacks):
     """Per-step accuracy, and after every epoch: dev metrics, and best/ when they improve."""
 
     def __init__(self, task: Task, model, dev: EncodedSplit, pad_id: int, out: Path,
-                 eval_batch_size: int, jsonl: JsonlLog, progress: bool, log, tokenizer=None):
+                 eval_batch_size: int, jsonl: JsonlLog, progress: bool, log, tokenizer=None,
+                 on_eval=None):
         self.task, self.model, self.dev, self.pad_id, self.out = task, model, dev, pad_id, out
         self.tokenizer = tokenizer  # saved with the model in best/
+        self.on_eval = on_eval      # called with (epoch, model, dev metrics) after each evaluation
         self.eval_batch_size, self.jsonl, self.progress, self.log = (eval_batch_size, jsonl,
                                                                      progress, log)
         self.history, self.best = [], None
-        self.eval_seconds = 0.0  # in end_of_epoch: evaluation and saving best/
+        self.eval_seconds = 0.0  # in end_of_epoch: evaluation, on_eval and saving best/
 
     def batch_metrics(self, batch, stats):
         if self.task.is_regression:
@@ -294,6 +296,8 @@ class FinetuneCallbacks(Callbacks):
         if self.best is None or metrics[main] > self.best[main]:
             self.best = dict(metrics, epoch=state.epoch)
             save_model_directory(self.out / "best", self.model, self.tokenizer)
+        if self.on_eval is not None:
+            self.on_eval(state.epoch, self.model, metrics)
 
     def last_good_checkpoint(self):
         kept = self.out / "best" if self.best else "none (no epoch finished yet)"
@@ -301,8 +305,12 @@ class FinetuneCallbacks(Callbacks):
 
 
 def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=None,
-             dev_examples=None, log=print) -> dict:
-    """Fine-tune and keep the best checkpoint in settings.out/best; returns the metrics per epoch."""
+             dev_examples=None, log=print, on_eval=None) -> dict:
+    """Fine-tune and keep the best checkpoint in settings.out/best; returns the metrics per epoch.
+
+    on_eval(epoch, model, dev_metrics), if given, is called (on rank 0) after each evaluation on
+    dev: epoch 0 before training, then every epoch; bench/finetune_compare.py reads the initial
+    head there and evaluates another split."""
     task = get_task(settings.task)
     out = (prepare_output_dir(settings.out, overwrite=settings.overwrite, can_resume=False)
            if is_main_process() else Path(settings.out))      # only rank 0 writes
@@ -329,6 +337,8 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
                                      progress)
         jsonl.write({"kind": "eval", "step": 0, "epoch": 0, **before})
         log(f"dev before fine-tuning: {_fmt(before)}")
+        if on_eval is not None:
+            on_eval(0, model, before)
 
     lengths = [len(x) for x in train.ids]
 
@@ -338,7 +348,8 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
                 for rows in order[start:])
 
     callbacks = FinetuneCallbacks(task, model, dev, tokenizer.pad_id, out,
-                                  settings.eval_batch_size, jsonl, progress, log, tokenizer)
+                                  settings.eval_batch_size, jsonl, progress, log, tokenizer,
+                                  on_eval)
     loop_settings = LoopSettings(max_grad_norm=settings.max_grad_norm, max_steps=settings.max_steps,
                                  last_epoch=settings.epochs, log_epoch=True,
                                  gradient_accumulation_steps=settings.gradient_accumulation_steps)
