@@ -83,7 +83,8 @@ def run_bert_np(settings, task, examples, test, chosen_epoch, log):
 
     def on_eval(epoch, model, metrics):
         if epoch == 0:
-            seen["head"] = {k: v.copy() for k, v in model.params.items() if k.startswith("classifier.")}
+            seen["head"] = {k: v.copy() for k, v in model.params.items()
+                            if k.startswith("classifier.")}
             seen["logits"] = predict_logits(model, first_rows, examples["pad_id"])
             seen["model"] = model
             return
@@ -202,8 +203,10 @@ def run_seed(seed, args, task, splits, tokenizer, log):
     """Both frameworks on one seed: {"seed", "chosen_epoch", "bert_np", "torch", "examples"}."""
     train = subset(splits["train"], args.max_train_examples, seed)
     dev = subset(splits["dev"], args.max_dev_examples, seed)
-    encode = lambda examples: encode_examples(examples, tokenizer, args.max_seq_length,  # noqa: E731
-                                              args.truncation)
+
+    def encode(examples):
+        return encode_examples(examples, tokenizer, args.max_seq_length, args.truncation)
+
     examples = {"train": train, "dev": dev, "train_encoded": encode(train),
                 "dev_encoded": encode(dev), "pad_id": tokenizer.pad_id}
     test = encode(subset(splits["test"], args.max_test_examples, seed)) if args.test else None

@@ -82,13 +82,13 @@ def main(argv=None):
     if not rows:
         sys.exit(f"select_recipe: no run with seed {args.seed} in the records")
     metric = records[0][1]["main_metric"]
-    print(f"{task}: bert_np dev {metric} (seed {args.seed}), per batch size / lr / epochs and epoch")
+    print(f"{task}: bert_np dev {metric} (seed {args.seed}) per batch size, lr, epochs, epoch")
     for row in sorted(rows, key=lambda r: (r["batch_size"], -r["lr"], r["epochs"], r["epoch"])):
         print(f"  batch {row['batch_size']:3d}  lr {row['lr']:<7g} epochs {row['epochs']}  "
               f"epoch {row['epoch']}  {100 * row['value']:6.2f}")
     best = choose(rows)
-    print(f"chosen: batch {best['batch_size']}, lr {best['lr']:g}, {best['epochs']} epoch schedule, "
-          f"epoch {best['epoch']} ({100 * best['value']:.2f}; {best['path']})")
+    print(f"chosen: batch {best['batch_size']}, lr {best['lr']:g}, {best['epochs']}-epoch "
+          f"schedule, epoch {best['epoch']} ({100 * best['value']:.2f}; {best['path']})")
     print(final_command(best, task))
     return best
 

@@ -220,7 +220,8 @@ def evaluate_classifier(model, split: EncodedSplit, task, pad_id: int, batch_siz
     return compute_metrics(task, logits, split.labels)
 
 
-def training_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+def training_batches(lengths: list[int], batch_size: int, seed: int,
+                     epoch: int) -> list[np.ndarray]:
     """The rows of every batch of epoch `epoch` (1, 2, ...) in training order: length-bucketed,
     shuffled by the generator of (seed, epoch). bench/finetune_compare.py feeds PyTorch these."""
     return bucketed_batches(lengths, batch_size, np.random.default_rng([seed, epoch]))
