@@ -1,20 +1,43 @@
-"""The same fine-tuning recipe in bert_np and in transformers + PyTorch, in one run.
+"""The same fine-tuning recipe in bert_np and in transformers + PyTorch, one after the other.
 
-Both start from all-MiniLM-L6-v2 with the same freshly initialised classifier head (bert_np's
-initial head is copied into the torch model), see the same SST-2 training sentences in the same
-length-bucketed batches (bert_np.finetune.bucketed_batches, same seed), and use the same AdamW
-(lr, betas, eps 1e-6, weight decay 0.01 except on biases and LayerNorm), the same warmup + linear
-decay, global-norm clipping at 1.0 and dropout 0.1. Only the dropout masks differ (each framework
-draws its own). Both are evaluated on the full SST-2 dev set (872 sentences).
+For every seed, on any task of bert_np.data.tasks (sst2 mrpc cola stsb rte imdb tnews
+zh_sentiment; STS-B is a regression trained with MSE):
+1. bert_np: `bert_np.train.finetune.finetune`, what `bert-np finetune` runs, on the examples
+   below; dev metrics before training and after every epoch.
+2. PyTorch: `transformers.BertForSequenceClassification` loaded from the same model directory,
+   its classifier set to bert_np's initial head (read from bert_np's model before its first
+   step), trained on the same token ids (bert_np's tokenizer and truncation) in the same
+   length-bucketed batches (finetune.training_batches, the same seed), with torch.optim.AdamW
+   (the same lr, betas (0.9, 0.999), eps 1e-6, weight decay 0.01 except on biases and LayerNorm),
+   the same warmup + linear decay (bert_np.optim.linear_warmup_decay in a LambdaLR), global-norm
+   clipping at 1.0 and the model's dropout (0.1 for MiniLM). Only the dropout masks differ.
+3. Both are evaluated on dev after every epoch. The figures compared are those of the chosen
+   epoch: `--epoch K`, or else the epoch where bert_np's dev main metric is best (the one
+   `bert-np finetune` keeps in best/); PyTorch is read at the same epoch. With `--test` both
+   are evaluated at that epoch on the task's test split too (labelled: MRPC, IMDB, TNEWS,
+   zh_sentiment).
+It prints the metrics of both per epoch, the difference at the chosen epoch, its spread over the
+seeds, and writes a JSON record (command, commit, machine, settings, per-seed metrics per epoch,
+wall times) under bench/results/finetune_compare/ (or --out). bench/README.md gives the command
+for each task and the rule that picks the recipe.
 
-    BERT_NP_DATA=../shared/data python bench/finetune_compare.py --train-examples 8000 --epochs 1
+    BERT_NP_DATA=../shared/data python bench/finetune_compare.py                  # SST-2, 8,000
+    BERT_NP_DATA=../shared/data python bench/finetune_compare.py --task mrpc --batch-size 16 \\
+        --lr 5e-5 --epochs 4 --seed 0 1
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
+import platform
+import shlex
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -22,110 +45,395 @@ import numpy as np
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [d for d in sys.path if os.path.abspath(d or ".") != _HERE]
 
-import bert_np
-from bert_np import paths
-from bert_np.data.tasks import get_task, load_split
-from bert_np.data.batching import bucketed_batches, pad_batch
-from bert_np.train.finetune import encode_examples, load_classifier, predict_logits, subset
-from bert_np.train.metrics import compute_metrics
-from bert_np.optim import AdamW, clip_grad_norm, decays, linear_warmup_decay
-from bert_np.tokenization import BertTokenizer
+import numba  # noqa: E402
+
+import bert_np  # noqa: E402
+from bert_np import paths  # noqa: E402
+from bert_np.data.batching import EncodedSplit, length_sorted_batches, pad_batch  # noqa: E402
+from bert_np.data.tasks import TASKS, get_task, load_split  # noqa: E402
+from bert_np.files import atomic_write_text  # noqa: E402
+from bert_np.optim import decays, linear_warmup_decay  # noqa: E402
+from bert_np.tokenization import TRUNCATIONS  # noqa: E402
+from bert_np.train.finetune import (FinetuneSettings, _fmt, encode_examples,  # noqa: E402
+                                    evaluate_classifier, finetune, load_tokenizer, predict_logits,
+                                    subset, training_batches, warmup_and_total_steps)
+from bert_np.train.metrics import compute_metrics  # noqa: E402
+
+REPO = Path(_HERE).parent
+RESULTS = REPO / "bench" / "results" / "finetune_compare"
+# defaults that differ by task: SST-2 keeps the 8,000-sentence, 64-token comparison this script
+# has always run; the other tasks train on every example at 128 tokens unless told otherwise
+TASK_DEFAULTS = {"sst2": {"max_train_examples": 8000, "max_seq_length": 64}}
+GENERAL_DEFAULTS = {"max_train_examples": None, "max_seq_length": 128}
+FIRST_ROWS = 64  # dev rows on which the initial logits of the two models are compared
 
 
-def epoch_batches(train, args):
-    lengths = [len(x) for x in train.ids]
-    return [bucketed_batches(lengths, args.batch_size, np.random.default_rng([args.seed, e]))
-            for e in range(1, args.epochs + 1)]
+# ---- bert_np --------------------------------------------------------------------------------
+
+def first(split: EncodedSplit, n: int) -> EncodedSplit:
+    """The first n examples of an encoded split."""
+    return EncodedSplit(split.ids[:n], split.types[:n], split.labels[:n])
 
 
-def train_bert_np(model, train, dev, schedule, args, pad_id, task):
-    opt = AdamW(model.params, lr=args.lr, weight_decay=0.01, schedule=schedule)
-    start = time.perf_counter()
-    for batches in epoch_batches(train, args):
-        for rows in batches:
-            _, grads = model.loss_and_grads(**pad_batch(train, rows, pad_id, model.dtype, False),
-                                            training=True)
-            clip_grad_norm(grads, 1.0)
-            opt.step(grads)
-    seconds = time.perf_counter() - start
-    return compute_metrics(task, predict_logits(model, dev, pad_id), dev.labels), seconds
+def run_bert_np(settings, task, examples, test, chosen_epoch, log):
+    """finetune() on the examples; returns the run's record, bert_np's initial head and its
+    initial logits on the first dev rows."""
+    seen = {"head": None, "logits": None, "best": None, "snapshot": None, "model": None}
+    first_rows = first(examples["dev_encoded"], FIRST_ROWS)
+
+    def on_eval(epoch, model, metrics):
+        if epoch == 0:
+            seen["head"] = {k: v.copy() for k, v in model.params.items()
+                            if k.startswith("classifier.")}
+            seen["logits"] = predict_logits(model, first_rows, examples["pad_id"])
+            seen["model"] = model
+            return
+        main = metrics[task.main_metric]
+        improved = seen["best"] is None or main > seen["best"]
+        seen["best"] = main if improved else seen["best"]
+        if test is not None and (epoch == chosen_epoch or (chosen_epoch is None and improved)):
+            seen["snapshot"] = {k: v.copy() for k, v in model.params.items()}
+
+    result = finetune(settings, progress=sys.stderr.isatty(), train_examples=examples["train"],
+                      dev_examples=examples["dev"], log=lambda m: log(f"bert_np {m}"),
+                      on_eval=on_eval)
+    losses = epoch_losses(Path(settings.out) / "log.jsonl")
+    run = {"before": result["before"],
+           "epochs": [{"epoch": e, "dev": m, "train_loss": losses.get(e)}
+                      for e, m in enumerate(result["epochs"], start=1)],
+           "best_dev_epoch": result["best"]["epoch"],
+           "train_seconds": result["train_seconds"] - result["eval_seconds"],
+           "eval_seconds": result["eval_seconds"], "test": None}
+    if test is not None:
+        model = seen["model"]
+        for k, v in seen["snapshot"].items():
+            model.params[k][...] = v
+        started = time.perf_counter()
+        run["test"] = evaluate_classifier(model, test, task, examples["pad_id"])
+        run["eval_seconds"] += time.perf_counter() - started
+    return run, seen["head"], seen["logits"]
 
 
-def train_torch(model_dir, head, train, dev, schedule, args, pad_id, task):
+def epoch_losses(log_path: Path) -> dict[int, float]:
+    """The mean training loss of each epoch, from finetune's log.jsonl."""
+    by_epoch = {}
+    for line in log_path.read_text().splitlines():
+        record = json.loads(line)
+        if record["kind"] == "train":
+            by_epoch.setdefault(record["epoch"], []).append(record["loss"])
+    return {epoch: float(np.mean(losses)) for epoch, losses in by_epoch.items()}
+
+
+# ---- transformers + PyTorch -----------------------------------------------------------------
+
+def torch_logits(model, split, pad_id, num_labels, batch_size=64):
+    """Logits of every example in eval mode, batched by length like bert_np's predict_logits."""
+    import torch
+    logits = np.zeros((len(split.ids), num_labels), dtype=np.float32)
+    with torch.inference_mode():
+        for rows in length_sorted_batches([len(x) for x in split.ids], batch_size):
+            batch = pad_batch(split, rows, pad_id, np.float32, regression=True)
+            batch.pop("labels")
+            logits[rows] = model(**{k: torch.tensor(v) for k, v in batch.items()}).logits.numpy()
+    return logits
+
+
+def run_torch(settings, task, examples, test, chosen_epoch, head, first_logits, log):
+    """The same training in transformers + PyTorch; returns the run's record."""
     import torch
     import transformers
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(os.cpu_count())
-    model = transformers.BertForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+    torch.manual_seed(settings.seed)
+    train, dev, pad_id = examples["train_encoded"], examples["dev_encoded"], examples["pad_id"]
+    model = transformers.BertForSequenceClassification.from_pretrained(
+        settings.model, num_labels=task.num_labels)
     with torch.no_grad():
-        model.classifier.weight.copy_(torch.tensor(head["classifier.weight"]))
-        model.classifier.bias.copy_(torch.tensor(head["classifier.bias"]))
+        for name, value in head.items():
+            model.get_parameter(name).copy_(torch.from_numpy(value))
     named = dict(model.named_parameters())
-    groups = [{"params": [p for n, p in named.items() if decays(n)], "weight_decay": 0.01},
+    groups = [{"params": [p for n, p in named.items() if decays(n)],
+               "weight_decay": settings.weight_decay},
               {"params": [p for n, p in named.items() if not decays(n)], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=args.lr, eps=1e-6)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.999), eps=1e-6)
+    warmup, total = warmup_and_total_steps(len(train.ids), settings.batch_size, settings.epochs,
+                                           settings.warmup_ratio)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda k: linear_warmup_decay(k, warmup, total))
+
+    def evaluate(split):
+        model.eval()
+        metrics = compute_metrics(task, torch_logits(model, split, pad_id, task.num_labels),
+                                  split.labels)
+        model.train()
+        return metrics
+
+    model.eval()
+    initial = torch_logits(model, first(dev, FIRST_ROWS), pad_id, task.num_labels)
+    run = {"initial_logits_max_abs_diff": float(np.abs(initial - first_logits).max()),
+           "before": evaluate(dev), "epochs": [], "test": None, "train_seconds": 0.0}
+    log(f"torch   dev before fine-tuning: {_fmt(run['before'])}; initial logits on the first "
+        f"{len(initial)} dev examples differ from bert_np's by at most "
+        f"{run['initial_logits_max_abs_diff']:.1e}")
+    lengths = [len(x) for x in train.ids]
     start = time.perf_counter()
     model.train()
-    for batches in epoch_batches(train, args):
-        for rows in batches:
-            batch = {k: torch.tensor(v) for k, v in pad_batch(train, rows, pad_id, np.float32, False).items()}
-            opt.zero_grad(set_to_none=True)
-            model(**batch).loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-    seconds = time.perf_counter() - start
-    model.eval()
-    logits = []
-    order = np.argsort([len(x) for x in dev.ids], kind="stable")
-    with torch.inference_mode():
-        for s in range(0, len(order), 64):
-            rows = order[s:s + 64]
-            batch = pad_batch(dev, rows, pad_id, np.float32, False)
-            batch.pop("labels")
-            logits.append((rows, model(**{k: torch.tensor(v) for k, v in batch.items()}).logits.numpy()))
-    out = np.zeros((len(order), 2), dtype=np.float32)
-    for rows, lg in logits:
-        out[rows] = lg
-    return compute_metrics(task, out, dev.labels), seconds
+    for epoch in range(1, settings.epochs + 1):
+        started, losses = time.perf_counter(), []
+        for rows in training_batches(lengths, settings.batch_size, settings.seed, epoch):
+            batch = pad_batch(train, rows, pad_id, np.float32, task.is_regression)
+            optimizer.zero_grad(set_to_none=True)
+            loss = model(**{k: torch.tensor(v) for k, v in batch.items()}).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+        run["train_seconds"] += time.perf_counter() - started
+        run["epochs"].append({"epoch": epoch, "dev": evaluate(dev),
+                              "train_loss": float(np.mean(losses))})
+        log(f"torch   epoch {epoch}: dev {_fmt(run['epochs'][-1]['dev'])}")
+        if test is not None and epoch == chosen_epoch:
+            run["test"] = evaluate(test)
+    run["eval_seconds"] = time.perf_counter() - start - run["train_seconds"]
+    return run
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train-examples", type=int, default=8000)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-seq-length", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args()
+# ---- one seed, the record, the printout ------------------------------------------------------
 
-    task = get_task("sst2")
-    model_dir = paths.minilm_dir()
-    tokenizer = BertTokenizer.from_pretrained(model_dir)
-    train = encode_examples(subset(load_split(task, "train"), args.train_examples, args.seed),
-                            tokenizer, args.max_seq_length)
-    dev = encode_examples(load_split(task, "dev"), tokenizer, args.max_seq_length)
-    total = args.epochs * sum(len(b) for b in epoch_batches(train, args)[:1])
-    warmup = int(0.1 * total)
-    schedule = lambda k: linear_warmup_decay(k, warmup, total)  # noqa: E731
-    model = load_classifier(str(model_dir), 2, tokenizer.vocab_size, args.seed, np.float32,
-                            args.max_seq_length)
-    head = {k: model.params[k].copy() for k in ("classifier.weight", "classifier.bias")}
+def run_seed(seed, args, task, splits, tokenizer, log):
+    """Both frameworks on one seed: {"seed", "chosen_epoch", "bert_np", "torch", "examples"}."""
+    train = subset(splits["train"], args.max_train_examples, seed)
+    dev = subset(splits["dev"], args.max_dev_examples, seed)
 
-    print(f"SST-2: {len(train.ids)} training sentences, {args.epochs} epoch(s), lr {args.lr}, "
-          f"batch {args.batch_size}, max_seq_length {args.max_seq_length}, dev {len(dev.ids)}; "
-          f"bert_np backend {bert_np.get_backend()}, {os.cpu_count()} cores")
-    ours, ours_s = train_bert_np(model, train, dev, schedule, args, tokenizer.pad_id, task)
-    theirs, theirs_s = train_torch(str(model_dir), head, train, dev, schedule, args,
-                                   tokenizer.pad_id, task)
-    print(f"{'':22s} {'dev accuracy':>12s} {'train seconds':>13s}")
-    print(f"{'bert_np':22s} {100 * ours['accuracy']:12.2f} {ours_s:13.0f}")
-    print(f"{'transformers + torch':22s} {100 * theirs['accuracy']:12.2f} {theirs_s:13.0f}")
-    diff = 100 * (ours["accuracy"] - theirs["accuracy"])
-    print(f"accuracy difference {diff:+.2f} points (target: within 1); "
-          f"time ratio bert_np / torch {ours_s / theirs_s:.2f}")
+    def encode(examples):
+        return encode_examples(examples, tokenizer, args.max_seq_length, args.truncation)
+
+    examples = {"train": train, "dev": dev, "train_encoded": encode(train),
+                "dev_encoded": encode(dev), "pad_id": tokenizer.pad_id}
+    test = encode(subset(splits["test"], args.max_test_examples, seed)) if args.test else None
+    with tempfile.TemporaryDirectory(prefix="finetune_compare_") as out:
+        settings = FinetuneSettings(task=task.name, model=args.model, out=out, epochs=args.epochs,
+                                    lr=args.lr, batch_size=args.batch_size,
+                                    max_seq_length=args.max_seq_length,
+                                    truncation=args.truncation, seed=seed, overwrite=True)
+        ours, head, first_logits = run_bert_np(settings, task, examples, test, args.epoch, log)
+    chosen = args.epoch or ours["best_dev_epoch"]
+    theirs = (None if args.bert_np_only else
+              run_torch(settings, task, examples, test, chosen, head, first_logits, log))
+    return {"seed": seed, "chosen_epoch": chosen, "bert_np": ours, "torch": theirs,
+            "examples": {"train": len(train), "dev": len(dev),
+                         "test": None if test is None else len(test.ids)}}
+
+
+def at_chosen(run: dict, side: str, split: str) -> dict | None:
+    """A side's metrics on 'dev' or 'test' at the run's chosen epoch."""
+    record = run[side]
+    if record is None:
+        return None
+    return record["test"] if split == "test" else record["epochs"][run["chosen_epoch"] - 1]["dev"]
+
+
+def summary(runs: list[dict], task, splits=("dev", "test")) -> dict:
+    """Per split and metric: each side's values at the chosen epochs, and their differences."""
+    out = {}
+    for split in splits:
+        for metric in task.metrics:
+            values = {side: [at_chosen(r, side, split)[metric] for r in runs
+                             if at_chosen(r, side, split) is not None]
+                      for side in ("bert_np", "torch")}
+            if not values["bert_np"]:
+                continue
+            entry = dict(values)
+            if len(values["torch"]) == len(values["bert_np"]):
+                entry["difference"] = [a - b for a, b in zip(values["bert_np"], values["torch"])]
+            out[f"{split} {metric}"] = entry
+    return out
+
+
+def print_epochs(run: dict, task, log) -> None:
+    """Per epoch: the main dev metric of both (points) and their mean training losses."""
+    metric = task.main_metric
+    log(f"{'epoch':>5s} {'bert_np ' + metric:>16s} {'torch ' + metric:>14s} {'difference':>10s} "
+        f"{'bert_np loss':>12s} {'torch loss':>10s}")
+    for e, ours in enumerate(run["bert_np"]["epochs"]):
+        theirs = run["torch"]["epochs"][e] if run["torch"] else None
+        a = 100 * ours["dev"][metric]
+        b = f"{100 * theirs['dev'][metric]:14.2f} {a - 100 * theirs['dev'][metric]:+10.2f}" \
+            if theirs else f"{'-':>14s} {'-':>10s}"
+        loss = f"{theirs['train_loss']:10.4f}" if theirs else f"{'-':>10s}"
+        mark = "  <- chosen" if ours["epoch"] == run["chosen_epoch"] else ""
+        log(f"{ours['epoch']:5d} {a:16.2f} {b} {ours['train_loss']:12.4f} {loss}{mark}")
+
+
+def print_summary(table: dict, task, seeds, log) -> None:
+    log(f"at the chosen epoch, {len(seeds)} seed(s) {' '.join(map(str, seeds))}: "
+        f"bert_np / PyTorch / difference (points; range over seeds)")
+    for name, entry in table.items():
+        main = "  <- main metric" if name.endswith(task.main_metric) else ""
+        cells = [spread(entry[side]) for side in ("bert_np", "torch") if entry[side]]
+        if "difference" in entry:
+            cells.append(spread(entry["difference"], signed=True))
+        log(f"  {name:16s} " + " / ".join(cells) + main)
+
+
+def spread(values, signed=False) -> str:
+    sign = "+" if signed else ""
+    mean = f"{100 * np.mean(values):{sign}.2f}"
+    if len(values) == 1:
+        return mean
+    return f"{mean} ({100 * min(values):{sign}.2f} .. {100 * max(values):{sign}.2f})"
+
+
+def machine(threads: int) -> dict:
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        cpu = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                    if line.startswith("Model name")), platform.processor())
+    except OSError:
+        cpu = platform.processor()
+    import torch
+    import transformers
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads,
+            "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "torch": torch.__version__,
+            "transformers": transformers.__version__, "bert_np_backend": bert_np.get_backend()}
+
+
+def git_commit() -> dict:
+    def git(*argv):
+        return subprocess.run(["git", "-C", str(REPO), *argv], capture_output=True,
+                              text=True).stdout.strip()
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def default_out(args, seeds) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return RESULTS / (f"{args.task}-b{args.batch_size}-lr{args.lr:g}-e{args.epochs}-"
+                      f"s{'_'.join(map(str, seeds))}-{stamp}.json")
+
+
+# ---- the command line -----------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="sst2", choices=tuple(TASKS), help="the task (default sst2)")
+    p.add_argument("--model", default=None,
+                   help="a Hugging Face BERT directory (default: all-MiniLM-L6-v2)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
+    p.add_argument("--epochs", type=int, default=1,
+                   help="epochs; the schedule spans them all (default 1)")
+    p.add_argument("--epoch", type=int, default=None,
+                   help="compare at this epoch (default: the one with bert_np's best dev main "
+                        "metric)")
+    p.add_argument("--seed", type=int, nargs="+", action="extend", default=None,
+                   help="seeds of the head, data order, subsets and dropout; several (--seed 0 1 "
+                        "or --seed 0 --seed 1) give the spread (default 0)")
+    p.add_argument("--max-train-examples", "--train-examples", type=int, default=None,
+                   dest="max_train_examples",
+                   help="a seeded random subset of the training split (default: 8,000 for "
+                        "sst2, all for the other tasks; 0: all)")
+    p.add_argument("--max-dev-examples", type=int, default=None,
+                   help="a seeded random subset of the dev split (default: all)")
+    p.add_argument("--max-test-examples", type=int, default=None,
+                   help="with --test: a seeded random subset of the test split (default: all)")
+    p.add_argument("--max-seq-length", type=int, default=None,
+                   help="tokens per example (default: 64 for sst2, 128 for the other tasks)")
+    p.add_argument("--truncation", default="head", choices=TRUNCATIONS,
+                   help="keep the head, or head + tail, of a longer text (default head)")
+    p.add_argument("--test", action="store_true",
+                   help="also evaluate both at the chosen epoch on the task's labelled test split")
+    p.add_argument("--bert-np-only", action="store_true",
+                   help="run bert_np only (to pick a recipe on a grid; then compare the choice)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the JSON record (default: bench/results/finetune_compare/"
+                        "<task>-b<batch>-lr<lr>-e<epochs>-s<seeds>-<date>.json)")
+    args = p.parse_args(argv)
+    for name, value in {**GENERAL_DEFAULTS, **TASK_DEFAULTS.get(args.task, {})}.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name, least in (("max_train_examples", 0), ("max_dev_examples", 1),
+                        ("max_test_examples", 1)):
+        if getattr(args, name) is not None and getattr(args, name) < least:
+            p.error(f"--{name.replace('_', '-')} must be >= {least}, got {getattr(args, name)}")
+    if args.max_train_examples == 0:
+        args.max_train_examples = None
+    args.seed = args.seed or [0]
+    task = get_task(args.task)
+    try:  # the settings bert-np finetune refuses, with its messages (which name the option)
+        args.model = args.model or str(paths.minilm_dir())
+        if not Path(args.model).is_dir():
+            p.error(f"--model {args.model} is not a directory (a Hugging Face BERT directory "
+                    "both frameworks load)")
+        for seed in args.seed:
+            FinetuneSettings(task=task.name, model=args.model, out="-", epochs=args.epochs,
+                             lr=args.lr, batch_size=args.batch_size,
+                             max_seq_length=args.max_seq_length, truncation=args.truncation,
+                             seed=seed)
+    except (ValueError, OSError) as e:
+        p.error(str(e))
+    if args.epoch is not None and not 1 <= args.epoch <= args.epochs:
+        p.error(f"--epoch {args.epoch} is not one of the epochs 1..{args.epochs}")
+    if args.test and not task.test_has_labels:
+        p.error(f"--test: the test split of {task.name} has no labels")
+    if len(set(args.seed)) != len(args.seed):
+        p.error(f"--seed lists a seed twice: {args.seed}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    task = get_task(args.task)
+    bert_np.tune_process()
+    threads = numba.get_num_threads()
+    if not args.bert_np_only:
+        import torch
+        import transformers
+        torch.set_num_threads(threads)  # the same thread count as bert_np's kernels
+        transformers.logging.set_verbosity_error()  # its load report lists the new head
+
+    def log(message):
+        print(message, flush=True)
+
+    tokenizer = load_tokenizer(args.model, task.language)
+    splits = {split: load_split(task, split) for split in ("train", "dev")
+              + (("test",) if args.test else ())}
+    record = {"benchmark": "finetune_compare",
+              "command": shlex.join(["python", "bench/finetune_compare.py",
+                                     *(sys.argv[1:] if argv is None else argv)]),
+              **git_commit(), "date": datetime.datetime.now().astimezone().isoformat(),
+              "machine": machine(threads) if not args.bert_np_only else {"threads": threads},
+              "task": task.name, "main_metric": task.main_metric, "seeds": args.seed,
+              "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
+              "recipe": {"optimizer": "AdamW betas (0.9, 0.999) eps 1e-6",
+                         **{k: getattr(FinetuneSettings, k) for k in
+                            ("weight_decay", "warmup_ratio", "max_grad_norm")}},
+              "runs": []}
+    out = args.out or default_out(args, args.seed)
+    log(f"{task.name} ({task.description}; main metric {task.main_metric}): "
+        f"{len(subset(splits['train'], args.max_train_examples, 0)):,} training and "
+        f"{len(subset(splits['dev'], args.max_dev_examples, 0)):,} dev examples"
+        + (f", {len(subset(splits['test'], args.max_test_examples, 0)):,} test" if args.test
+           else "")
+        + f"; lr {args.lr:g}, batch {args.batch_size}, {args.epochs} epoch(s), max_seq_length "
+        f"{args.max_seq_length}, truncation {args.truncation}; seeds {args.seed}; model "
+        f"{args.model}; bert_np backend {bert_np.get_backend()}, {threads} thread(s)")
+    for seed in args.seed:
+        log(f"-- seed {seed}")
+        run = run_seed(seed, args, task, splits, tokenizer, log)
+        record["runs"].append(run)
+        record["summary"] = summary(record["runs"], task)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps(record, indent=1) + "\n")
+        times = [f"{side} {run[side]['train_seconds']:.0f} s training + "
+                 f"{run[side]['eval_seconds']:.0f} s evaluation"
+                 for side in ("bert_np", "torch") if run[side] is not None]
+        print_epochs(run, task, log)
+        log(f"seed {seed}: chosen epoch {run['chosen_epoch']}; " + "; ".join(times))
+    print_summary(record["summary"], task, args.seed, log)
+    log(f"record: {out}")
+    return record
 
 
 if __name__ == "__main__":

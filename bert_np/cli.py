@@ -185,13 +185,22 @@ def _add_evaluate(sub):
     p.add_argument("--max-seq-length", type=int,
                    default=default_of(evaluate_saved_model, "max_seq_length"),
                    help="tokens per example; longer texts are truncated")
+    _add_truncation(p, default_of(evaluate_saved_model, "truncation"))
     p.set_defaults(func=_run_evaluate)
+
+
+def _add_truncation(p, default):
+    """--truncation, as `bert-np finetune` declares it; give the value the model was trained with."""
+    from .tokenization import TRUNCATIONS
+    from .train.finetune import TRUNCATION_HELP
+    p.add_argument("--truncation", default=default, choices=TRUNCATIONS,
+                   help=TRUNCATION_HELP + "; the model's fine-tuning setting")
 
 
 def _run_evaluate(args):
     from .train.finetune import evaluate_saved_model
     metrics = evaluate_saved_model(args.model, args.task, args.split, args.max_seq_length,
-                                   args.file)
+                                   args.file, truncation=args.truncation)
     print(json.dumps(metrics, indent=1))
 
 
@@ -204,6 +213,7 @@ def _add_predict(sub):
                    help="a fine-tuned model directory (float, or int8 from `bert-np quantize`)")
     p.add_argument("--max-seq-length", type=int, default=default_of(predict_texts, "max_seq_length"),
                    help="tokens per text; longer texts are truncated")
+    _add_truncation(p, default_of(predict_texts, "truncation"))
     p.set_defaults(func=_run_predict)
 
 
@@ -213,7 +223,8 @@ def _run_predict(args):
         raise ValueError("--text-b goes with exactly one text")
     model, tokenizer = load_for_inference(args.model)
     scores = predict_texts(model, tokenizer, args.text,
-                           None if args.text_b is None else [args.text_b], args.max_seq_length)
+                           None if args.text_b is None else [args.text_b], args.max_seq_length,
+                           args.truncation)
     names = model.config.id2label or {}
     for text, row in zip(args.text, scores):
         if model.config.num_labels == 1:

@@ -15,6 +15,11 @@ capital letter that is not in its vocabulary becomes [UNK]. The five special tok
 registered as "added tokens", so a literal "[MASK]" in the text becomes the mask id, exactly as in
 transformers.
 
+Truncation to `max_length` tokens keeps the head of each text ("head", transformers'
+"longest_first") or its head and its tail ("head_tail", for long documents: of a text cut to n
+tokens, the first round(n * 128 / 510) and the last n - round(n * 128 / 510); at max_length 512,
+the first 128 and the last 382, Sun et al. 2019, "How to Fine-Tune BERT for Text Classification?").
+
 `train_wordpiece` learns a new vocabulary from text files with the same normaliser.
 """
 from __future__ import annotations
@@ -39,6 +44,8 @@ SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # also the id order of a freshly tr
 CONTINUATION_PREFIX = "##"
 MAX_INPUT_CHARS_PER_WORD = 100  # longer words become [UNK], as in BERT
 MAX_VOCAB_SIZE = 1_000_000  # far above real vocabularies; the trainer aborts the process near 1e9
+TRUNCATIONS = ("head", "head_tail")  # which tokens of a text that is too long are kept
+HEAD_TAIL_HEAD, HEAD_TAIL_BUDGET = 128, 510  # head_tail keeps 128 head tokens of every 510
 
 
 class Encoding(NamedTuple):
@@ -207,20 +214,25 @@ class BertTokenizer:
         return [e.ids for e in self._backend_encode(texts, add_special_tokens=False)]
 
     def encode(self, text_a: str, text_b: str | None = None, max_length: int | None = None,
-               truncation: bool = True) -> Encoding:
+               truncation: bool | str = True) -> Encoding:
         """`[CLS] A [SEP]` or `[CLS] A [SEP] B [SEP]` with segment ids 0 for the first part and
         1 for `B [SEP]`.
 
-        With `max_length` and `truncation`, tokens are cut from the end of the longer text first
-        ("longest_first", as transformers does); with `truncation=False` a longer result is an
-        error.
+        With `max_length`, each text is given a number of tokens by transformers' "longest_first"
+        rule (the longer text is cut first) and keeps, with `truncation` True or "head", its first
+        tokens (exactly transformers' result), with "head_tail" its first and last tokens
+        (`head_tail_lengths`); with `truncation=False` a longer result is an error.
         """
         return self.encode_many([text_a], None if text_b is None else [text_b],
                                 max_length, truncation)[0]
 
     def encode_many(self, texts_a: Sequence[str], texts_b: Sequence[str] | None = None,
-                    max_length: int | None = None, truncation: bool = True) -> list[Encoding]:
+                    max_length: int | None = None,
+                    truncation: bool | str = True) -> list[Encoding]:
         """`encode` for many texts (or text pairs) at once, each keeping its own length."""
+        if truncation is not False and truncation is not True and truncation not in TRUNCATIONS:
+            raise ValueError(f"truncation must be True, False or one of {', '.join(TRUNCATIONS)}, "
+                             f"got {truncation!r}")
         n_special = 2 if texts_b is None else 3
         if max_length is not None and max_length < n_special:
             raise ValueError(f"max_length={max_length} leaves no room for the {n_special} "
@@ -238,7 +250,7 @@ class BertTokenizer:
         for i, a in enumerate(ids_a):
             b = None if ids_b is None else ids_b[i]
             if max_length is not None and truncation:
-                a, b = _longest_first(a, b, max_length - n_special)
+                a, b = _longest_first(a, b, max_length - n_special, truncation == "head_tail")
             encodings.append(self._template(a, b))
         too_long = [len(e.input_ids) for e in encodings
                     if max_length is not None and len(e.input_ids) > max_length]
@@ -248,7 +260,7 @@ class BertTokenizer:
         return encodings
 
     def encode_batch(self, texts_a: Sequence[str], texts_b: Sequence[str] | None = None,
-                     max_length: int | None = None, truncation: bool = True,
+                     max_length: int | None = None, truncation: bool | str = True,
                      pad_to_multiple_of: int | None = None) -> dict[str, np.ndarray]:
         """Encode a batch and pad it to its longest member (rounded up to a multiple of
         `pad_to_multiple_of` if given): int64 arrays `input_ids`, `token_type_ids`,
@@ -287,11 +299,12 @@ class BertTokenizer:
                 f"strip_accents={self.strip_accents})")
 
 
-def _longest_first(a: list[int], b: list[int] | None, budget: int):
+def _longest_first(a: list[int], b: list[int] | None, budget: int, head_tail: bool = False):
     """Cut a (and b) to at most `budget` tokens together, from the end of the longer one first:
-    the "longest_first" rule of the `tokenizers` library (utils/truncation.rs)."""
+    the "longest_first" rule of the `tokenizers` library (utils/truncation.rs). With `head_tail`
+    each text keeps its head and tail (`_cut`) instead of its head."""
     if b is None:
-        return a[:budget], None
+        return _cut(a, budget, head_tail), None
     if len(a) + len(b) <= budget:
         return a, b
     n1, n2 = len(a), len(b)
@@ -304,7 +317,22 @@ def _longest_first(a: list[int], b: list[int] | None, budget: int):
         n2 = n1 + budget % 2
     if swap:
         n1, n2 = n2, n1
-    return a[:n1], b[:n2]
+    return _cut(a, n1, head_tail), _cut(b, n2, head_tail)
+
+
+def head_tail_lengths(n: int) -> tuple[int, int]:
+    """(head, tail): how many of the first and of the last tokens "head_tail" keeps of a text cut
+    to n tokens; 128 + 382 for n = 510 (max_length 512), 64 + 190 for n = 254 (max_length 256)."""
+    head = round(n * HEAD_TAIL_HEAD / HEAD_TAIL_BUDGET)
+    return head, n - head
+
+
+def _cut(ids: list[int], n: int, head_tail: bool) -> list[int]:
+    """The first n tokens, or the head and tail of head_tail_lengths(n); all of a shorter text."""
+    if len(ids) <= n or not head_tail:
+        return ids[:n]
+    head, tail = head_tail_lengths(n)
+    return ids[:head] + ids[len(ids) - tail:]
 
 
 def train_wordpiece(files: Sequence[str | Path], vocab_size: int, out_dir: str | Path,

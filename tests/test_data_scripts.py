@@ -112,6 +112,64 @@ def test_imdb_keeps_the_official_reviews_including_their_repeats(converted):
     assert len(texts["train"] & texts["test"]) == 108
 
 
+def official_imdb_reviews(archive):
+    """{split: Counter of (text, label)} of the official labelled IMDB reviews, read straight from
+    the tarball: aclImdb/{train,test}/{neg,pos}/*.txt, `<br />` as a space, outer spaces stripped
+    (the project's cleaning of a review)."""
+    from collections import Counter
+    found = {"train": Counter(), "test": Counter()}
+    with tarfile.open(archive, "r|gz") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if member.isfile() and len(parts) == 4 and parts[1] in found \
+                    and parts[2] in ("neg", "pos"):
+                text = tar.extractfile(member).read().decode("utf-8")
+                found[parts[1]][(text.replace("<br />", " ").strip(), int(parts[2] == "pos"))] += 1
+    return found
+
+
+def test_imdb_full_size_uses_every_official_review_and_carves_dev_out_of_train(converted,
+                                                                               data_dir):
+    # the reported split is the official test set, all 25,000 labelled reviews; the official
+    # 25,000 training reviews are split, each review going to exactly one of train (22,500) and
+    # dev (2,500, for model selection); compared as multisets of (text, label), since the
+    # official train set itself repeats 97 reviews
+    from collections import Counter
+    official = official_imdb_reviews(data_dir / "imdb" / "aclImdb_v1_labeled.tar.gz")
+    assert sum(official["train"].values()) == sum(official["test"].values()) == 25000
+    splits = {split: Counter((row["text_a"], row["label"]) for row in rows)
+              for split, rows in converted("imdb").splits.items()}
+    assert sum(splits["train"].values()) == 22500 and sum(splits["dev"].values()) == 2500
+    assert splits["train"] + splits["dev"] == official["train"]
+    assert splits["test"] == official["test"]
+    # the seeded draw (prepare.SPLIT_SEED): 1,268 positive and 1,232 negative dev reviews
+    assert sum(label * n for (_, label), n in splits["dev"].items()) == 1268
+
+
+def test_imdb_test_split_is_labelled_and_evaluate_scores_all_of_it(data_dir, tmp_path,
+                                                                   monkeypatch):
+    # `bert-np evaluate --task imdb --split test` scores the 25,000 official test reviews (a
+    # random tiny model at 16 tokens: the plumbing, not the accuracy)
+    import numpy as np
+    import bert_np
+    from bert_np.data.tasks import load_split
+    from bert_np.tokenization import BertTokenizer
+    from bert_np.train.finetune import evaluate_saved_model
+    monkeypatch.setenv("BERT_NP_CACHE", str(tmp_path / "cache"))
+    test = load_split("imdb", "test")
+    assert len(test) == 25000 and sorted({e.label for e in test}) == [0, 1]
+    assert sum(e.label for e in test) == 12500
+    tokenizer = BertTokenizer.from_vocab(data_dir / "vocab" / "bert-base-uncased" / "vocab.txt")
+    cfg = bert_np.BertConfig.preset("tiny", vocab_size=tokenizer.vocab_size, num_labels=2)
+    bert_np.BertForSequenceClassification(cfg, seed=0, dtype=np.float32).save_pretrained(
+        tmp_path / "model")
+    tokenizer.save(tmp_path / "model")
+    metrics = evaluate_saved_model(str(tmp_path / "model"), "imdb", "test", max_seq_length=16,
+                                   progress=False, truncation="head_tail")
+    assert set(metrics) == {"accuracy"} and 0.0 <= metrics["accuracy"] <= 1.0
+    assert (metrics["accuracy"] * 25000) % 1 == 0      # a fraction of the 25,000 reviews
+
+
 def test_tnews_drops_and_counts_train_rows_seen_in_the_test_split(converted):
     assert dict(converted("tnews").dropped) == {
         "train row whose sentence is in CLUE dev (our test)": 490,

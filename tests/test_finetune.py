@@ -128,3 +128,96 @@ def test_bucketed_batches_cover_every_example_once_with_little_padding():
     assert padded < 0.7 * padded_random  # bucketing pads far less than random batches
     again = bucketed_batches(lengths, 32, np.random.default_rng(1))
     assert all(np.array_equal(a, b) for a, b in zip(batches, again))  # same seed, same batches
+
+
+# ---- --truncation head_tail: long texts are read as their first and last tokens ---------------
+
+def long_and_kept_texts(data_dir, n, max_seq_length, seed):
+    """n texts of 40 whole-word tokens of bert-base-uncased (each word one token), and the same
+    texts cut by hand to what head_tail keeps at max_seq_length: of max_seq_length - 2 tokens,
+    the first round((max_seq_length - 2) * 128 / 510) and the rest from the end."""
+    vocab = (data_dir / "vocab" / "bert-base-uncased" / "vocab.txt").read_text().split("\n")
+    words = [w for w in vocab[2000:2400] if w.isalpha()]
+    rng = np.random.default_rng(seed)
+    budget = max_seq_length - 2
+    head = round(budget * 128 / 510)
+    long, kept = [], []
+    for _ in range(n):
+        text = list(rng.choice(words, 40, replace=False))
+        long.append(" ".join(text))
+        kept.append(" ".join(text[:head] + text[40 - (budget - head):]))
+    return long, kept
+
+
+def write_texts(path, texts, labels):
+    with open(path, "w", encoding="utf-8") as f:
+        for text, label in zip(texts, labels):
+            f.write(json.dumps({"text_a": text, "label": int(label)}) + "\n")
+
+
+def test_head_tail_truncation_reaches_finetune_evaluate_and_predict(tmp_path, data_dir, capsys):
+    # training and evaluating on 40-token texts with --truncation head_tail at max_seq_length 16
+    # must give exactly the numbers of the same runs on the 14 tokens head_tail keeps (4 + 10),
+    # which fit untruncated; with the default (head) the long texts give other numbers
+    long, kept = long_and_kept_texts(data_dir, 24, 16, seed=0)
+    labels = np.random.default_rng(1).integers(0, 2, 24)
+    for name, texts in (("long", long), ("kept", kept)):
+        write_texts(tmp_path / f"{name}_train.jsonl", texts[:16], labels[:16])
+        write_texts(tmp_path / f"{name}_dev.jsonl", texts[16:], labels[16:])
+
+    def finetune(name, *truncation):
+        out = tmp_path / f"out_{name}_{'_'.join(truncation) or 'default'}"
+        assert cli.main(["finetune", "--task", "sst2", "--model", "tiny", "--epochs", "1",
+                         "--batch-size", "8", "--max-seq-length", "16", "--lr", "1e-3",
+                         "--train-file", str(tmp_path / f"{name}_train.jsonl"),
+                         "--dev-file", str(tmp_path / f"{name}_dev.jsonl"), "--out", str(out),
+                         *truncation]) == 0
+        capsys.readouterr()
+        records = [json.loads(line) for line in open(out / "log.jsonl")]
+        return out / "best", [(r["kind"], r.get("loss"), r.get("accuracy")) for r in records]
+
+    model, by_head_tail = finetune("long", "--truncation", "head_tail")
+    _, on_kept_tokens = finetune("kept")
+    _, by_head = finetune("long")
+    assert by_head_tail == on_kept_tokens
+    assert by_head != on_kept_tokens
+
+    def printed(*args):
+        assert cli.main(list(args)) == 0
+        return capsys.readouterr().out
+
+    evaluate = ["evaluate", "--model", str(model), "--task", "sst2", "--max-seq-length", "16"]
+    assert printed(*evaluate, "--file", str(tmp_path / "long_dev.jsonl"),
+                   "--truncation", "head_tail") == \
+        printed(*evaluate, "--file", str(tmp_path / "kept_dev.jsonl"))
+    predict = ["predict", "--model", str(model), "--max-seq-length", "16"]
+    by_head_tail = printed(*predict, "--truncation", "head_tail", long[0]).split("\t")
+    on_kept_tokens = printed(*predict, kept[0]).split("\t")
+    assert by_head_tail[:2] == on_kept_tokens[:2]        # label and probability; then the text
+    assert printed(*predict, long[0]).split("\t")[:2] != on_kept_tokens[:2]
+
+
+def test_truncation_other_than_head_or_head_tail_is_refused_naming_the_option():
+    from bert_np.train.finetune import FinetuneSettings
+    with pytest.raises(ValueError, match=r"truncation \(--truncation\) must be one of head, "
+                                         r"head_tail, got 'tail'"):
+        FinetuneSettings(task="sst2", model="tiny", out="o", truncation="tail")
+
+
+def test_on_eval_sees_the_model_before_training_and_after_every_epoch(run_dir):
+    # finetune(on_eval=...) is called with (epoch, model, dev metrics): epoch 0 before the first
+    # step (bench/finetune_compare.py copies the initial head there), then after each epoch with
+    # the metrics finetune logs and returns
+    from bert_np.train.finetune import FinetuneSettings, finetune
+    seen = []
+    settings = FinetuneSettings(task="sst2", model="tiny", out=str(run_dir / "out"), epochs=2,
+                                batch_size=8, max_seq_length=16, lr=1e-3,
+                                train_file=str(run_dir / "train.jsonl"),
+                                dev_file=str(run_dir / "dev.jsonl"))
+    result = finetune(settings, progress=False, log=lambda message: None,
+                      on_eval=lambda epoch, model, metrics: seen.append(
+                          (epoch, dict(metrics), model.params["classifier.weight"].copy())))
+    assert [epoch for epoch, _, _ in seen] == [0, 1, 2]
+    assert [metrics for _, metrics, _ in seen] == [result["before"], *result["epochs"]]
+    assert not np.array_equal(seen[0][2], seen[1][2])     # the head trained in between
+    assert 0 <= result["eval_seconds"] < result["train_seconds"]

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from bert_np.data.batching import pad_sequences
-from bert_np.tokenization import SPECIAL_TOKENS, BertTokenizer, read_vocab, train_wordpiece
+from bert_np.tokenization import (SPECIAL_TOKENS, BertTokenizer, head_tail_lengths, read_vocab,
+                                  train_wordpiece)
 
 transformers = pytest.importorskip("transformers")
 
@@ -93,6 +94,76 @@ def test_truncation_equals_transformers_longest_first(tokenizer_pair, max_length
     assert encoding.input_ids == expected["input_ids"]
     assert encoding.token_type_ids == expected["token_type_ids"]
     assert len(encoding.input_ids) <= max_length
+
+
+# ---- head + tail truncation ("head_tail"): the first and the last tokens of a long text -------
+
+@pytest.fixture(scope="module")
+def numbered(tmp_path_factory):
+    """A tokenizer whose vocabulary is the specials (ids 0-4: [PAD] [UNK] [CLS] [SEP] [MASK]) and
+    the words w0 .. w599 (word wi has id 5 + i), so kept tokens can be read off their ids."""
+    path = tmp_path_factory.mktemp("numbered") / "vocab.txt"
+    path.write_text("".join(t + "\n" for t in SPECIAL_TOKENS)
+                    + "".join(f"w{i}\n" for i in range(600)), encoding="utf-8")
+    return BertTokenizer.from_vocab(path)
+
+
+def words(first, stop):
+    return " ".join(f"w{i}" for i in range(first, stop))
+
+
+def test_head_tail_keeps_the_first_and_last_tokens_worked_by_hand(numbered):
+    # 20 words, max_length 12: 10 tokens besides [CLS] [SEP]; head round(10 * 128 / 510) = 3
+    # (w0 w1 w2, ids 5 6 7) and tail 10 - 3 = 7 (w13 .. w19, ids 18 .. 24)
+    encoding = numbered.encode(words(0, 20), max_length=12, truncation="head_tail")
+    assert encoding.input_ids == [2, 5, 6, 7, 18, 19, 20, 21, 22, 23, 24, 3]
+    assert encoding.token_type_ids == [0] * 12
+    # "head" (and True) keep the first 10: w0 .. w9
+    assert numbered.encode(words(0, 20), max_length=12, truncation="head").input_ids == \
+        [2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 3]
+
+
+def test_head_tail_keeps_128_plus_382_at_512_and_64_plus_190_at_256(numbered):
+    text = words(0, 600)                                   # 600 tokens, ids 5 .. 604
+    at_512 = numbered.encode(text, max_length=512, truncation="head_tail").input_ids
+    assert at_512 == [2] + list(range(5, 5 + 128)) + list(range(5 + 600 - 382, 5 + 600)) + [3]
+    at_256 = numbered.encode(text, max_length=256, truncation="head_tail").input_ids
+    assert at_256 == [2] + list(range(5, 5 + 64)) + list(range(5 + 600 - 190, 5 + 600)) + [3]
+    assert head_tail_lengths(510) == (128, 382) and head_tail_lengths(254) == (64, 190)
+
+
+def test_head_tail_of_a_pair_cuts_each_text_to_its_longest_first_share(numbered):
+    # a: 20 tokens, b: 6; max_length 15 leaves 12: longest_first gives b all 6 and a the other 6,
+    # of which a keeps head round(6 * 128 / 510) = 2 (w0 w1) and tail 4 (w16 .. w19)
+    encoding = numbered.encode(words(0, 20), words(100, 106), max_length=15,
+                               truncation="head_tail")
+    assert encoding.input_ids == [2, 5, 6, 21, 22, 23, 24, 3, 105, 106, 107, 108, 109, 110, 3]
+    assert encoding.token_type_ids == [0] * 8 + [1] * 7
+
+
+def test_head_tail_leaves_a_text_that_fits_unchanged(numbered):
+    for max_length in (22, 30):                            # 20 tokens + [CLS] [SEP] fit
+        assert numbered.encode(words(0, 20), max_length=max_length, truncation="head_tail") == \
+            numbered.encode(words(0, 20))
+
+
+@pytest.mark.parametrize("max_length", [512, 256, 64])
+def test_head_tail_equals_transformers_head_and_tail_pieces(tokenizer_pair, max_length):
+    # the reference: transformers truncating the text on the right to its first `head` tokens
+    # and, with truncation_side="left", to its last `tail` tokens; then [CLS] head tail [SEP]
+    ours, reference = tokenizer_pair
+    text = " ".join(ENGLISH[:4] + CHINESE + ENGLISH[5:]) * 8   # ~1,000 tokens of mixed text
+    head, tail = head_tail_lengths(max_length - 2)
+    piece = dict(add_special_tokens=False, truncation=True)
+    head_ids = reference(text, max_length=head, **piece)["input_ids"]
+    reference.truncation_side = "left"
+    try:
+        tail_ids = reference(text, max_length=tail, **piece)["input_ids"]
+    finally:
+        reference.truncation_side = "right"
+    assert len(reference(text, add_special_tokens=False)["input_ids"]) > max_length
+    expected = [reference.cls_token_id] + head_ids + tail_ids + [reference.sep_token_id]
+    assert ours.encode(text, max_length=max_length, truncation="head_tail").input_ids == expected
 
 
 def test_padded_batch_equals_transformers(tokenizer_pair):
@@ -178,6 +249,9 @@ def test_vocab_without_a_special_token_is_a_clear_error(tmp_path, missing):
 def test_other_bad_input_is_a_clear_error(uncased, tmp_path):
     with pytest.raises(ValueError, match="more than max_length=4, and truncation=False"):
         uncased.encode("a b c d e", max_length=4, truncation=False)
+    with pytest.raises(ValueError, match="truncation must be True, False or one of head, "
+                                         "head_tail, got 'tail'"):
+        uncased.encode("a b c", max_length=4, truncation="tail")
     with pytest.raises(ValueError, match="no room for the 3 special tokens"):
         uncased.encode("a", "b", max_length=2)
     with pytest.raises(ValueError, match="2 first texts but 1 second texts"):

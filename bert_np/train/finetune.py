@@ -1,6 +1,7 @@
 """Fine-tuning a sequence classifier: `bert-np finetune`, `evaluate`, `predict` and the demo.
 
-examples -> tokenizer (truncated to max_seq_length) -> length-bucketed batches (data/batching.py)
+examples -> tokenizer (cut to max_seq_length: the head, or head + tail) -> length-bucketed
+batches (data/batching.py)
 -> the training loop (loop.py: the classifier's loss_and_grads -> clip -> AdamW with warmup +
 linear decay) -> evaluation on dev after every epoch -> the best checkpoint (by the task's main
 metric) kept in Hugging Face format with its vocab.txt and the task's label names.
@@ -10,6 +11,7 @@ evaluates and writes best/, the log and the plot.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from ..data.batching import EncodedSplit, bucketed_batches, length_sorted_batche
 from ..data.tasks import TASKS, Example, Task, get_task, load_jsonl, load_split
 from ..models import BertForSequenceClassification
 from ..optim import AdamW, linear_warmup_decay
-from ..tokenization import BertTokenizer
+from ..tokenization import TRUNCATIONS, BertTokenizer
 from .checkpoints import JsonlLog, prepare_output_dir, save_model_directory
 from .loop import Callbacks, LoopSettings, LoopState, run_loop
 from .parallel import NullLog, is_main_process
@@ -30,6 +32,9 @@ from .plots import plot_training_curves
 from .settings import check_dropout, check_number, check_positive, setting
 
 VOCAB_BY_LANGUAGE = {"en": ("bert-base-uncased", True), "zh": ("bert-base-chinese", False)}
+TRUNCATION_HELP = ("which tokens of a longer text are kept: head (the first ones) or head_tail "
+                   "(the first 128/510 of them and the last ones: 128 + 382 at max_seq_length "
+                   "512, 64 + 190 at 256; for long documents such as IMDB reviews)")
 
 
 @dataclass
@@ -47,6 +52,7 @@ class FinetuneSettings:
                                                "same update as one batch, in less memory")
     max_seq_length: int = setting(128, help="tokens per example, [CLS] and [SEP] included; longer "
                                             "texts are truncated")
+    truncation: str = setting("head", choices=TRUNCATIONS, help=TRUNCATION_HELP)
     warmup_ratio: float = setting(0.1, help="fraction of all steps spent warming the learning rate "
                                             "up, before its linear decay to 0")
     weight_decay: float = setting(0.01, help="AdamW's decoupled weight decay (not on biases and "
@@ -80,6 +86,14 @@ class FinetuneSettings:
         check_number(self, "max_train_examples", integer=True, minimum=1, optional=True,
                      none_means="uses every example")
         check_model_spec(self.model)
+        check_truncation(self.truncation)
+
+
+def check_truncation(truncation: str) -> None:
+    """Refuse a truncation other than head and head_tail, naming the option."""
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation (--truncation) must be one of {', '.join(TRUNCATIONS)}, "
+                         f"got {truncation!r}")
 
 
 def check_training_settings(settings) -> None:
@@ -159,13 +173,16 @@ def load_classifier(model: str, num_labels: int, vocab_size: int, seed: int, dty
     return clf
 
 
-def encode_examples(examples: list[Example], tokenizer: BertTokenizer,
-                    max_length: int) -> EncodedSplit:
+def encode_examples(examples: list[Example], tokenizer: BertTokenizer, max_length: int,
+                    truncation: str = "head") -> EncodedSplit:
     """Token ids (unpadded) and labels of examples; float labels for both kinds of task (NaN marks
-    an unlabelled row), which pad_batch casts to class ids for classification."""
+    an unlabelled row), which pad_batch casts to class ids for classification. Texts longer than
+    max_length keep their head or their head and tail (`truncation`, see BertTokenizer.encode)."""
+    check_truncation(truncation)
     texts_a = [e.text_a for e in examples]
     texts_b = [e.text_b for e in examples] if examples and examples[0].text_b is not None else None
-    encodings = tokenizer.encode_many(texts_a, texts_b, max_length=max_length)
+    encodings = tokenizer.encode_many(texts_a, texts_b, max_length=max_length,
+                                      truncation=truncation)
     labels = np.array([np.nan if e.label is None else e.label for e in examples], dtype=np.float64)
     return EncodedSplit([e.input_ids for e in encodings], [e.token_type_ids for e in encodings], labels)
 
@@ -203,6 +220,20 @@ def evaluate_classifier(model, split: EncodedSplit, task, pad_id: int, batch_siz
     return compute_metrics(task, logits, split.labels)
 
 
+def training_batches(lengths: list[int], batch_size: int, seed: int,
+                     epoch: int) -> list[np.ndarray]:
+    """The rows of every batch of epoch `epoch` (1, 2, ...) in training order: length-bucketed,
+    shuffled by the generator of (seed, epoch). bench/finetune_compare.py feeds PyTorch these."""
+    return bucketed_batches(lengths, batch_size, np.random.default_rng([seed, epoch]))
+
+
+def warmup_and_total_steps(num_examples: int, batch_size: int, epochs: int,
+                           warmup_ratio: float) -> tuple[int, int]:
+    """Steps of the learning-rate warmup and of the whole run (one step per batch)."""
+    total = -(-num_examples // batch_size) * epochs
+    return int(warmup_ratio * total), total
+
+
 def subset(examples: list, limit: int | None, seed: int) -> list:
     """A seeded random subset of `limit` examples in their original order (all if limit is None)."""
     if limit is None or limit >= len(examples):
@@ -234,12 +265,15 @@ class FinetuneCallbacks(Callbacks):
     """Per-step accuracy, and after every epoch: dev metrics, and best/ when they improve."""
 
     def __init__(self, task: Task, model, dev: EncodedSplit, pad_id: int, out: Path,
-                 eval_batch_size: int, jsonl: JsonlLog, progress: bool, log, tokenizer=None):
+                 eval_batch_size: int, jsonl: JsonlLog, progress: bool, log, tokenizer=None,
+                 on_eval=None):
         self.task, self.model, self.dev, self.pad_id, self.out = task, model, dev, pad_id, out
         self.tokenizer = tokenizer  # saved with the model in best/
+        self.on_eval = on_eval      # called with (epoch, model, dev metrics) after each evaluation
         self.eval_batch_size, self.jsonl, self.progress, self.log = (eval_batch_size, jsonl,
                                                                      progress, log)
         self.history, self.best = [], None
+        self.eval_seconds = 0.0  # in end_of_epoch: evaluation, on_eval and saving best/
 
     def batch_metrics(self, batch, stats):
         if self.task.is_regression:
@@ -249,6 +283,11 @@ class FinetuneCallbacks(Callbacks):
     def end_of_epoch(self, state):
         if not is_main_process():
             return
+        started = time.perf_counter()
+        self._evaluate_and_keep_best(state)
+        self.eval_seconds += time.perf_counter() - started
+
+    def _evaluate_and_keep_best(self, state):
         metrics = evaluate_classifier(self.model, self.dev, self.task, self.pad_id,
                                       self.eval_batch_size, self.progress)
         self.jsonl.write({"kind": "eval", "step": state.step, "epoch": state.epoch, **metrics})
@@ -258,6 +297,8 @@ class FinetuneCallbacks(Callbacks):
         if self.best is None or metrics[main] > self.best[main]:
             self.best = dict(metrics, epoch=state.epoch)
             save_model_directory(self.out / "best", self.model, self.tokenizer)
+        if self.on_eval is not None:
+            self.on_eval(state.epoch, self.model, metrics)
 
     def last_good_checkpoint(self):
         kept = self.out / "best" if self.best else "none (no epoch finished yet)"
@@ -265,8 +306,12 @@ class FinetuneCallbacks(Callbacks):
 
 
 def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=None,
-             dev_examples=None, log=print) -> dict:
-    """Fine-tune and keep the best checkpoint in settings.out/best; returns the metrics per epoch."""
+             dev_examples=None, log=print, on_eval=None) -> dict:
+    """Fine-tune and keep the best checkpoint in settings.out/best; returns the metrics per epoch.
+
+    on_eval(epoch, model, dev_metrics), if given, is called (on rank 0) after each evaluation on
+    dev: epoch 0 before training, then every epoch; bench/finetune_compare.py reads the initial
+    head there and evaluates another split."""
     task = get_task(settings.task)
     out = (prepare_output_dir(settings.out, overwrite=settings.overwrite, can_resume=False)
            if is_main_process() else Path(settings.out))      # only rank 0 writes
@@ -275,16 +320,16 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
     dtype = np.dtype(settings.dtype)
     model = load_classifier(settings.model, task.num_labels, tokenizer.vocab_size, settings.seed,
                             dtype, settings.max_seq_length, label_map(task), settings.dropout)
-    train = encode_examples(train_examples, tokenizer, settings.max_seq_length)
-    dev = encode_examples(dev_examples, tokenizer, settings.max_seq_length)
+    train = encode_examples(train_examples, tokenizer, settings.max_seq_length, settings.truncation)
+    dev = encode_examples(dev_examples, tokenizer, settings.max_seq_length, settings.truncation)
     main = is_main_process()
     jsonl = JsonlLog(out / "log.jsonl") if main else NullLog()
     jsonl.write({"kind": "start", "step": 0, "settings": asdict(settings),
                  "train_examples": len(train.ids), "dev_examples": len(dev.ids),
                  "parameters": model.num_parameters()})
 
-    total = -(-len(train.ids) // settings.batch_size) * settings.epochs
-    warmup = int(settings.warmup_ratio * total)
+    warmup, total = warmup_and_total_steps(len(train.ids), settings.batch_size, settings.epochs,
+                                           settings.warmup_ratio)
     optimizer = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay,
                       schedule=lambda k: linear_warmup_decay(k, warmup, total))
     before = None
@@ -293,17 +338,19 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
                                      progress)
         jsonl.write({"kind": "eval", "step": 0, "epoch": 0, **before})
         log(f"dev before fine-tuning: {_fmt(before)}")
+        if on_eval is not None:
+            on_eval(0, model, before)
 
     lengths = [len(x) for x in train.ids]
 
     def epoch_batches(epoch: int, start: int):
-        order = bucketed_batches(lengths, settings.batch_size,
-                                 np.random.default_rng([settings.seed, epoch]))
+        order = training_batches(lengths, settings.batch_size, settings.seed, epoch)
         return (pad_batch(train, rows, tokenizer.pad_id, dtype, task.is_regression)
                 for rows in order[start:])
 
     callbacks = FinetuneCallbacks(task, model, dev, tokenizer.pad_id, out,
-                                  settings.eval_batch_size, jsonl, progress, log, tokenizer)
+                                  settings.eval_batch_size, jsonl, progress, log, tokenizer,
+                                  on_eval)
     loop_settings = LoopSettings(max_grad_norm=settings.max_grad_norm, max_steps=settings.max_steps,
                                  last_epoch=settings.epochs, log_epoch=True,
                                  gradient_accumulation_steps=settings.gradient_accumulation_steps)
@@ -317,7 +364,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
                          train_keys=("loss",) + (() if task.is_regression else ("accuracy",)),
                          eval_keys=tuple(task.metrics))
     return {"before": before, "epochs": callbacks.history, "best": callbacks.best,
-            "train_seconds": result.seconds,
+            "train_seconds": result.seconds, "eval_seconds": callbacks.eval_seconds,
             "tokens_per_s": result.tokens / result.seconds if result.seconds else 0.0}
 
 
@@ -334,7 +381,8 @@ def load_for_inference(model_dir: str, dtype="float32"):
 
 
 def evaluate_saved_model(model_dir: str, task: str, split: str = "dev", max_seq_length: int = 128,
-                         file: str | None = None, progress: bool = True) -> dict:
+                         file: str | None = None, progress: bool = True,
+                         truncation: str = "head") -> dict:
     """The task's metrics of a saved fine-tuned model on a split (or a JSONL file)."""
     task = get_task(task)
     examples = (load_jsonl(file, task.num_labels, task.is_pair) if file else load_split(task, split))
@@ -343,16 +391,16 @@ def evaluate_saved_model(model_dir: str, task: str, split: str = "dev", max_seq_
                          "score; use `bert-np predict` to classify its texts")
     model, tokenizer = load_for_inference(model_dir)
     check_labels_match(model, task, model_dir)
-    data = encode_examples(examples, tokenizer, max_seq_length)
+    data = encode_examples(examples, tokenizer, max_seq_length, truncation)
     return evaluate_classifier(model, data, task, tokenizer.pad_id, progress=progress)
 
 
 def predict_texts(model, tokenizer, texts_a: list[str], texts_b: list[str] | None = None,
-                  max_seq_length: int = 128) -> np.ndarray:
+                  max_seq_length: int = 128, truncation: str = "head") -> np.ndarray:
     """Class probabilities (B, C), or the regression score (B, 1)."""
     examples = [Example(a, None if texts_b is None else texts_b[i], None)
                 for i, a in enumerate(texts_a)]
-    data = encode_examples(examples, tokenizer, max_seq_length)
+    data = encode_examples(examples, tokenizer, max_seq_length, truncation)
     logits = predict_logits(model, data, tokenizer.pad_id).astype(np.float64)
     if model.config.num_labels == 1:
         return logits
