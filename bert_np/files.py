@@ -1,25 +1,39 @@
 """Atomic file writes: a reader (or a crash) sees the old file or the new one, never half of one.
 
-A file is written completely into a temporary file beside its target, flushed to disk (fsync) and
-renamed over the target (`os.replace`, atomic on POSIX and Windows). `write_temp` and `second_name`
-are the pieces from which multi-file saves (hf.write_checkpoint) build their own all-or-nothing
+A file is written completely into a temporary file beside its target, `.<name>.<8 random
+characters>.tmp`, flushed to disk (fsync) and renamed over the target (`os.replace`, atomic on
+POSIX and Windows). Temporary files are created with mode 0666 minus the umask, as open() creates
+any file, so a saved file gets the mode the user's umask gives. `write_temp` and `second_name` are
+the pieces from which multi-file saves (hf.write_checkpoint) build their own all-or-nothing
 replacement.
 """
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
+
+
+def create_temp(path: Path, suffix: str = ".tmp") -> str:
+    """Create an empty file `.<name>.<random>.tmp` beside `path` and return its name. It is made by
+    open() with mode 0666, so the umask (and a default ACL) applies as to any new file; mkstemp
+    would make it 0600."""
+    path = Path(path)
+    while True:
+        name = str(path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return name
+        except FileExistsError:
+            continue
 
 
 def write_temp(path: Path, write) -> str:
     """Call write(tmp) for a fresh temporary file beside `path`, fsync it and return its name; on
     any failure the temporary file is removed and the error re-raised."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = create_temp(path)
     try:
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; a saved model is an ordinary file
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -27,13 +41,6 @@ def write_temp(path: Path, write) -> str:
         remove_quietly(tmp)
         raise
     return tmp
-
-
-def umask() -> int:
-    """The process's file-creation mask (reading it means setting it, so it is set back)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def remove_quietly(path) -> None:
@@ -61,9 +68,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def second_name(path: Path) -> str:
-    """A second name for the current file (a hard link, or a copy where links are unsupported)."""
-    fd, backup = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
-    os.close(fd)
+    """A second name `.<name>.<random>.old` for the current file (a hard link, or a copy where
+    links are unsupported)."""
+    backup = create_temp(path, suffix=".old")
     os.remove(backup)
     try:
         os.link(path, backup)

@@ -3,9 +3,10 @@ pytorch_model.bin, read without executing any pickled code), or the sharded form
 `model.safetensors.index.json` / `pytorch_model.bin.index.json`, whose "weight_map" names the
 shard file of every key.
 
-safetensors files are parsed here (the format is small: an 8-byte little-endian header length, a
-JSON header of name -> dtype, shape and data_offsets, then the raw little-endian bytes), because
-safetensors.numpy cannot read bfloat16. bf16 and fp16 tensors are widened to float32 on reading
+safetensors files are parsed and written here (the format is small: an 8-byte little-endian header
+length, a JSON header of name -> dtype, shape and data_offsets, then the raw little-endian bytes),
+because safetensors.numpy cannot read bfloat16, and its save_file makes files of mode 0600 through
+a temporary file of its own. bf16 and fp16 tensors are widened to float32 on reading
 (bf16 is the top half of a float32: uint16 -> uint32 << 16 -> view float32, exact) and then
 converted to the model's dtype. Widening adds no precision: a model loaded from a bf16 checkpoint
 holds weights with 8 significant bits (2-3 decimal digits: rounding to nearest leaves a relative
@@ -333,6 +334,35 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     checked as _SafetensorsFile says."""
     with Checkpoint([_SafetensorsFile(path)]) as checkpoint:
         return checkpoint.read(checkpoint.tensors)
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray],
+                      metadata: dict[str, str] | None = None) -> None:
+    """Write tensors (float64/32/16, integer, bool; any byte order) as a safetensors file that
+    transformers and the safetensors library read: the header (padded with spaces to a multiple
+    of 8 bytes, as safetensors pads it) lists the tensors in name order, their bytes follow
+    little-endian and back to back. The file is opened with the usual mode (0666 minus the umask)
+    and written tensor by tensor, with no copy of the whole checkpoint in memory."""
+    names = {np.dtype(v): k for k, v in _ST_DTYPES.items() if k != "BF16"}
+    arrays, header, offset = [], {}, 0
+    for name in sorted(tensors):
+        t = np.asarray(tensors[name])
+        if t.dtype.newbyteorder("<") not in names:
+            raise ValueError(f"tensor {name!r}: dtype {t.dtype} cannot be saved as safetensors")
+        t = np.ascontiguousarray(t, dtype=t.dtype.newbyteorder("<"))
+        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + t.nbytes]}
+        arrays.append(t)
+        offset += t.nbytes
+    if metadata:
+        header = {"__metadata__": dict(metadata), **header}
+    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    head += b" " * (-len(head) % 8)
+    with open(path, "wb") as f:
+        f.write(len(head).to_bytes(8, "little"))
+        f.write(head)
+        for t in arrays:
+            f.write(memoryview(t.reshape(-1)).cast("B"))
 
 
 # ---- legacy pytorch_model.bin, read with a restricted unpickler -------------------------------
@@ -663,7 +693,6 @@ def write_checkpoint(directory: str | os.PathLike, config_dict: dict, params: di
     put back. So an exception at any point leaves either the old pair or the new pair, never new
     weights under an old config. (A power cut between the two renames, microseconds apart, is the
     one case this cannot cover; a mismatched pair then fails the shape check on loading.)"""
-    from safetensors.numpy import save_file
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights_path, config_path = directory / SAFETENSORS_NAME, directory / CONFIG_NAME
@@ -671,7 +700,7 @@ def write_checkpoint(directory: str | os.PathLike, config_dict: dict, params: di
     metadata = {"format": "pt", CHECKSUM_KEY: tensors_checksum(tensors)}
     text = json.dumps(config_dict, indent=2, sort_keys=True) + "\n"
     tmp_weights = write_temp(weights_path,
-                             lambda tmp: save_file(tensors, tmp, metadata=metadata))
+                             lambda tmp: write_safetensors(tmp, tensors, metadata))
     backup = None
     try:
         tmp_config = write_temp(config_path,
@@ -747,7 +776,6 @@ def write_sharded_checkpoint(directory: str | os.PathLike, config_dict: dict, pa
     the files of a previous checkpoint that would shadow or confuse the new one (model.safetensors,
     shards that the new index does not name) are removed. A failure during the renames can leave
     a mixture, which the per-shard checksums and the key checks refuse on loading."""
-    from safetensors.numpy import save_file
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: np.ascontiguousarray(v) for k, v in params.items()}
@@ -760,7 +788,7 @@ def write_sharded_checkpoint(directory: str | os.PathLike, config_dict: dict, pa
         for name, group in zip(names, groups):
             metadata = {"format": "pt", CHECKSUM_KEY: tensors_checksum(group)}
             files[directory / name] = write_temp(
-                directory / name, lambda tmp, g=group, m=metadata: save_file(g, tmp, metadata=m))
+                directory / name, lambda tmp, g=group, m=metadata: write_safetensors(tmp, g, m))
         for path, text in ((directory / SAFETENSORS_INDEX_NAME, json.dumps(index, indent=2)),
                            (directory / CONFIG_NAME, json.dumps(config_dict, indent=2,
                                                                 sort_keys=True))):

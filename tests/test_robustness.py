@@ -465,9 +465,9 @@ def fail_when(monkeypatch, target, should_fail):
     monkeypatch.setattr(module, attr, flaky)
 
 
-def half_written_save_file(tensors, filename, metadata=None):
-    Path(filename).write_bytes(b"\x10\x00\x00\x00")  # a few bytes of a file, then the crash
-    raise InjectedFailure("save_file failed half-way")
+def half_written_safetensors(path, tensors, metadata=None):
+    Path(path).write_bytes(b"\x10\x00\x00\x00")  # a few bytes of a file, then the crash
+    raise InjectedFailure("write_safetensors failed half-way")
 
 
 @pytest.mark.parametrize("failure", ["weights write", "config write", "weights rename",
@@ -482,7 +482,7 @@ def test_a_failure_mid_save_leaves_the_previous_checkpoint_intact(tmp_path, monk
     b = bert_np.BertForSequenceClassification(small_config(num_labels=3, hidden_act="relu"), seed=5)
     error = KeyboardInterrupt if failure.startswith("interrupt") else InjectedFailure
     if failure == "weights write":
-        monkeypatch.setattr("safetensors.numpy.save_file", half_written_save_file)
+        monkeypatch.setattr(hf, "write_safetensors", half_written_safetensors)
     elif failure == "config write":
         def failing_write_text(self, *args, **kwargs):
             raise InjectedFailure("write_text failed")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import atomic_write_text
-from ..hf import read_safetensors
+from ..hf import read_safetensors, write_safetensors
 from ..optim import AdamW
 
 LATEST = "latest"
@@ -43,7 +43,6 @@ def set_rng_state(rng: np.random.Generator, state: dict) -> None:
 def save_training_checkpoint(out_dir: str | os.PathLike, name: str, model, optimizer: AdamW,
                              state: dict, tokenizer=None, keep: int = 2) -> Path:
     """Write out_dir/name atomically, point out_dir/latest at it, keep the newest `keep`."""
-    from safetensors.numpy import save_file
     out_dir = Path(out_dir)
 
     def write(tmp: Path) -> None:
@@ -52,7 +51,7 @@ def save_training_checkpoint(out_dir: str | os.PathLike, name: str, model, optim
             tokenizer.save(tmp)
         opt = optimizer.state_dict()
         moments = {f"{kind}/{k}": v for kind in ("m", "v") for k, v in opt.pop(kind).items()}
-        save_file(moments, str(tmp / OPTIMIZER_NAME))
+        write_safetensors(tmp / OPTIMIZER_NAME, moments)
         full_state = dict(state, optimizer=opt, model_rng=rng_state(model.rng),
                           saved_at=time.time())
         (tmp / STATE_NAME).write_text(json.dumps(full_state, indent=1), encoding="utf-8")
@@ -80,16 +79,15 @@ class CheckpointWriteError(OSError):
 def replace_directory(final: Path, write) -> Path:
     """Call write(tmp) on a fresh temporary directory beside `final`, then rename it into place
     (the previous `final` is moved aside first and deleted last). On any failure the temporary
-    directory is removed and `final` is left as it was; a write error (OSError, or safetensors'
-    error on a full disk) becomes a CheckpointWriteError naming `final`."""
-    from safetensors import SafetensorError
+    directory is removed and `final` is left as it was; a write error (an OSError: a full disk,
+    permissions) becomes a CheckpointWriteError naming `final`."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
         write(tmp)
-    except (OSError, SafetensorError) as e:
+    except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointWriteError(f"could not write {final}: {e}") from e
     except BaseException:
