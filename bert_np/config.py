@@ -14,12 +14,16 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
 # config.json fields that make transformers import and run code named by the config; a model saved
 # by bert_np is plain BERT, so they are not written again
 NOT_SAVED = ("auto_map", "trust_remote_code")
+# written by save_pretrained into config.json: the checksum of the weights saved with it, which
+# loading checks (hf.open_pair); a record of the file, not a setting of the model
+WEIGHTS_RECORD = "bert_np_weights_sha256"
 
 # name -> (num_hidden_layers, hidden_size, num_attention_heads); intermediate size is 4 * hidden.
 # tiny..medium are the compact BERTs of Turc et al. (2019); base and large are Devlin et al. (2019).
@@ -170,14 +174,17 @@ class BertConfig:
         return BertConfig.from_dict(fields)
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
-        with open(path, encoding="utf-8") as f:
-            try:
-                d = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} is not valid JSON: {e}") from None
+    def from_json_file(cls, path: str | os.PathLike, text: str | None = None) -> "BertConfig":
+        """The config in the file `path`; `text` is its content when the caller has read it."""
+        if text is None:
+            text = Path(path).read_text(encoding="utf-8")
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
         if not isinstance(d, dict):
             raise ValueError(f"{path}: a config must be a JSON object, got {type(d).__name__}")
+        d.pop(WEIGHTS_RECORD, None)
         if d.get("model_type", "bert") != "bert":
             raise ValueError(f"{path} describes a {d['model_type']!r} model, not a BERT")
         try:

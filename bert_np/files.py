@@ -3,16 +3,20 @@
 A file is written completely into a temporary file beside its target, `.<name>.<8 random
 characters>.tmp`, flushed to disk (fsync) and renamed over the target (`os.replace`, atomic on
 POSIX and Windows). Temporary files are created with mode 0666 minus the umask, as open() creates
-any file, so a saved file gets the mode the user's umask gives. `write_temp` and `second_name` are
-the pieces from which multi-file saves (hf.write_checkpoint) build their own all-or-nothing
-replacement.
+any file, so a saved file gets the mode the user's umask gives. `write_temp`, `second_name` and
+`replace_files` are the pieces from which multi-file saves (hf.write_checkpoint) build their own
+all-or-nothing replacement; `remove_stale_temps` removes what a killed save left behind.
 """
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
+
+# .<target name>.<8 characters of [a-z0-9_]>.tmp (or .old): temporary files and backups made here
+_TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.(?:tmp|old)")
 
 
 def create_temp(path: Path, suffix: str = ".tmp") -> str:
@@ -64,7 +68,29 @@ def atomic_write_bytes(path: Path, write) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` as UTF-8 to `path` atomically."""
-    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write_bytes(path, text_writer(text))
+
+
+def replace_files(writes: dict, before_renames=None) -> None:
+    """Replace several files, as far as renames allow together: for each `path: write`, write(tmp)
+    fills a temporary file beside `path` (a failure there leaves every target as it was); then
+    before_renames() runs, and the files are renamed into place in the order given."""
+    temps = {}
+    try:
+        for path, write in writes.items():
+            temps[Path(path)] = write_temp(Path(path), write)
+        if before_renames is not None:
+            before_renames()
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in temps.values():
+            remove_quietly(tmp)
+
+
+def text_writer(text: str):
+    """A `write(tmp)` for write_temp and replace_files that writes `text` as UTF-8."""
+    return lambda tmp: Path(tmp).write_text(text, encoding="utf-8")
 
 
 def second_name(path: Path) -> str:
@@ -77,3 +103,15 @@ def second_name(path: Path) -> str:
     except OSError:
         shutil.copy2(path, backup)
     return backup
+
+
+def remove_stale_temps(directory: Path, is_target) -> list[str]:
+    """Remove the temporary files and backups (see `second_name`) that saves killed midway left in
+    `directory`, for the targets whose names is_target(name) accepts; returns their names."""
+    removed = []
+    for entry in Path(directory).iterdir():
+        match = _TEMP_NAME.fullmatch(entry.name)
+        if match and is_target(match["target"]) and entry.is_file():
+            remove_quietly(entry)
+            removed.append(entry.name)
+    return removed

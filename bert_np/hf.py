@@ -29,6 +29,10 @@ open_checkpoint reads only the declarations (the safetensors header; the pickle'
 tensor records, checked against the zip entries), every key and shape is checked against the
 model the config describes, and only then Checkpoint.read reads the tensors, each straight into
 an array of its own (peak memory about the model's size).
+
+A save writes every file to a temporary name first and renames them into place; config.json
+records the checksum of the weights saved with it, so a pair torn by a kill between the renames is
+refused on loading, by name (see `open_pair`).
 """
 from __future__ import annotations
 
@@ -44,7 +48,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .files import remove_quietly, second_name, write_temp
+from .config import WEIGHTS_RECORD
+from .files import (remove_quietly, remove_stale_temps, replace_files, second_name, text_writer,
+                    write_temp)
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -60,6 +66,10 @@ HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "bert.pooler.", "pooler."
 
 class CheckpointError(ValueError):
     """A checkpoint directory or file that cannot be loaded as asked."""
+
+
+class TornCheckpointError(CheckpointError):
+    """Files of a checkpoint that were not saved together (a save killed between its renames)."""
 
 
 # the largest safetensors header the format allows (its own reader's limit); a pytorch_model.bin's
@@ -80,8 +90,10 @@ class Checkpoint:
     their files held open from reading the headers to reading the data, so that every check
     against declared shapes comes before any allocation and all reads see one version of a file."""
 
-    def __init__(self, files: list):
+    def __init__(self, files: list, checksum: str | None = None):
         self.files = files
+        self.checksum = checksum   # the weights' checksum bert_np stored, None from other writers
+        self.name = None           # the file that names the weights (set by open_checkpoint)
         self.tensors = {}
         for file in files:
             self.tensors.update(file.tensors)
@@ -119,12 +131,14 @@ def open_checkpoint(directory: str | os.PathLike) -> Checkpoint:
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
-    for name, opener in ((SAFETENSORS_NAME, lambda p: Checkpoint([_SafetensorsFile(p)])),
+    for name, opener in ((SAFETENSORS_NAME, _open_safetensors),
                          (SAFETENSORS_INDEX_NAME, lambda p: open_sharded(p, _SafetensorsFile)),
                          (PYTORCH_NAME, lambda p: Checkpoint([_TorchArchive(p)])),
                          (PYTORCH_INDEX_NAME, lambda p: open_sharded(p, _TorchArchive))):
         if (directory / name).exists():
-            return opener(directory / name)
+            checkpoint = opener(directory / name)
+            checkpoint.name = name
+            return checkpoint
     shards = sorted(p.name for p in directory.iterdir() if _ANY_SHARD.fullmatch(p.name))
     if shards:
         index = SAFETENSORS_INDEX_NAME if shards[0].endswith(".safetensors") else PYTORCH_INDEX_NAME
@@ -134,6 +148,11 @@ def open_checkpoint(directory: str | os.PathLike) -> Checkpoint:
                           f"(nor a sharded {SAFETENSORS_INDEX_NAME} or {PYTORCH_INDEX_NAME})")
 
 
+def _open_safetensors(path: Path) -> Checkpoint:
+    file = _SafetensorsFile(path)
+    return Checkpoint([file], file.checksum)
+
+
 def read_state_dict(directory: str | os.PathLike) -> dict[str, np.ndarray]:
     """All tensors of a checkpoint directory as NumPy arrays, keyed as stored (see
     open_checkpoint)."""
@@ -141,9 +160,55 @@ def read_state_dict(directory: str | os.PathLike) -> dict[str, np.ndarray]:
         return checkpoint.read(checkpoint.tensors)
 
 
+def open_pair(directory: str | os.PathLike, read_config):
+    """(read_config(text of config.json), the checkpoint beside it opened), checked to be one pair.
+
+    bert_np records in config.json (under WEIGHTS_RECORD) the checksum of the weights it saved
+    with it. A save killed between renaming its weights and its config into place leaves new
+    weights beside the old config, which loads silently when the shapes agree; such a pair is
+    refused here, naming the directory (the checksum compared is the one the weights' header
+    declares; Checkpoint.read checks the data against it). A config without the record
+    (transformers', or written by hand) and weights without a checksum are not checked."""
+    directory = Path(directory)
+    try:
+        text = (directory / CONFIG_NAME).read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        raise CheckpointError(f"{directory} has no {CONFIG_NAME}") from None
+    config = read_config(text)
+    checkpoint = open_checkpoint(directory)
+    recorded = _recorded_weights(text)
+    if recorded is not None and checkpoint.checksum is not None and recorded != checkpoint.checksum:
+        checkpoint.close()
+        raise TornCheckpointError(
+            f"{directory}: {CONFIG_NAME} and {checkpoint.name} are not from the same save "
+            f"({CONFIG_NAME} records weights {recorded[:12]}..., {checkpoint.name} holds "
+            f"{checkpoint.checksum[:12]}...); a save was interrupted between writing the two: "
+            "save the model again")
+    return config, checkpoint
+
+
+def _recorded_weights(config_text: str) -> str | None:
+    """The weights checksum a config.json records, if any (a broken config is reported later)."""
+    try:
+        config = json.loads(config_text)
+    except ValueError:
+        return None
+    recorded = config.get(WEIGHTS_RECORD) if isinstance(config, dict) else None
+    return recorded if isinstance(recorded, str) else None
+
+
+# bert_np's sharded index records the checksum of every shard under this metadata key
+SHARDS_RECORD = "bert_np_shard_sha256"
+
+
 def read_index(index_path: Path) -> dict[str, str]:
     """The weight_map (key -> shard file name) of a sharded checkpoint's index, checked: a JSON
     object whose weight_map maps names to plain file names inside the same directory."""
+    return _read_index(index_path)[0]
+
+
+def _read_index(index_path: Path) -> tuple[dict[str, str], dict[str, str] | None]:
+    """read_index, and the shard checksums bert_np's index records (None in others' indexes)."""
     try:
         index = json.loads(Path(index_path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -156,13 +221,21 @@ def read_index(index_path: Path) -> dict[str, str]:
                 or shard in (".", "..")):
             raise CheckpointError(f"{index_path}: weight_map[{key!r}] = {shard!r} is not a file "
                                   "name in the checkpoint directory")
-    return weight_map
+    shards = (index.get("metadata") or {}).get(SHARDS_RECORD)
+    return weight_map, shards if isinstance(shards, dict) else None
+
+
+def shards_checksum(shard_checksums: dict[str, str]) -> str:
+    """The checksum of a sharded checkpoint's weights: a digest of its shards' checksums."""
+    return hashlib.sha256(json.dumps(shard_checksums, sort_keys=True).encode()).hexdigest()
 
 
 def open_sharded(index_path: Path, open_file) -> Checkpoint:
     """Every shard named by the index, its header read as a single file's is; the union must hold
-    exactly the keys of the weight_map, each in the shard the map names."""
-    weight_map = read_index(index_path)
+    exactly the keys of the weight_map, each in the shard the map names. Where the index records
+    the shards' checksums (bert_np's does), each shard must be the one recorded: a save killed
+    midway leaves new shards beside old ones."""
+    weight_map, recorded = _read_index(index_path)
     directory = Path(index_path).parent
     files = []
     try:
@@ -172,6 +245,11 @@ def open_sharded(index_path: Path, open_file) -> Checkpoint:
                 raise CheckpointError(f"{index_path} names the shard {shard}, which is missing "
                                       f"from {directory} ({len(keys)} tensor(s), e.g. {keys[0]})")
             files.append(open_file(directory / shard))
+            if recorded is not None and recorded.get(shard) != getattr(files[-1], "checksum", None):
+                raise TornCheckpointError(
+                    f"{directory}: {shard} and {index_path.name} are not from the same save (the "
+                    "shard's checksum is not the one the index records); a save was interrupted "
+                    "between writing the two: save the model again")
             tensors = files[-1].tensors
             misplaced = sorted(k for k in tensors if weight_map.get(k) != shard)
             absent = sorted(k for k, v in weight_map.items() if v == shard and k not in tensors)
@@ -184,7 +262,7 @@ def open_sharded(index_path: Path, open_file) -> Checkpoint:
     except BaseException:
         Checkpoint(files).close()
         raise
-    return Checkpoint(files)
+    return Checkpoint(files, None if recorded is None else shards_checksum(recorded))
 
 
 CHECKSUM_KEY = "bert_np_sha256"
@@ -684,27 +762,48 @@ def check_finite(arrays: dict[str, np.ndarray], source: str) -> None:
 
 # ---- writing ---------------------------------------------------------------------------------
 
+def save_checkpoint(directory: str | os.PathLike, config_dict: dict, params: dict,
+                    max_shard_size=None) -> None:
+    """What save_pretrained writes: config.json + model.safetensors (write_checkpoint), or
+    config.json + shards + index with max_shard_size (write_sharded_checkpoint). Temporary files
+    that killed saves left are removed first."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(directory, _is_checkpoint_file)
+    if max_shard_size is None:
+        write_checkpoint(directory, config_dict, params)
+        remove_shards(directory)
+    else:
+        write_sharded_checkpoint(directory, config_dict, params, max_shard_size)
+
+
+def _is_checkpoint_file(name: str) -> bool:
+    return (name in (CONFIG_NAME, SAFETENSORS_NAME, SAFETENSORS_INDEX_NAME)
+            or _SHARD_PATTERN.fullmatch(name) is not None)
+
+
 def write_checkpoint(directory: str | os.PathLike, config_dict: dict, params: dict) -> None:
     """config.json + model.safetensors, replaced as a pair.
 
     Both files are first written completely to temporary files beside their targets (a failure
     there leaves the directory untouched). Then the weights are renamed into place, then the
     config; if the second rename fails, the previous weights (kept as a hard link or copy) are
-    put back. So an exception at any point leaves either the old pair or the new pair, never new
-    weights under an old config. (A power cut between the two renames, microseconds apart, is the
-    one case this cannot cover; a mismatched pair then fails the shape check on loading.)"""
+    put back. So an exception at any point leaves either the old pair or the new pair. A kill or
+    a power cut between the two renames cannot be undone: it leaves the new weights beside the
+    old config. The config records the checksum of its weights (WEIGHTS_RECORD), so open_pair
+    refuses such a pair by name."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights_path, config_path = directory / SAFETENSORS_NAME, directory / CONFIG_NAME
     tensors = {k: np.ascontiguousarray(v) for k, v in params.items()}
     metadata = {"format": "pt", CHECKSUM_KEY: tensors_checksum(tensors)}
+    config_dict = dict(config_dict, **{WEIGHTS_RECORD: metadata[CHECKSUM_KEY]})
     text = json.dumps(config_dict, indent=2, sort_keys=True) + "\n"
     tmp_weights = write_temp(weights_path,
                              lambda tmp: write_safetensors(tmp, tensors, metadata))
     backup = None
     try:
-        tmp_config = write_temp(config_path,
-                                lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        tmp_config = write_temp(config_path, text_writer(text))
         try:
             if weights_path.exists():
                 backup = second_name(weights_path)
@@ -775,30 +874,26 @@ def write_sharded_checkpoint(directory: str | os.PathLike, config_dict: dict, pa
     directory untouched); then the shards, the index and the config are renamed into place, and
     the files of a previous checkpoint that would shadow or confuse the new one (model.safetensors,
     shards that the new index does not name) are removed. A failure during the renames can leave
-    a mixture, which the per-shard checksums and the key checks refuse on loading."""
+    a mixture: the index records every shard's checksum and the config a digest of them, so
+    open_pair refuses a new shard beside an old index or a new index beside an old config."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: np.ascontiguousarray(v) for k, v in params.items()}
     groups = split_into_shards(tensors, parse_size(max_shard_size))
     names = [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))]
-    index = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values())},
+    checksums = {name: tensors_checksum(group) for name, group in zip(names, groups)}
+    index = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values()),
+                          SHARDS_RECORD: checksums},
              "weight_map": {k: name for name, group in zip(names, groups) for k in group}}
-    files = {}                                              # final path -> temporary file
-    try:
-        for name, group in zip(names, groups):
-            metadata = {"format": "pt", CHECKSUM_KEY: tensors_checksum(group)}
-            files[directory / name] = write_temp(
-                directory / name, lambda tmp, g=group, m=metadata: write_safetensors(tmp, g, m))
-        for path, text in ((directory / SAFETENSORS_INDEX_NAME, json.dumps(index, indent=2)),
-                           (directory / CONFIG_NAME, json.dumps(config_dict, indent=2,
-                                                                sort_keys=True))):
-            files[path] = write_temp(path, lambda tmp, t=text: Path(tmp).write_text(
-                t + "\n", encoding="utf-8"))
-        for path, tmp in files.items():
-            os.replace(tmp, path)
-    finally:
-        for tmp in files.values():
-            remove_quietly(tmp)
+    config_dict = dict(config_dict, **{WEIGHTS_RECORD: shards_checksum(checksums)})
+    writes = {}
+    for name, group in zip(names, groups):
+        metadata = {"format": "pt", CHECKSUM_KEY: checksums[name]}
+        writes[directory / name] = lambda tmp, g=group, m=metadata: write_safetensors(tmp, g, m)
+    writes[directory / SAFETENSORS_INDEX_NAME] = text_writer(json.dumps(index, indent=2) + "\n")
+    writes[directory / CONFIG_NAME] = text_writer(json.dumps(config_dict, indent=2,
+                                                             sort_keys=True) + "\n")
+    replace_files(writes)        # shards, then the index, then the config
     remove_quietly(directory / SAFETENSORS_NAME)
     for old in directory.iterdir():
         if _SHARD_PATTERN.fullmatch(old.name) and old.name not in names:

@@ -270,12 +270,12 @@ class BertPreTrainedModel:
         read straight into the model's arrays (docs/robustness.md)."""
         directory, dtype, source = Path(directory), _model_dtype(dtype), str(directory)
         config_path = directory / hf.CONFIG_NAME
-        if not config_path.exists():
-            raise hf.CheckpointError(f"{directory} has no {hf.CONFIG_NAME}")
-        config = BertConfig.from_json_file(config_path)
-        if config_overrides:
-            config = config.overridden(config_overrides)
-        with hf.open_checkpoint(directory) as checkpoint:
+
+        def read_config(text):
+            config = BertConfig.from_json_file(config_path, text=text)
+            return config.overridden(config_overrides) if config_overrides else config
+        config, checkpoint = hf.open_pair(directory, read_config)   # saved together, each read once
+        with checkpoint:
             hf.check_layer_count(config.num_hidden_layers, checkpoint.tensors, config_path, source)
             expected = cls.param_shapes(config)
             stored = hf.normalize_state_dict(checkpoint.tensors, expected, cls.base_prefix, source)
@@ -304,12 +304,7 @@ class BertPreTrainedModel:
         config = self.config.to_dict()
         config["architectures"] = [type(self).__name__]
         config["dtype"] = self.dtype.name
-        tensors = quantize.tensors_to_save(self.params)
-        if max_shard_size is not None:
-            hf.write_sharded_checkpoint(directory, config, tensors, max_shard_size)
-            return
-        hf.write_checkpoint(directory, config, tensors)
-        hf.remove_shards(directory)
+        hf.save_checkpoint(directory, config, quantize.tensors_to_save(self.params), max_shard_size)
 
 
 class BertModel(BertPreTrainedModel):

@@ -1,8 +1,12 @@
-"""What a save leaves on disk (issue 18): file modes under the user's umask.
+"""What a save leaves on disk (issue 18): the weights/config pair after a real SIGKILL between its
+two renames, the temporary files of killed saves, file modes under the user's umask.
 
-Models are tiny (hidden 32, two layers) so that a save takes milliseconds.
+Faults are real: child processes are SIGKILLed at a chosen point of a save, and every child is
+bounded in time. Models are tiny (hidden 32, two layers) so that a save takes milliseconds.
 """
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +50,150 @@ def run_child(script, *args, timeout=CHILD_TIMEOUT):
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "Cat", "##s", "on",
          "mat", "."]
 SHARD_SIZE = 20_000  # bytes: the tiny model in 5 shards
+
+
+# ================================================================ item 7: the weights/config pair
+
+KILL_BETWEEN_RENAMES = r"""
+import os, signal, sys, json
+import bert_np
+directory, shard_size, after = sys.argv[1], sys.argv[2], sys.argv[3]
+fields = json.loads(sys.argv[4])
+real_replace = os.replace
+
+def replace(src, dst):
+    real_replace(src, dst)
+    if os.path.basename(dst).startswith(after):  # in place: die before the next rename
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace = replace
+model = bert_np.BertModel(bert_np.BertConfig(**fields), seed=1)
+model.save_pretrained(directory, max_shard_size=None if shard_size == "none" else int(shard_size))
+"""
+
+
+def kill_a_save_of_b(directory, shard_size, after):
+    """Save model B into `directory` in a child process SIGKILLed right after the rename that puts
+    the file whose name starts with `after` into place."""
+    child = run_child(KILL_BETWEEN_RENAMES, directory, shard_size, after,
+                      json.dumps(config_fields("relu")))
+    assert child.returncode == -signal.SIGKILL, child.stderr
+
+
+def leftovers(directory, keep):
+    return sorted(p.name for p in Path(directory).iterdir() if p.name not in keep)
+
+
+@pytest.mark.parametrize("layout, shard_size, after", [
+    ("single file", "none", hf.SAFETENSORS_NAME),
+    ("sharded, killed after the first shard", SHARD_SIZE, "model-00001-of-"),
+    ("sharded, killed after the index", SHARD_SIZE, hf.SAFETENSORS_INDEX_NAME)])
+def test_a_save_killed_between_its_renames_is_refused_by_name_and_cleaned_up(tmp_path, layout,
+                                                                             shard_size, after):
+    """Model A is saved; a save of model B (same shapes, other weights, other hidden_act) is
+    SIGKILLed after its weights are in place and before its config is: the directory holds B's
+    weights beside A's config (or some of B's shards beside A's, or B's index beside A's config).
+    Loading must refuse this with one line naming the directory and the two files that do not
+    belong together, instead of running A's config on B's weights. The next
+    save must remove the temporary files the killed save left and give a loadable directory."""
+    max_shard = None if shard_size == "none" else shard_size
+    model_a().save_pretrained(tmp_path, max_shard_size=max_shard)
+    expected = set(p.name for p in tmp_path.iterdir())
+    kill_a_save_of_b(tmp_path, shard_size, after)
+    with pytest.raises(hf.CheckpointError) as error:
+        bert_np.BertModel.from_pretrained(tmp_path)
+    message = str(error.value)
+    assert "\n" not in message and str(tmp_path) in message
+    assert "not from the same save" in message
+    assert leftovers(tmp_path, expected), "the kill was expected to leave temporary files"
+    b = model_b()
+    b.save_pretrained(tmp_path, max_shard_size=max_shard)
+    assert leftovers(tmp_path, expected) == []
+    loaded = bert_np.BertModel.from_pretrained(tmp_path, strict=True)
+    assert loaded.config.hidden_act == "relu"
+    assert all(np.array_equal(loaded.params[k], b.params[k]) for k in b.params)
+
+
+def test_temporary_files_of_killed_saves_do_not_accumulate(tmp_path):
+    """A save SIGKILLed between its renames leaves its temporary files (a complete config and a
+    backup of the previous weights); left to accumulate, ten killed BERT-base saves held 2.2 GB.
+    Each save removes those of the saves killed before it: after each of five killed saves only
+    its own two remain, and after a save that completes the directory holds config.json and
+    model.safetensors only."""
+    model_a().save_pretrained(tmp_path)
+    for _ in range(5):
+        kill_a_save_of_b(tmp_path, "none", hf.SAFETENSORS_NAME)
+        assert len(leftovers(tmp_path, {hf.CONFIG_NAME, hf.SAFETENSORS_NAME})) == 2
+    model_a().save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [hf.CONFIG_NAME, hf.SAFETENSORS_NAME]
+    assert bert_np.BertModel.from_pretrained(tmp_path).config.hidden_act == "gelu"
+
+
+KILL_A_TRAINING_CHECKPOINT = r"""
+import os, signal, sys, json
+import bert_np
+from bert_np.optim import AdamW
+from bert_np.train import checkpoints
+out, name, after = sys.argv[1], sys.argv[2], sys.argv[3]
+real_replace = os.replace
+
+def replace(src, dst):
+    real_replace(src, dst)
+    if os.path.basename(dst) == after:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace = replace
+model = bert_np.BertModel(bert_np.BertConfig(**json.loads(sys.argv[4])), seed=1)
+checkpoints.save_training_checkpoint(out, name, model, AdamW(model.params), {"step": 9})
+"""
+
+
+def test_a_training_run_s_next_checkpoint_cleans_up_after_killed_ones(tmp_path):
+    """Training checkpoints are directories written under a temporary name and renamed into place
+    (a step saved again on resume first moves the old one aside). Two saves SIGKILLed midway: one
+    while writing step-2 (leaving .step-2.tmp), then one after moving step-1 aside to save it
+    again (leaving .step-1.old and a complete .step-1.tmp, and no step-1), which removes what the
+    first left. The next checkpoint must put step-1 back as it was, remove the temporary
+    directories, and point `latest` at itself."""
+    a = model_a()
+    checkpoints.save_training_checkpoint(tmp_path, "step-1", a, AdamW(a.params), {"step": 1})
+    fields = json.dumps(config_fields("relu"))
+    left = []
+    for name, after in (("step-2", hf.SAFETENSORS_NAME), ("step-1", ".step-1.old")):
+        child = run_child(KILL_A_TRAINING_CHECKPOINT, tmp_path, name, after, fields)
+        assert child.returncode == -signal.SIGKILL, child.stderr
+        left.append(sorted(p.name for p in tmp_path.iterdir()))
+    assert left == [[".step-2.tmp", "latest", "step-1"], [".step-1.old", ".step-1.tmp", "latest"]]
+    checkpoints.save_training_checkpoint(tmp_path, "step-3", a, AdamW(a.params), {"step": 3})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-1", "step-3"]
+    assert checkpoints.latest_checkpoint(tmp_path) == tmp_path / "step-3"
+    restored = bert_np.BertModel.from_pretrained(tmp_path / "step-1", strict=True)
+    assert all(np.array_equal(restored.params[k], a.params[k]) for k in a.params)
+
+
+def test_a_config_without_the_weights_record_still_loads(tmp_path):
+    """The pair check applies only when config.json records the weights it was saved with (bert_np
+    writes the record): a config without it (written by hand or by transformers) loads with
+    bert_np's weights, and a directory that transformers re-saved (its config keeps the record,
+    its weights carry no bert_np checksum) loads too, with transformers' weights."""
+    import transformers
+    a = model_a()
+    a.save_pretrained(tmp_path / "bert_np")
+    config = json.loads((tmp_path / "bert_np" / hf.CONFIG_NAME).read_text())
+    assert hf.WEIGHTS_RECORD in config
+    del config[hf.WEIGHTS_RECORD]
+    (tmp_path / "bert_np" / hf.CONFIG_NAME).write_text(json.dumps(config))
+    loaded = bert_np.BertModel.from_pretrained(tmp_path / "bert_np", strict=True)
+    assert all(np.array_equal(loaded.params[k], a.params[k]) for k in a.params)
+
+    a.save_pretrained(tmp_path / "bert_np")
+    theirs = transformers.BertModel.from_pretrained(tmp_path / "bert_np")
+    with __import__("torch").no_grad():
+        theirs.embeddings.word_embeddings.weight.mul_(2.0)
+    theirs.save_pretrained(tmp_path / "resaved")
+    loaded = bert_np.BertModel.from_pretrained(tmp_path / "resaved", strict=True)
+    np.testing.assert_array_equal(loaded.params["embeddings.word_embeddings.weight"],
+                                  2 * a.params["embeddings.word_embeddings.weight"])
 
 
 # ================================================================ item 9: file modes

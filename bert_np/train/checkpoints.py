@@ -7,7 +7,8 @@ A training checkpoint is a directory
     trainer_state.json               step, AdamW's step count and settings, the random generators'
                                      states and the data position: everything a resumed run needs
 written into a temporary directory and renamed into place, so a crash mid-save never leaves a
-half-written checkpoint behind; `latest` names the newest complete one.
+half-written checkpoint behind; `latest` names the newest complete one. A save removes what
+saves killed midway left in the run directory.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write_text
+from ..files import atomic_write_text, remove_stale_temps
 from ..hf import read_safetensors, write_safetensors
 from ..optim import AdamW
 
@@ -56,10 +57,27 @@ def save_training_checkpoint(out_dir: str | os.PathLike, name: str, model, optim
                           saved_at=time.time())
         (tmp / STATE_NAME).write_text(json.dumps(full_state, indent=1), encoding="utf-8")
 
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_killed_saves(out_dir)
     final = replace_directory(out_dir / name, write)
     atomic_write_text(out_dir / LATEST, name)
     _prune(out_dir, keep)
     return final
+
+
+def _remove_killed_saves(out_dir: Path) -> None:
+    """What checkpoint saves killed midway left: their temporary directories (.step-N.tmp), and
+    a previous step-N moved aside (.step-N.old), which is removed if step-N is in place and put
+    back if the kill came before the new step-N was; temporary files of `latest`."""
+    for path in out_dir.glob(".step-*"):
+        final = out_dir / path.name[1:-4]
+        if not path.is_dir() or path.suffix not in (".tmp", ".old"):
+            continue
+        if path.suffix == ".old" and not final.exists():
+            os.replace(path, final)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    remove_stale_temps(out_dir, LATEST.__eq__)
 
 
 def save_model_directory(directory: str | os.PathLike, model, tokenizer=None) -> Path:
@@ -69,7 +87,9 @@ def save_model_directory(directory: str | os.PathLike, model, tokenizer=None) ->
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save(tmp)
-    return replace_directory(Path(directory), write)
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    return replace_directory(directory, write)
 
 
 class CheckpointWriteError(OSError):
@@ -81,7 +101,6 @@ def replace_directory(final: Path, write) -> Path:
     (the previous `final` is moved aside first and deleted last). On any failure the temporary
     directory is removed and `final` is left as it was; a write error (an OSError: a full disk,
     permissions) becomes a CheckpointWriteError naming `final`."""
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
