@@ -5,18 +5,28 @@ characters>.tmp`, flushed to disk (fsync) and renamed over the target (`os.repla
 POSIX and Windows). Temporary files are created with mode 0666 minus the umask, as open() creates
 any file, so a saved file gets the mode the user's umask gives. `write_temp`, `second_name` and
 `replace_files` are the pieces from which multi-file saves (hf.write_checkpoint) build their own
-all-or-nothing replacement; `remove_stale_temps` removes what a killed save left behind.
+all-or-nothing replacement; `directory_lock` keeps two processes from saving into one directory at
+once, and `remove_stale_temps` removes what a killed save left behind.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import shutil
+import time
 from pathlib import Path
 
 # .<target name>.<8 characters of [a-z0-9_]>.tmp (or .old): temporary files and backups made here
 _TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.(?:tmp|old)")
+# how long a save waits for the directory's lock before it reports another save (seconds): a load
+# holds it for microseconds (save_in_progress), a save for the whole save
+_LOCK_PATIENCE = 0.25
+
+
+class SaveInProgressError(OSError):
+    """Another process is saving into the same directory."""
 
 
 def create_temp(path: Path, suffix: str = ".tmp") -> str:
@@ -107,7 +117,8 @@ def second_name(path: Path) -> str:
 
 def remove_stale_temps(directory: Path, is_target) -> list[str]:
     """Remove the temporary files and backups (see `second_name`) that saves killed midway left in
-    `directory`, for the targets whose names is_target(name) accepts; returns their names."""
+    `directory`, for the targets whose names is_target(name) accepts; returns their names. Call it
+    only while holding `directory_lock`, so that no live save's files are taken."""
     removed = []
     for entry in Path(directory).iterdir():
         match = _TEMP_NAME.fullmatch(entry.name)
@@ -115,3 +126,70 @@ def remove_stale_temps(directory: Path, is_target) -> list[str]:
             remove_quietly(entry)
             removed.append(entry.name)
     return removed
+
+
+@contextlib.contextmanager
+def directory_lock(directory: Path):
+    """Hold an exclusive lock on `directory` (flock on the directory itself, so nothing is added
+    to it) for the duration of a save. A second process (or thread) that tries to save into the
+    same directory meanwhile gets a SaveInProgressError naming it, instead of interleaving its
+    renames with ours. Locks are released by the kernel when a process dies, so a killed save
+    leaves no stale lock. Where flock is unavailable (Windows, some network file systems) saves go
+    ahead unlocked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + _LOCK_PATIENCE
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SaveInProgressError(
+                        f"another process is saving into {directory}; two saves into one "
+                        "directory would mix their files: wait for it to finish or save "
+                        "elsewhere") from None
+                time.sleep(0.005)
+            except OSError:
+                break  # a file system without flock: nothing to detect concurrent saves with
+        yield
+    finally:
+        os.close(fd)
+
+
+def save_in_progress(directory: Path) -> bool:
+    """Whether a save holds `directory_lock` on `directory` now (False where flock is missing)."""
+    try:
+        import fcntl
+        fd = os.open(directory, os.O_RDONLY)
+    except (ImportError, OSError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)   # released by the close below
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def file_identities(directory: Path, is_wanted) -> dict | None:
+    """{name: (inode, size, modification and change times)} of the files in `directory` whose
+    names is_wanted(name) accepts: equal before and after a read, it shows that no file was
+    replaced, written or removed meanwhile. None if the directory cannot be listed."""
+    identities = {}
+    try:
+        for entry in os.scandir(directory):
+            if is_wanted(entry.name):
+                st = entry.stat()
+                identities[entry.name] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    except OSError:
+        return None
+    return identities

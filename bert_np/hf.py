@@ -30,9 +30,10 @@ tensor records, checked against the zip entries), every key and shape is checked
 model the config describes, and only then Checkpoint.read reads the tensors, each straight into
 an array of its own (peak memory about the model's size).
 
-A save writes every file to a temporary name first and renames them into place; config.json
-records the checksum of the weights saved with it, so a pair torn by a kill between the renames is
-refused on loading, by name (see `open_pair`).
+A save writes every file to a temporary name first and renames them into place, holding a lock on
+the directory (a second process saving there meanwhile is refused); config.json records the
+checksum of the weights saved with it, so a pair torn by a kill between the renames is refused on
+loading, by name (see `open_pair`).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ import math
 import os
 import pickle
 import re
+import time
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
@@ -49,8 +51,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .config import WEIGHTS_RECORD
-from .files import (remove_quietly, remove_stale_temps, replace_files, second_name, text_writer,
-                    write_temp)
+from .files import (directory_lock, file_identities, remove_quietly, remove_stale_temps,
+                    replace_files, save_in_progress, second_name, text_writer, write_temp)
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -160,6 +162,10 @@ def read_state_dict(directory: str | os.PathLike) -> dict[str, np.ndarray]:
         return checkpoint.read(checkpoint.tensors)
 
 
+# how long a load waits for other processes' saves to let it read a whole pair (seconds)
+_PATIENCE_WITH_SAVES = 60.0
+
+
 def open_pair(directory: str | os.PathLike, read_config):
     """(read_config(text of config.json), the checkpoint beside it opened), checked to be one pair.
 
@@ -168,8 +174,32 @@ def open_pair(directory: str | os.PathLike, read_config):
     weights beside the old config, which loads silently when the shapes agree; such a pair is
     refused here, naming the directory (the checksum compared is the one the weights' header
     declares; Checkpoint.read checks the data against it). A config without the record
-    (transformers', or written by hand) and weights without a checksum are not checked."""
+    (transformers', or written by hand) and weights without a checksum are not checked.
+
+    A save in another process replaces the files one after the other, so a load running meanwhile
+    can read one file from before the save and the next from after it. A mismatch (of the pair,
+    or of a shard and its index) is therefore reported only when it is the directory's state: no
+    file changed since they were read (same inode, size and times) and no save holds the
+    directory's lock. Otherwise the files are read again, once a save under way has renamed its
+    files into place. Each file is opened once: config.json is read whole, and the weights files
+    stay open from their headers to their data."""
     directory = Path(directory)
+    deadline = time.monotonic() + _PATIENCE_WITH_SAVES
+    while True:
+        before = file_identities(directory, _is_weights_or_config)
+        try:
+            return _open_pair_once(directory, read_config)
+        except TornCheckpointError:
+            while file_identities(directory, _is_weights_or_config) == before:
+                if not save_in_progress(directory) and (
+                        file_identities(directory, _is_weights_or_config) == before):
+                    raise               # the files as they stand, with no save under way
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)       # a save is under way: wait for its renames
+
+
+def _open_pair_once(directory: Path, read_config):
     try:
         text = (directory / CONFIG_NAME).read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError):
@@ -765,21 +795,27 @@ def check_finite(arrays: dict[str, np.ndarray], source: str) -> None:
 def save_checkpoint(directory: str | os.PathLike, config_dict: dict, params: dict,
                     max_shard_size=None) -> None:
     """What save_pretrained writes: config.json + model.safetensors (write_checkpoint), or
-    config.json + shards + index with max_shard_size (write_sharded_checkpoint). Temporary files
-    that killed saves left are removed first."""
+    config.json + shards + index with max_shard_size (write_sharded_checkpoint), while holding
+    the directory's lock: a second process saving into the same directory meanwhile is refused
+    (files.SaveInProgressError). Temporary files that killed saves left are removed first."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(directory, _is_checkpoint_file)
-    if max_shard_size is None:
-        write_checkpoint(directory, config_dict, params)
-        remove_shards(directory)
-    else:
-        write_sharded_checkpoint(directory, config_dict, params, max_shard_size)
+    with directory_lock(directory):
+        remove_stale_temps(directory, _is_checkpoint_file)
+        if max_shard_size is None:
+            write_checkpoint(directory, config_dict, params)
+            remove_shards(directory)
+        else:
+            write_sharded_checkpoint(directory, config_dict, params, max_shard_size)
 
 
 def _is_checkpoint_file(name: str) -> bool:
     return (name in (CONFIG_NAME, SAFETENSORS_NAME, SAFETENSORS_INDEX_NAME)
             or _SHARD_PATTERN.fullmatch(name) is not None)
+
+
+def _is_weights_or_config(name: str) -> bool:
+    return _is_checkpoint_file(name) or name.startswith("pytorch_model")
 
 
 def write_checkpoint(directory: str | os.PathLike, config_dict: dict, params: dict) -> None:

@@ -300,7 +300,9 @@ class BertPreTrainedModel:
     def save_pretrained(self, directory: str | os.PathLike, max_shard_size=None) -> None:
         """Write config.json + model.safetensors that transformers' from_pretrained loads; with
         max_shard_size (bytes, or "50KB", "5MB", "2GB") the weights go into shards of at most
-        that size plus model.safetensors.index.json, as transformers writes them."""
+        that size plus model.safetensors.index.json, as transformers writes them. Holds the
+        directory's lock meanwhile: another process saving into it is refused
+        (hf.save_checkpoint)."""
         config = self.config.to_dict()
         config["architectures"] = [type(self).__name__]
         config["dtype"] = self.dtype.name

@@ -35,7 +35,7 @@ from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, process
 from tokenizers.models import WordPiece
 
 from .data.batching import pad_inputs
-from .files import atomic_write_text
+from .files import atomic_write_text, directory_lock
 
 VOCAB_NAME = "vocab.txt"
 CONFIG_NAME = "tokenizer_config.json"
@@ -149,15 +149,17 @@ class BertTokenizer:
                    handle_chinese_chars=config.get("tokenize_chinese_chars", True))
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write vocab.txt and tokenizer_config.json into `out_dir`; returns the directory."""
+        """Write vocab.txt and tokenizer_config.json into `out_dir`; returns the directory. Holds
+        the directory's lock meanwhile: another process saving into `out_dir` is refused."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_vocab(self.vocab, out_dir / VOCAB_NAME)
         config = {"do_lower_case": self.lowercase, "strip_accents": self.strip_accents,
                   "tokenize_chinese_chars": self.handle_chinese_chars,
                   "tokenizer_class": "BertTokenizer"}
         text = json.dumps(config, indent=2) + "\n"
-        atomic_write_text(out_dir / CONFIG_NAME, text)
+        with directory_lock(out_dir):
+            write_vocab(self.vocab, out_dir / VOCAB_NAME)
+            atomic_write_text(out_dir / CONFIG_NAME, text)
         return out_dir
 
     # ---- vocabulary ----------------------------------------------------------------------------

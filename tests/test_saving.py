@@ -1,14 +1,17 @@
 """What a save leaves on disk (issue 18): the weights/config pair after a real SIGKILL between its
-two renames, the temporary files of killed saves, file modes under the user's umask.
+two renames, the temporary files of killed saves, file modes under the user's umask, and saves
+and loads running in concurrent processes.
 
-Faults are real: child processes are SIGKILLed at a chosen point of a save, and every child is
-bounded in time. Models are tiny (hidden 32, two layers) so that a save takes milliseconds.
+Faults are real: child processes are SIGKILLed at a chosen point of a save, writers and readers
+run as separate processes, and every child is bounded in time. Models are tiny (hidden 32, two
+layers) so that a save takes milliseconds.
 """
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +255,138 @@ def test_write_safetensors_writes_what_safetensors_and_bert_np_read(tmp_path):
             np.testing.assert_array_equal(back[name], t)
     with safe_open(str(tmp_path / "t.safetensors"), "np") as f:
         assert f.metadata() == {"format": "pt", "note": "x"}
+
+
+# ================================================================ item 10: concurrent saves, loads
+
+WRITER = r"""
+import json, sys, time
+import bert_np
+directory, seconds, shard_size = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
+models = [bert_np.BertModel(bert_np.BertConfig(**fields), seed=seed)
+          for seed, fields in json.loads(sys.argv[4])]
+saves = refused = 0
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    try:
+        models[saves % len(models)].save_pretrained(directory, max_shard_size=shard_size)
+        saves += 1
+    except OSError as e:                      # another writer holds the directory
+        assert "another process is saving into" in str(e) and directory in str(e), e
+        refused += 1
+        time.sleep(0.002)
+print(json.dumps({"saves": saves, "refused": refused}))
+"""
+A_SPEC, B_SPEC = (0, config_fields("gelu")), (1, config_fields("relu"))
+
+
+def load_while_saving(directory, writers, shard_size=None, seconds=4.0):
+    """Start one writer process per entry of `writers` (a list of the (seed, config fields) it
+    saves in turn into `directory`, for `seconds`), and load from `directory` meanwhile. Every
+    load must return model A's config with A's weights or B's with B's. Returns (loads, saves)."""
+    a, b = model_a(), model_b()
+    a.save_pretrained(directory, max_shard_size=shard_size)
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(directory), str(seconds),
+                               json.dumps(shard_size), json.dumps(specs)],
+                              env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for specs in writers]
+    loads, deadline = 0, time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            loaded = bert_np.BertModel.from_pretrained(directory)
+            expected = a if loaded.config.hidden_act == "gelu" else b
+            assert all(np.array_equal(loaded.params[k], expected.params[k]) for k in a.params), \
+                f"config of {'A' if expected is a else 'B'} beside the other model's weights"
+            loads += 1
+    finally:
+        results = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=CHILD_TIMEOUT)
+            assert proc.returncode == 0, err
+            results.append(json.loads(out))
+    return loads, sum(r["saves"] for r in results)
+
+
+def test_loads_during_concurrent_saves_always_see_one_whole_pair(tmp_path):
+    """Two processes save models A and B into one directory over and over for a few seconds while
+    this process loads from it: every load must succeed (no false checksum error from reading a
+    file while it is replaced, no refused pair) and return one model's config with the same
+    model's weights. The writers themselves never interleave: one of two concurrent saves is
+    refused (see test_a_second_concurrent_writer_is_refused_naming_the_directory) and its writer
+    tries again."""
+    loads, saves = load_while_saving(tmp_path, [[A_SPEC], [B_SPEC]])
+    assert loads >= 10 and saves >= 10, (loads, saves)
+
+
+def test_loads_during_repeated_sharded_saves_see_one_whole_checkpoint(tmp_path):
+    """Sharded saves rename every shard, then the index, then the config: a load running meanwhile
+    can meet a new shard beside the old index. One process saves A and B in shards in turn while
+    this one loads: every load must succeed and return one model's config with its weights."""
+    loads, saves = load_while_saving(tmp_path, [[A_SPEC, B_SPEC]], shard_size=SHARD_SIZE)
+    assert loads >= 10 and saves >= 10, (loads, saves)
+
+
+def test_a_save_between_reading_the_config_and_the_weights_is_read_again(tmp_path, monkeypatch):
+    """The race behind the concurrent tests, made certain: a save of B completes after loading has
+    read A's config and before it reads the weights, so it reads B's weights beside A's config.
+    That is no torn directory, only a moving one: the pair is read again and B is returned."""
+    a, b = model_a(), model_b()
+    a.save_pretrained(tmp_path)
+    real_open_checkpoint, calls = hf.open_checkpoint, []
+
+    def open_checkpoint(directory):
+        calls.append(directory)
+        if len(calls) == 1:
+            b.save_pretrained(tmp_path)
+        return real_open_checkpoint(directory)
+    monkeypatch.setattr(hf, "open_checkpoint", open_checkpoint)
+    loaded = bert_np.BertModel.from_pretrained(tmp_path)
+    assert len(calls) == 2 and loaded.config.hidden_act == "relu"
+    assert all(np.array_equal(loaded.params[k], b.params[k]) for k in b.params)
+
+
+HOLD_THE_DIRECTORY = r"""
+import json, os, sys, time
+import bert_np
+directory, ready, done, fields = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+real_replace = os.replace
+
+def replace(src, dst):                        # mid-save, holding the directory: wait for the test
+    if not os.path.exists(ready):
+        open(ready, "w").close()
+        end = time.monotonic() + 60
+        while not os.path.exists(done) and time.monotonic() < end:
+            time.sleep(0.01)
+    real_replace(src, dst)
+
+os.replace = replace
+bert_np.BertModel(bert_np.BertConfig(**fields)).save_pretrained(directory)
+"""
+
+
+def test_a_second_concurrent_writer_is_refused_naming_the_directory(tmp_path):
+    """While one process is in the middle of a save into a directory, a save of a model or a
+    tokenizer into the same directory from another process is refused with one line naming the
+    directory, and the directory is left to the first writer; once that save is done, saving
+    works again."""
+    directory, ready, done = tmp_path / "model", tmp_path / "ready", tmp_path / "done"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_DIRECTORY, str(directory), str(ready),
+                               str(done), json.dumps(config_fields("gelu"))],
+                              env=CHILD_ENV, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + CHILD_TIMEOUT
+        while not ready.exists():
+            assert holder.poll() is None and time.monotonic() < deadline, "the holder never started"
+            time.sleep(0.01)
+        for save in (lambda: model_b().save_pretrained(directory),
+                     lambda: BertTokenizer({t: i for i, t in enumerate(VOCAB)}).save(directory)):
+            with pytest.raises(OSError) as error:
+                save()
+            message = str(error.value)
+            assert "\n" not in message and f"another process is saving into {directory}" in message
+    finally:
+        done.touch()
+        assert holder.wait(timeout=CHILD_TIMEOUT) == 0, holder.stderr.read()
+    assert bert_np.BertModel.from_pretrained(directory).config.hidden_act == "gelu"
+    model_b().save_pretrained(directory)
+    assert bert_np.BertModel.from_pretrained(directory).config.hidden_act == "relu"

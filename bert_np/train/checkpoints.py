@@ -7,8 +7,9 @@ A training checkpoint is a directory
     trainer_state.json               step, AdamW's step count and settings, the random generators'
                                      states and the data position: everything a resumed run needs
 written into a temporary directory and renamed into place, so a crash mid-save never leaves a
-half-written checkpoint behind; `latest` names the newest complete one. A save removes what
-saves killed midway left in the run directory.
+half-written checkpoint behind; `latest` names the newest complete one. A save holds the lock of
+the run directory (a second process saving there meanwhile is refused) and removes what saves
+killed midway left there.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write_text, remove_stale_temps
+from ..files import atomic_write_text, directory_lock, remove_stale_temps
 from ..hf import read_safetensors, write_safetensors
 from ..optim import AdamW
 
@@ -58,10 +59,11 @@ def save_training_checkpoint(out_dir: str | os.PathLike, name: str, model, optim
         (tmp / STATE_NAME).write_text(json.dumps(full_state, indent=1), encoding="utf-8")
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _remove_killed_saves(out_dir)
-    final = replace_directory(out_dir / name, write)
-    atomic_write_text(out_dir / LATEST, name)
-    _prune(out_dir, keep)
+    with directory_lock(out_dir):
+        _remove_killed_saves(out_dir)
+        final = replace_directory(out_dir / name, write)
+        atomic_write_text(out_dir / LATEST, name)
+        _prune(out_dir, keep)
     return final
 
 
@@ -89,7 +91,8 @@ def save_model_directory(directory: str | os.PathLike, model, tokenizer=None) ->
             tokenizer.save(tmp)
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    return replace_directory(directory, write)
+    with directory_lock(directory.parent):
+        return replace_directory(directory, write)
 
 
 class CheckpointWriteError(OSError):
@@ -100,7 +103,8 @@ def replace_directory(final: Path, write) -> Path:
     """Call write(tmp) on a fresh temporary directory beside `final`, then rename it into place
     (the previous `final` is moved aside first and deleted last). On any failure the temporary
     directory is removed and `final` is left as it was; a write error (an OSError: a full disk,
-    permissions) becomes a CheckpointWriteError naming `final`."""
+    permissions) becomes a CheckpointWriteError naming `final`. The caller holds the lock of
+    final.parent (files.directory_lock)."""
     tmp = final.parent / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
