@@ -35,7 +35,8 @@ from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, process
 from tokenizers.models import WordPiece
 
 from .data.batching import pad_inputs
-from .files import atomic_write_text, directory_lock
+from .files import (atomic_write_text, directory_lock, remove_quietly, remove_stale_temps,
+                    replace_files, text_writer)
 
 VOCAB_NAME = "vocab.txt"
 CONFIG_NAME = "tokenizer_config.json"
@@ -44,6 +45,11 @@ SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # also the id order of a freshly tr
 CONTINUATION_PREFIX = "##"
 MAX_INPUT_CHARS_PER_WORD = 100  # longer words become [UNK], as in BERT
 MAX_VOCAB_SIZE = 1_000_000  # far above real vocabularies; the trainer aborts the process near 1e9
+# files of another tokenizer that transformers reads instead of vocab.txt (tokenizer.json), or on
+# top of it (special and added tokens), or for other tokenizer classes; a save removes them
+OTHER_TOKENIZER_FILES = ("tokenizer.json", "special_tokens_map.json", "added_tokens.json",
+                         "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
+                         "tokenizer.model")
 TRUNCATIONS = ("head", "head_tail")  # which tokens of a text that is too long are kept
 HEAD_TAIL_HEAD, HEAD_TAIL_BUDGET = 128, 510  # head_tail keeps 128 head tokens of every 510
 
@@ -78,10 +84,13 @@ def read_vocab(path: str | Path) -> dict[str, int]:
 
 def write_vocab(vocab: dict[str, int], path: str | Path) -> Path:
     """Write `{token: id}` as vocab.txt, one token per line in id order."""
-    tokens = sorted(vocab, key=vocab.__getitem__)
-    text = "".join(token + "\n" for token in tokens)
-    atomic_write_text(Path(path), text)
+    atomic_write_text(Path(path), vocab_text(vocab))
     return Path(path)
+
+
+def vocab_text(vocab: dict[str, int]) -> str:
+    """The content of vocab.txt: one token per line in id order."""
+    return "".join(token + "\n" for token in sorted(vocab, key=vocab.__getitem__))
 
 
 def read_tokenizer_config(model_dir: str | Path) -> dict:
@@ -149,17 +158,28 @@ class BertTokenizer:
                    handle_chinese_chars=config.get("tokenize_chinese_chars", True))
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write vocab.txt and tokenizer_config.json into `out_dir`; returns the directory. Holds
-        the directory's lock meanwhile: another process saving into `out_dir` is refused."""
+        """Write vocab.txt and tokenizer_config.json into `out_dir`; returns the directory.
+
+        transformers.AutoTokenizer.from_pretrained(out_dir) then loads this tokenizer: the files
+        of another tokenizer that it would read instead (OTHER_TOKENIZER_FILES: tokenizer.json,
+        special_tokens_map.json, added_tokens.json, ...) are removed. Both files are written to
+        temporary files first (a failure there changes nothing), then the other tokenizer's files
+        are removed and the two renamed into place, while holding the directory's lock (another
+        process saving into `out_dir` meanwhile is refused)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         config = {"do_lower_case": self.lowercase, "strip_accents": self.strip_accents,
                   "tokenize_chinese_chars": self.handle_chinese_chars,
                   "tokenizer_class": "BertTokenizer"}
-        text = json.dumps(config, indent=2) + "\n"
+        writes = {out_dir / VOCAB_NAME: text_writer(vocab_text(self.vocab)),
+                  out_dir / CONFIG_NAME: text_writer(json.dumps(config, indent=2) + "\n")}
+
+        def remove_other_tokenizer():
+            for name in OTHER_TOKENIZER_FILES:
+                remove_quietly(out_dir / name)
         with directory_lock(out_dir):
-            write_vocab(self.vocab, out_dir / VOCAB_NAME)
-            atomic_write_text(out_dir / CONFIG_NAME, text)
+            remove_stale_temps(out_dir, (VOCAB_NAME, CONFIG_NAME).__contains__)
+            replace_files(writes, before_renames=remove_other_tokenizer)
         return out_dir
 
     # ---- vocabulary ----------------------------------------------------------------------------

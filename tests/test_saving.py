@@ -1,6 +1,7 @@
-"""What a save leaves on disk (issue 18): the weights/config pair after a real SIGKILL between its
-two renames, the temporary files of killed saves, file modes under the user's umask, and saves
-and loads running in concurrent processes.
+"""What a save leaves on disk (issue 18, items 4, 7, 9, 10): the tokenizer transformers loads from
+a saved directory, the weights/config pair after a real SIGKILL between its two renames, the
+temporary files of killed saves, file modes under the user's umask, and saves and loads running
+in concurrent processes.
 
 Faults are real: child processes are SIGKILLed at a chosen point of a save, writers and readers
 run as separate processes, and every child is bounded in time. Models are tiny (hidden 32, two
@@ -53,6 +54,68 @@ def run_child(script, *args, timeout=CHILD_TIMEOUT):
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "Cat", "##s", "on",
          "mat", "."]
 SHARD_SIZE = 20_000  # bytes: the tiny model in 5 shards
+
+
+# ================================================================ item 4: stale tokenizer files
+
+OTHER_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "x", "y", "The", "Cat", "cat", "mat",
+               "sat", "on"]
+TEXTS = ["The Cats sat on the mat.", "Cat cat CAT", "newword <special> [MASK] mat", "Öñ the mat"]
+
+
+def other_tokenizer_directory(directory, tmp_path):
+    """A Hugging Face directory holding another tokenizer: transformers' own save_pretrained of a
+    cased BertTokenizerFast on OTHER_VOCAB with an added token (tokenizer.json,
+    tokenizer_config.json), plus the files older releases and the Hub also ship (vocab.txt,
+    special_tokens_map.json, added_tokens.json). Each of these alone changes what transformers
+    reads from a directory."""
+    import transformers
+    (tmp_path / "other_vocab.txt").write_text("".join(t + "\n" for t in OTHER_VOCAB))
+    other = transformers.BertTokenizerFast(vocab_file=str(tmp_path / "other_vocab.txt"),
+                                           do_lower_case=False)
+    other.add_tokens(["newword"])
+    other.save_pretrained(directory)
+    (directory / "vocab.txt").write_text("".join(t + "\n" for t in OTHER_VOCAB))
+    (directory / "special_tokens_map.json").write_text(json.dumps(
+        {"unk_token": "cat", "additional_special_tokens": ["<special>"]}))
+    (directory / "added_tokens.json").write_text(json.dumps({"newword": 12}))
+    assert (directory / "tokenizer.json").exists()
+
+
+def save_tokenizer_with(how, directory, tokenizer):
+    """Save `tokenizer` (with a model where the way of saving includes one) into `directory`."""
+    model = bert_np.BertModel(bert_np.BertConfig(**dict(config_fields(), vocab_size=len(VOCAB))))
+    if how == "tokenizer.save":
+        tokenizer.save(directory)
+    elif how == "save_pretrained, then tokenizer.save":
+        model.save_pretrained(directory)
+        tokenizer.save(directory)
+    elif how == "best/ (save_model_directory)":
+        checkpoints.save_model_directory(directory, model, tokenizer)
+    elif how == "training checkpoint":
+        checkpoints.save_training_checkpoint(directory.parent, directory.name, model,
+                                             AdamW(model.params), {"step": 1}, tokenizer)
+
+
+@pytest.mark.parametrize("how", ["tokenizer.save", "save_pretrained, then tokenizer.save",
+                                 "best/ (save_model_directory)", "training checkpoint"])
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_transformers_loads_the_tokenizer_bert_np_saved_over_another_one(tmp_path, how, lowercase):
+    """A bert_np tokenizer saved into a directory holding another tokenizer's files (a different,
+    cased vocabulary, an added token, other special tokens): transformers.AutoTokenizer must load
+    bert_np's tokenizer from it, so its ids for texts with cased words, accents, the other
+    tokenizer's added and special tokens and [MASK] equal bert_np's own, and its vocabulary is
+    bert_np's. Stale files would make transformers tokenise with the old vocabulary."""
+    import transformers
+    directory = tmp_path / "model"
+    other_tokenizer_directory(directory, tmp_path)
+    tokenizer = BertTokenizer({t: i for i, t in enumerate(VOCAB)}, lowercase=lowercase)
+    save_tokenizer_with(how, directory, tokenizer)
+    loaded = transformers.AutoTokenizer.from_pretrained(directory)
+    assert loaded.get_vocab() == tokenizer.vocab
+    for text in TEXTS:
+        assert loaded(text)["input_ids"] == tokenizer.encode(text).input_ids, text
+    assert BertTokenizer.from_pretrained(directory).vocab == tokenizer.vocab
 
 
 # ================================================================ item 7: the weights/config pair
