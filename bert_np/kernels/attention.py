@@ -134,7 +134,8 @@ def _attention_heads(q, k, v, q0, k0, v0, num_heads, mask, scale, dropout, key, 
         block = probs[b, a] if keep_probs else np.empty((T, T), dtype=q.dtype)   # (T, T)
         panels_of_kt = np.empty(((T + NR - 1) // NR, D, NR), dtype=q.dtype)   # K^T, packed
         _pack_rows(k, b, k0 + a * D, D, panels_of_kt)
-        _head_product(q[b, :, q0 + a * D:q0 + (a + 1) * D], panels_of_kt, T, block, True)  # S = QK^T
+        _head_product(q[b, :, q0 + a * D:q0 + (a + 1) * D], panels_of_kt, T, block,
+                      True)                                   # S = Q K^T
         for i in range(T):
             softmax_row(block[i], mask[b], scale, block[i], scratch[task], consts)
         if dropout:
