@@ -2,9 +2,12 @@
 
     python bench/profile_step.py --preset tiny --job finetune
     python bench/profile_step.py --preset base --job inference
+    python bench/profile_step.py --preset tiny --job inference --int8 --steps 20
 
-Prints the functions that take the most time inside one step (B=32, T=128, after three warm-up
-steps), with their share of the step, so a missed speed target can be traced to its cause.
+Prints the functions that take the most time inside the profiled steps (B=32, T=128, after three
+warm-up steps), with their share of the time, so a missed speed target can be traced to its cause.
+--steps profiles several steps and sums them, which steadies the shares on a busy machine; --int8
+runs inference on `bert_np.quantize_dynamic(model)`.
 """
 import argparse
 import cProfile
@@ -19,7 +22,7 @@ from bert_np.optim import AdamW
 bert_np.tune_process()                       # as the bert-np command does
 
 
-def make_step(preset, job, B, T):
+def make_step(preset, job, B, T, int8=False):
     cfg = bert_np.BertConfig.preset(preset)
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, cfg.vocab_size, (B, T))
@@ -30,7 +33,9 @@ def make_step(preset, job, B, T):
     else:
         model = bert_np.BertForSequenceClassification(cfg)
         labels = dict(labels=rng.integers(0, 2, B))
-    opt = AdamW(model.params, lr=1e-5)
+    if int8:
+        model = bert_np.quantize_dynamic(model)
+    opt = None if int8 else AdamW(model.params, lr=1e-5)
 
     def step():
         if job == "inference":
@@ -48,26 +53,33 @@ def main():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--top", type=int, default=15)
+    p.add_argument("--steps", type=int, default=1, help="steps to profile (their times summed)")
+    p.add_argument("--int8", action="store_true", help="inference of the int8 model")
     a = p.parse_args()
-    step = make_step(a.preset, a.job, a.batch_size, a.seq_len)
+    if a.int8 and a.job != "inference":
+        p.error("--int8 is for --job inference")
+    step = make_step(a.preset, a.job, a.batch_size, a.seq_len, a.int8)
     for _ in range(3):                                        # the first steps grow the heap
         step()
     start = time.perf_counter()
     step()
     wall = time.perf_counter() - start
     profiler = cProfile.Profile()
-    profiler.runcall(step)
+    for _ in range(a.steps):
+        profiler.runcall(step)
     stats = pstats.Stats(profiler)
     total = stats.total_tt
     rows = sorted(((tt, nc, func) for func, (cc, nc, tt, ct, callers) in stats.stats.items()),
                   reverse=True)[:a.top]
     tokens = a.batch_size * a.seq_len
-    print(f"{a.preset} {a.job}: one step {1e3 * wall:.0f} ms ({tokens / wall:.0f} tokens/s) "
-          f"without the profiler; backend {bert_np.get_backend()}")
+    print(f"{a.preset} {a.job}{' int8' if a.int8 else ''}: one step {1e3 * wall:.0f} ms "
+          f"({tokens / wall:.0f} tokens/s) without the profiler; backend {bert_np.get_backend()}; "
+          f"{a.steps} step(s) profiled, ms per step")
     print(f"{'share':>6s} {'ms':>8s} {'calls':>6s}  function")
     for tt, calls, (filename, line, name) in rows:
         where = filename.split("bert_np/")[-1] if "bert_np/" in filename else filename.split("/")[-1]
-        print(f"{100 * tt / total:5.1f}% {1e3 * tt:8.1f} {calls:6d}  {name} ({where}:{line})")
+        print(f"{100 * tt / total:5.1f}% {1e3 * tt / a.steps:8.2f} {calls // a.steps:6d}  {name} "
+              f"({where}:{line})")
 
 
 if __name__ == "__main__":

@@ -355,6 +355,47 @@ def test_attention_context_matches_reference(B, A, T, D, dtype, dropout_p, rng):
         q, k, v, mask, 0.3)[0]], dtype, "attention context, inference")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B, T, H, A", [(1, 1, 4, 1), (2, 7, 15, 3), (3, 13, 22, 2), (2, 37, 64, 2),
+                                        (2, 20, 80, 2)])
+def test_attention_sublayer_in_inference_matches_reference(B, T, H, A, dtype, rng):
+    """The inference kernel of attention_forward (Q, K, V as one product into a (B, T, 3H) array
+    read at column offsets) against the reference's three Linear layers, split_heads and attention
+    core, with fully masked and half-padded rows; D = H / A odd, below and above the 16-column
+    tile. Training calls (a cache, or dropout) are declined."""
+    from bert_np.kernels import attention as fused
+    x = rng.standard_normal((B, T, H)).astype(dtype)
+    params = [p.astype(dtype) for _ in range(3) for p in
+              (0.3 * rng.standard_normal((H, H)), rng.standard_normal(H))]
+    _, mask = scores_and_mask(B, A, T, dtype, rng)
+    out = fused.attention_forward(x, *params, mask, A, keep_cache=False)
+    out_ref = attention.attention_forward.reference(x, *params, mask, A, keep_cache=False)
+    assert out[1] is None and out_ref[1] is None
+    assert_close([out[0]], [out_ref[0]], dtype, "attention sublayer, inference")
+    assert fused.attention_forward(x, *params, mask, A) is NotImplemented
+    assert fused.attention_forward(x, *params, mask, A, 0.1, np.random.default_rng(0),
+                                   keep_cache=False) is NotImplemented
+
+
+@pytest.mark.parametrize("B, T, H, A", [(2, 7, 15, 3), (2, 37, 64, 2)])
+def test_attention_sublayer_int8_equals_three_int8_projections(B, T, H, A, rng):
+    """With int8 weights the kernel quantizes x once for the stacked [Wq; Wk; Wv]: each output
+    channel is the same integer sum and the same epilogue as in its own projection, so the
+    context equals the reference composition's (three int8 Linear layers, then the attention
+    core) bit for bit."""
+    from bert_np.kernels import attention as fused
+    from bert_np.layers.quantized_linear import quantize_weight
+    x = rng.standard_normal((B, T, H)).astype(np.float32)
+    params = [p for _ in range(3) for p in (quantize_weight(rng.standard_normal((H, H)).astype(
+        np.float32)), rng.standard_normal(H).astype(np.float32))]
+    _, mask = scores_and_mask(B, A, T, np.float32, rng)
+    out = fused.attention_forward(x, *params, mask, A, keep_cache=False)[0]
+    np.testing.assert_array_equal(out, attention.attention_forward.reference(
+        x, *params, mask, A, keep_cache=False)[0])
+    from bert_np.kernels.int8 import stacked_weight
+    assert stacked_weight(params[0::2]) is stacked_weight(params[0::2])   # built once
+
+
 # ---------------------------------------------------------------- AdamW update
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1,), (7, 13), (3000, 17)])
@@ -440,7 +481,7 @@ OPS = ["linear_forward", "linear_backward", "attention_softmax_forward",
        "attention_softmax_backward", "layernorm_forward", "layernorm_backward", "gelu_forward",
        "gelu_backward", "adamw_update", "batched_matmul", "batched_matmul_nt", "batched_matmul_tn",
        "dropout_forward", "embedding_backward", "attention_context_forward",
-       "add_layernorm_forward", "add_bias", "linear_act_forward"]
+       "add_layernorm_forward", "add_bias", "linear_act_forward", "attention_forward"]
 
 
 @pytest.fixture

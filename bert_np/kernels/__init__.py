@@ -34,7 +34,8 @@ BACKENDS = ("numpy", "numba", "auto")
 # Dropout's kernel is ~20x its reference, the embedding backward's ~24x; add_bias uses its kernel
 # only for outputs over 8 MiB (see kernels/gemm.py).
 AUTO_NUMBA: frozenset[str] = frozenset({
-    "attention_context_forward", "attention_softmax_forward", "attention_softmax_backward",
+    "attention_forward", "attention_context_forward", "attention_softmax_forward",
+    "attention_softmax_backward",
     "layernorm_forward", "add_layernorm_forward", "layernorm_backward",
     "gelu_forward", "gelu_backward", "linear_act_forward",
     "adamw_update",
@@ -53,7 +54,7 @@ KERNEL_MODULE: dict[str, str] = {
     "layernorm_backward": "layernorm",
     "gelu_forward": "gelu", "gelu_backward": "gelu", "linear_act_forward": "gelu",
     "adamw_update": "optim", "dropout_forward": "dropout", "embedding_backward": "embeddings",
-    "attention_context_forward": "attention",
+    "attention_context_forward": "attention", "attention_forward": "attention",
     "quantize_rows": "int8", "int8_matmul": "int8", "int8_linear_forward": "int8",
 }
 _kernels: dict[str, Callable] = {}

@@ -18,6 +18,8 @@ The block never leaves the cache in inference, where nothing needs P afterwards 
 For training the block is P itself, in the (B, A, T, T) array the backward reads, and P' and the
 mask are written beside it, as the reference returns them.
 """
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -25,12 +27,13 @@ from ..rng import UNIFORM_BITS, draw_key, first_element
 from . import register
 from .common import FLOAT_TYPES, njit_per_dtype, supported
 from .dropout import counter_uniform
-from .gemm import MR, NR, _micro_tile, _pack_panels, _store_tile
+from .gemm import MR, NR, _micro_tile, _micro_tile_wide, _pack_panels, _store_tile
 from .softmax import softmax_row
 from .vecmath import exp_constants, exp_constants_type
 
 _SIGNATURES = [
-    f"void({t}[:, :, ::1], {t}[:, :, ::1], {t}[:, :, ::1], int64, {t}[:, ::1], {t}, "
+    f"void({t}[:, :, ::1], {t}[:, :, ::1], {t}[:, :, ::1], int64, int64, int64, int64, "
+    f"{t}[:, ::1], {t}, "
     f"boolean, uint64, int64, {t}, {t}, {t}[:, :, ::1], {t}[:, :, :, ::1], {t}[:, :, :, ::1], "
     f"{t}[:, :, :, ::1], {t}[:, ::1], {exp_constants_type(t)})" for t in FLOAT_TYPES]
 
@@ -73,18 +76,32 @@ def _head_product(a, b_panels, n, c, tiles_in_place):
     Unlike the Linear layer's GEMM, K (D or T) fits one panel depth, and A is not packed: the
     micro-kernel reads its 8 values per k straight from 8 rows of `a` (scalar loads, any strides);
     only rows past the last multiple of 8 are copied into a zero-padded panel.
-    With tiles_in_place the micro-kernel writes each whole 8 x 16 tile straight into c instead of
+    Pairs of full panels go through the 8 x 32 tile (`_micro_tile_wide`), which reads those 8
+    values once for two panels (BERT-tiny's attention core, B = 32, one thread: 1.10-1.22x the
+    8 x 16 tile alone, alternating in one process); a last odd or partial panel, and the edge
+    rows, through the 8 x 16 one.
+    With tiles_in_place the micro-kernel writes each whole tile straight into c instead of
     into a buffer that is then copied: for the (T, T) score block (QK^T of a BERT-tiny head
     20 -> 16 us). Into the context's strided columns that measured slower (PV 16 -> 22 us).
     """
     M, K = a.shape
-    tile = np.empty((MR, NR), dtype=c.dtype)
+    tile = np.empty((MR, 2 * NR), dtype=c.dtype)
     edge = np.empty((1, K, MR), dtype=c.dtype)
     no_bias = np.empty(0, dtype=c.dtype)
     full = M - M % MR                                         # rows in whole 8-row panels
+    pairs = n // (2 * NR)                                     # pairs of full panels
+    for jp in range(pairs):
+        j0 = 2 * NR * jp
+        for i0 in range(0, full, MR):
+            if tiles_in_place:
+                _micro_tile_wide(a[i0:i0 + MR].T, b_panels[2 * jp], b_panels[2 * jp + 1], K,
+                                 c[i0:i0 + MR, j0:j0 + 2 * NR])
+            else:
+                _micro_tile_wide(a[i0:i0 + MR].T, b_panels[2 * jp], b_panels[2 * jp + 1], K, tile)
+                _store_tile(c, tile, i0, j0, MR, 2 * NR, True, no_bias)
     for jr in range(b_panels.shape[0]):
         nr = min(NR, n - jr * NR)
-        for i0 in range(0, full, MR):
+        for i0 in range(0, full if jr >= 2 * pairs else 0, MR):
             if tiles_in_place and nr == NR:
                 _micro_tile(a[i0:i0 + MR].T, b_panels[jr], K, c[i0:i0 + MR, jr * NR:jr * NR + NR])
             else:
@@ -97,17 +114,18 @@ def _head_product(a, b_panels, n, c, tiles_in_place):
 
 
 @njit_per_dtype(_SIGNATURES, cache=True, fastmath={"contract"}, parallel=True)
-def _attention_heads(q, k, v, num_heads, mask, scale, dropout, key, first, p, keep_scale, context,
-                     probs, probs_dropped, keep_scaled, scratch, consts):
+def _attention_heads(q, k, v, q0, k0, v0, num_heads, mask, scale, dropout, key, first, p,
+                     keep_scale, context, probs, probs_dropped, keep_scaled, scratch, consts):
     """context[b, :, a*D:(a+1)*D] = dropout(softmax(scale Q K^T + mask[b])) V for each batch row b
-    and head a, where Q = q[b, :, a*D:(a+1)*D] and likewise K and V; q, k, v (B, T, H).
+    and head a, where Q = q[b, :, q0+a*D:q0+(a+1)*D] and likewise K (k0) and V (v0); q, k, v
+    (B, T, >= H), context (B, T, H): the three may be one (B, T, 3H) array of the fused projection.
 
     probs, probs_dropped, keep_scaled (B, A, T, T) receive P, P' and the mask m / (1 - p) when
     their first axis is B; with a first axis of 0 each task works in a block of its own.
     scratch (B*A, T) gives each task the softmax's scratch row. P[b, a, i, j]'s dropout uniform is
     element first + ((b A + a) T + i) T + j of the counter-based generator, as in the reference.
     """
-    B, T, H = q.shape
+    B, T, H = context.shape
     A, D = num_heads, H // num_heads
     keep_probs = probs.shape[0] > 0
     grid = scale - scale + 2.0 ** -UNIFORM_BITS               # 2^-24 in the dtype of q
@@ -115,8 +133,9 @@ def _attention_heads(q, k, v, num_heads, mask, scale, dropout, key, first, p, ke
         b, a = task // A, task % A
         block = probs[b, a] if keep_probs else np.empty((T, T), dtype=q.dtype)   # (T, T)
         panels_of_kt = np.empty(((T + NR - 1) // NR, D, NR), dtype=q.dtype)   # K^T, packed
-        _pack_rows(k, b, a * D, D, panels_of_kt)
-        _head_product(q[b, :, a * D:(a + 1) * D], panels_of_kt, T, block, True)   # S = Q K^T
+        _pack_rows(k, b, k0 + a * D, D, panels_of_kt)
+        _head_product(q[b, :, q0 + a * D:q0 + (a + 1) * D], panels_of_kt, T, block,
+                      True)                                   # S = Q K^T
         for i in range(T):
             softmax_row(block[i], mask[b], scale, block[i], scratch[task], consts)
         if dropout:
@@ -130,7 +149,7 @@ def _attention_heads(q, k, v, num_heads, mask, scale, dropout, key, first, p, ke
                     pd[j] = pr[j] * keep
             block = probs_dropped[b, a]
         panels_of_v = np.empty(((D + NR - 1) // NR, T, NR), dtype=q.dtype)    # V, packed
-        _pack_columns(v, b, a * D, D, panels_of_v)
+        _pack_columns(v, b, v0 + a * D, D, panels_of_v)
         _head_product(block, panels_of_v, D, context[b, :, a * D:(a + 1) * D], False)  # C = P'V
 
 
@@ -153,7 +172,8 @@ def attention_context_forward(q, k, v, mask_bias, scale, dropout_p=0.0, rng=None
     scratch = np.empty((B * A, T), dtype)
     q, k, v = (np.ascontiguousarray(t.transpose(0, 2, 1, 3)).reshape(B, T, A * D)
                for t in (q, k, v))                            # (B, T, H), heads merged
-    _attention_heads(q, k, v, A, np.ascontiguousarray(mask_bias).reshape(B, T), dtype.type(scale),
+    _attention_heads(q, k, v, 0, 0, 0, A, np.ascontiguousarray(mask_bias).reshape(B, T),
+                     dtype.type(scale),
                      dropout, key, first, dtype.type(dropout_p),
                      dtype.type(1.0 / (1.0 - dropout_p)),
                      context, probs, probs_dropped, probs if keep_scaled is None else keep_scaled,
@@ -161,3 +181,48 @@ def attention_context_forward(q, k, v, mask_bias, scale, dropout_p=0.0, rng=None
     if not keep_probs:
         return context, None, None, None
     return context, probs, probs_dropped, keep_scaled
+
+
+@register("attention_forward")
+def attention_forward(x, wq, bq, wk, bk, wv, bv, mask_bias, num_heads, dropout_p=0.0, rng=None, *,
+                      keep_cache=True):
+    """(context, None) like the reference, in inference (keep_cache False, no dropout): the three
+    projections are one product x [Wq; Wk; Wv]^T + [bq; bk; bv] into a (B, T, 3H) array that
+    the heads read in place at column offsets 0, H, 2H.
+
+    One product of N = 3H instead of three of N = H, one bias pass instead of three, and for an
+    int8 model one quantization of x instead of three (the stacked int8 weight is built once per
+    triple of weights, kernels/int8.py). Float weights are stacked at every call (3 H^2 values,
+    ~1% of the product at H = 128), so weights updated in place between calls are always seen.
+    """
+    if (keep_cache or (dropout_p != 0.0 and rng is not None) or x.ndim != 3
+            or any(b is None for b in (bq, bk, bv))):
+        return NotImplemented
+    B, T, H = x.shape
+    if any(w.shape != (H, H) for w in (wq, wk, wv)) or H % num_heads:
+        return NotImplemented
+    x2 = x.reshape(-1, H)                                     # (N, H)
+    b = np.concatenate((bq, bk, bv))                          # (3H,)
+    if all(hasattr(w, "q") and hasattr(w, "scale") for w in (wq, wk, wv)):   # Int8Weight
+        from .int8 import int8_linear_forward, stacked_weight
+        out = int8_linear_forward(x2, stacked_weight((wq, wk, wv)), b)
+        if out is NotImplemented:
+            return NotImplemented
+        qkv = out[0]
+    elif supported(x, wq, bq, wk, bk, wv, bv, mask_bias):
+        qkv = np.matmul(x2, np.concatenate((wq, wk, wv)).T)  # (N, 3H)
+        qkv += b
+    else:
+        return NotImplemented
+    if not (supported(qkv, mask_bias) and mask_bias.size == B * T):
+        return NotImplemented
+    dtype = qkv.dtype
+    qkv = qkv.reshape(B, T, 3 * H)
+    context = np.empty((B, T, H), dtype)
+    none = np.empty((0, 0, 0, 0), dtype)
+    _attention_heads(qkv, qkv, qkv, 0, H, 2 * H, num_heads,
+                     np.ascontiguousarray(mask_bias).reshape(B, T),
+                     dtype.type(1.0 / math.sqrt(H // num_heads)), False, np.uint64(0), 0,
+                     dtype.type(0.0), dtype.type(1.0), context, none, none, none,
+                     np.empty((B * num_heads, T), dtype), exp_constants(dtype))
+    return context, None

@@ -72,6 +72,7 @@ if "NUMBA_CPU_FEATURES" not in os.environ and (_wide := _features_without_256_bi
     os.environ["NUMBA_CPU_FEATURES"] = numba.config.CPU_FEATURES = _wide
 
 FLOAT_TYPES = ("float32", "float64")
+_FLOAT_DTYPES = frozenset(np.dtype(t) for t in FLOAT_TYPES)
 
 
 class _CompileNotice(event.Listener):
@@ -118,6 +119,7 @@ class PerDtypeKernel:
         self.signatures = dict(zip(FLOAT_TYPES, signatures))       # dtype name -> signature
         self.__name__, self.__doc__ = function.__name__, function.__doc__
         self.dispatchers = {}
+        self._by_char = {}                                         # dtype.char -> dispatcher
 
     def dispatcher(self, dtype: str):
         """The compiled kernel for the dtype name `dtype` (compiled, or loaded from the cache)."""
@@ -127,8 +129,14 @@ class PerDtypeKernel:
         return self.dispatchers[dtype]
 
     def __call__(self, *args):
-        dtype = next(a.dtype.name for a in args if isinstance(a, np.ndarray))
-        return self.dispatcher(dtype)(*args)
+        for a in args:                                     # the first array's dtype
+            if isinstance(a, np.ndarray):
+                dtype = a.dtype
+                break
+        kernel = self._by_char.get(dtype.char)             # dtype.name costs ~1 us a call
+        if kernel is None:
+            kernel = self._by_char[dtype.char] = self.dispatcher(dtype.name)
+        return kernel(*args)
 
 
 def njit_per_dtype(signatures, **options):
@@ -145,4 +153,4 @@ def supported(*arrays):
     array that is absent (a Linear layer's or an activation's bias) and is not checked."""
     arrays = [a for a in arrays if a is not None]
     dtype = arrays[0].dtype
-    return dtype.name in FLOAT_TYPES and all(a.dtype == dtype for a in arrays)
+    return dtype in _FLOAT_DTYPES and all(a.dtype == dtype for a in arrays)

@@ -24,6 +24,7 @@ x[i + n if i < 0 else i] (negative indices count from the end); LLVM removes tha
 it can see i >= 0. With i = lo + j and lo from the parallel scheduler it cannot, the loop then
 loads and stores through gathers and scatters, and ran 3-5x slower.
 """
+import functools
 import math
 
 import numba
@@ -44,6 +45,7 @@ _ERF_Q = tuple(np.float32(c) for c in (
 _ERF_ONE = np.float32(3.9)    # |x| from which erf(x) rounds to +-1 in float32
 
 
+@functools.lru_cache(maxsize=None)      # built once per dtype, not at every call
 def gelu_constants(dtype):
     """(1/2, 1, 1/sqrt(2), 1/sqrt(2 pi)) in `dtype`: a float32 kernel then never meets a float64
     constant, which would turn its arithmetic (and halve its vector width) into float64."""

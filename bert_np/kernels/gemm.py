@@ -115,6 +115,45 @@ def _micro_tile(ap, bp, kc, tile):
         tile[4, j], tile[5, j], tile[6, j], tile[7, j] = c4[j], c5[j], c6[j], c7[j]
 
 
+@njit(cache=True, fastmath={"contract"}, inline="always")
+def _micro_tile_wide(ap, bp0, bp1, kc, tile):
+    """tile (8, 32) = sum_k ap[k, i] * [bp0[k, :], bp1[k, :]]: the 8 x 16 tile of `_micro_tile`
+    over two adjacent B panels at once, 16 rows of registers.
+
+    Each step loads the 8 values of A once for 16 vector FMAs instead of 8, so the loads (8
+    broadcasts and 2 vectors for 16 FMAs, against 8 and 1 for 8) no longer keep the FMA units
+    waiting (kernels/attention.py uses it).
+    """
+    c0, c1, c2, c3 = (_register_row(tile.dtype), _register_row(tile.dtype),
+                      _register_row(tile.dtype), _register_row(tile.dtype))
+    c4, c5, c6, c7 = (_register_row(tile.dtype), _register_row(tile.dtype),
+                      _register_row(tile.dtype), _register_row(tile.dtype))
+    d0, d1, d2, d3 = (_register_row(tile.dtype), _register_row(tile.dtype),
+                      _register_row(tile.dtype), _register_row(tile.dtype))
+    d4, d5, d6, d7 = (_register_row(tile.dtype), _register_row(tile.dtype),
+                      _register_row(tile.dtype), _register_row(tile.dtype))
+    for j in range(NR):
+        c0[j] = c1[j] = c2[j] = c3[j] = c4[j] = c5[j] = c6[j] = c7[j] = 0.0
+        d0[j] = d1[j] = d2[j] = d3[j] = d4[j] = d5[j] = d6[j] = d7[j] = 0.0
+    for k in range(kc):
+        a0, a1, a2, a3 = ap[k, 0], ap[k, 1], ap[k, 2], ap[k, 3]
+        a4, a5, a6, a7 = ap[k, 4], ap[k, 5], ap[k, 6], ap[k, 7]
+        for j in range(NR):                                   # panel 0: one vector FMA per row
+            b = bp0[k, j]
+            c0[j] += a0 * b; c1[j] += a1 * b; c2[j] += a2 * b; c3[j] += a3 * b  # noqa: E702
+            c4[j] += a4 * b; c5[j] += a5 * b; c6[j] += a6 * b; c7[j] += a7 * b  # noqa: E702
+        for j in range(NR):                                   # panel 1
+            b = bp1[k, j]
+            d0[j] += a0 * b; d1[j] += a1 * b; d2[j] += a2 * b; d3[j] += a3 * b  # noqa: E702
+            d4[j] += a4 * b; d5[j] += a5 * b; d6[j] += a6 * b; d7[j] += a7 * b  # noqa: E702
+    left, right = tile[:, :NR], tile[:, NR:2 * NR]
+    for j in range(NR):
+        left[0, j], left[1, j], left[2, j], left[3, j] = c0[j], c1[j], c2[j], c3[j]
+        left[4, j], left[5, j], left[6, j], left[7, j] = c4[j], c5[j], c6[j], c7[j]
+        right[0, j], right[1, j], right[2, j], right[3, j] = d0[j], d1[j], d2[j], d3[j]
+        right[4, j], right[5, j], right[6, j], right[7, j] = d4[j], d5[j], d6[j], d7[j]
+
+
 @njit(cache=True, inline="always")
 def _store_tile(c, tile, i0, j0, mr, nr, first_block, bias):
     """C[i0:i0+mr, j0:j0+nr] = tile (+ bias) on the first k-block, += tile on the later ones.

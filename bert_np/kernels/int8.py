@@ -357,6 +357,31 @@ def _packed_weight(w_q):
     return entry[1], entry[2]
 
 
+class StackedWeight:
+    """Int8 weights stacked along the output channels, read by int8_linear_forward like one
+    Int8Weight (q, scale, shape, dtype): the fused Q, K, V projection (kernels/attention.py)."""
+
+    def __init__(self, weights):
+        self.q = np.concatenate([w.q for w in weights])           # (sum O, K) int8
+        self.scale = np.concatenate([w.scale for w in weights])   # (sum O,)
+        self.shape, self.dtype = self.q.shape, self.q.dtype
+
+
+_stacked = {}  # ids of the stacked W_q arrays -> StackedWeight
+
+
+def stacked_weight(weights):
+    """The StackedWeight of `weights` (Int8Weights with equal K), built once and kept while all
+    of their W_q live (its packed panels are then cached too, `_packed_weight`)."""
+    key = tuple(id(w.q) for w in weights)
+    entry = _stacked.get(key)
+    if entry is None:
+        entry = _stacked[key] = StackedWeight(weights)
+        for w in weights:
+            weakref.finalize(w.q, _stacked.pop, key, None)
+    return entry
+
+
 def _run_product(xu, w_q, n_rows, acc_out, y, s_x, s_w, bias):
     """The product on the process's path: xu (N padded to 4, K padded to 4) uint8 x_q + 128."""
     dtype = y.dtype.name if y.shape[0] > 0 else "float32"

@@ -14,6 +14,7 @@ exp gives a subnormal there; the difference is < 1e-37).
 The constants come as a tuple of the input's dtype, so float32 input is computed in float32, and
 the tuple's length fixes the degree at compile time, so the Horner loop unrolls.
 """
+import functools
 import math
 
 import numpy as np
@@ -27,6 +28,7 @@ _DEGREE = {np.dtype(np.float32): 7, np.dtype(np.float64): 12}
 _FLAGS = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
 
 
+@functools.lru_cache(maxsize=None)      # built once per dtype, not at every call
 def exp_constants(dtype):
     """(log2 e, ln2 high, ln2 low, log(smallest normal), 1/2, 1/d!, ..., 1/1!, 1/0!) in `dtype`."""
     dtype = np.dtype(dtype)

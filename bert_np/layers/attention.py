@@ -115,9 +115,11 @@ class AttentionCache(NamedTuple):
     scale: float             # 1 / sqrt(D)
 
 
+@accelerated("attention_forward")
 def attention_forward(x, wq, bq, wk, bk, wv, bv, mask_bias, num_heads, dropout_p=0.0, rng=None,
                       *, keep_cache=True):
-    """Returns (context (B, T, H), AttentionCache); the cache is None when keep_cache is False."""
+    """Returns (context (B, T, H), AttentionCache); the cache is None when keep_cache is False.
+    (In inference the kernel computes the three projections as one product.)"""
     q, cache_q = linear_forward(x, wq, bq)                    # Q = x Wq^T + bq   (B, T, H)
     k, cache_k = linear_forward(x, wk, bk)                    # K = x Wk^T + bk
     v, cache_v = linear_forward(x, wv, bv)                    # V = x Wv^T + bv
