@@ -29,6 +29,12 @@ Written from the description in Devlin et al. (2018), section 3.1 and appendix A
 4. Batching (`collate`, with the padding of `data.batching`): pad to the longest instance
    (optionally to a multiple of 8); labels are -100 (IGNORE_INDEX) where nothing is predicted.
 
+Without NSP (`create_packed_instances`, MLM only, as RoBERTa, Liu et al. 2019): the documents, in
+a random order and each followed by [SEP], form one stream of tokens, cut into blocks of
+`max_seq_length - 2` tokens, each `[CLS] block [SEP]` (as transformers' run_mlm.py groups texts).
+For a corpus of short documents (headlines, reviews) every sequence is then full, and no
+next-sentence task is learnt that the length of a pair would give away.
+
 `PretrainingDataset` ties these together for a training loop; every random choice comes from a
 `np.random.Generator` derived from (seed, epoch), so any epoch, and any batch of it, can be rebuilt
 exactly when a run resumes.
@@ -42,6 +48,8 @@ Corpus formats (`read_documents`):
   are therefore split too, which is harmless noise for pretraining. The tokenised release's
   markers are undone: " @-@ " -> "-", " @,@ " -> ",", " @.@ " -> ".", and "<unk>" becomes [UNK].
 - "auto": "wikitext" when the file has a " = Title = " line, otherwise "lines".
+`split_sentences` (English: ". " before a capital) and `split_chinese_sentences` (after 。！？!?)
+split a text into the sentences such a file holds one per line.
 """
 from __future__ import annotations
 
@@ -64,6 +72,8 @@ Document = list[list[int]]  # a document: its sentences, each a list of token id
 _WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $")        # " = Homarus gammarus = "
 _WIKITEXT_HEADING = re.compile(r"^ (= )+.*?( =)+ $")   # any level: " = = Description = = "
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+# a Chinese sentence: the shortest text up to a run of 。！？!? with its closing quotes, or the end
+_CHINESE_SENTENCE = re.compile(r".*?(?:[。！？!?]+[”’」』）)]*|$)", re.DOTALL)
 _WIKITEXT_MARKERS = ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), ("<unk>", UNK))
 
 # independent random streams of a PretrainingDataset, each seeded with (seed, stream, epoch, ...)
@@ -75,6 +85,12 @@ _INSTANCE_STREAM, _SHUFFLE_STREAM, _MASK_STREAM = 0, 1, 2
 def split_sentences(paragraph: str) -> list[str]:
     """Split a paragraph at ". ", "! " or "? " before an upper-case letter."""
     return [s.strip() for s in _SENTENCE_END.split(paragraph) if s.strip()]
+
+
+def split_chinese_sentences(text: str) -> list[str]:
+    """Split Chinese text after each run of 。！？!? (and the closing quotes or brackets right
+    after it): "很好。还会再买！" -> ["很好。", "还会再买！"]."""
+    return [s.strip() for s in _CHINESE_SENTENCE.findall(text) if s.strip()]
 
 
 def parse_sentence_per_line(lines: Sequence[str]) -> list[list[str]]:
@@ -150,9 +166,9 @@ def tokenize_documents(documents: Sequence[Sequence[str]], tokenizer) -> list[Do
 @dataclass(frozen=True, eq=False)
 class PretrainingInstance:
     """An unmasked training example."""
-    input_ids: np.ndarray       # (T,) [CLS] A [SEP] B [SEP]
-    token_type_ids: np.ndarray  # (T,) 0 for [CLS] A [SEP], 1 for B [SEP]
-    next_sentence_label: int    # IS_NEXT (0) or RANDOM_NEXT (1)
+    input_ids: np.ndarray           # (T,) [CLS] A [SEP] B [SEP]  (packed: [CLS] block [SEP])
+    token_type_ids: np.ndarray      # (T,) 0 for [CLS] A [SEP], 1 for B [SEP]  (packed: all 0)
+    next_sentence_label: int | None  # IS_NEXT (0) or RANDOM_NEXT (1); None: packed, no NSP
 
 
 def build_instance(tokens_a: Sequence[int], tokens_b: Sequence[int], next_sentence_label: int,
@@ -281,6 +297,30 @@ def create_instances(documents: Sequence[Document], rng: np.random.Generator, cl
                                                            short_seq_prob, rng, cls_id, sep_id)]
 
 
+# ---- instances without NSP: documents packed into full sequences -----------------------------
+
+def create_packed_instances(documents: Sequence[Document], rng: np.random.Generator, cls_id: int,
+                            sep_id: int, max_seq_length: int = 128) -> list[PretrainingInstance]:
+    """MLM-only instances (see the module notes): the documents in a random order, each followed
+    by [SEP], as one stream cut into blocks of `max_seq_length - 2` tokens, each `[CLS] block
+    [SEP]` with segment ids 0 and no next-sentence label (the last block may be shorter)."""
+    if max_seq_length < 3:
+        raise ValueError(f"max_seq_length={max_seq_length} leaves no room for a token between "
+                         "[CLS] and [SEP] (it must be at least 3)")
+    stream = []                  # every token of the corpus, a [SEP] after each document
+    for d in rng.permutation(len(documents)):
+        for sentence in documents[d]:
+            stream.extend(sentence)
+        stream.append(sep_id)
+    block = max_seq_length - 2   # room for [CLS] block [SEP]
+    instances = []
+    for start in range(0, len(stream), block):
+        tokens = stream[start:start + block]
+        instances.append(PretrainingInstance(np.array([cls_id, *tokens, sep_id], dtype=np.int64),
+                                             np.zeros(len(tokens) + 2, dtype=np.int64), None))
+    return instances
+
+
 # ---- masking ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
@@ -322,7 +362,7 @@ class MaskedInstance:
     input_ids: np.ndarray       # (T,) with [MASK] / random / kept tokens at predicted positions
     token_type_ids: np.ndarray  # (T,)
     labels: np.ndarray          # (T,) original id at predicted positions, IGNORE_INDEX elsewhere
-    next_sentence_label: int
+    next_sentence_label: int | None
 
 
 def num_to_predict(num_maskable: int, mlm_probability: float, max_predictions: int) -> int:
@@ -390,12 +430,14 @@ def collate(instances: Sequence[MaskedInstance], pad_id: int,
             pad_to_multiple_of: int | None = None) -> dict[str, np.ndarray]:
     """A batch of int64 arrays: input_ids, token_type_ids, attention_mask, labels (B, T), padded to
     the longest instance (rounded up to a multiple of `pad_to_multiple_of`), and
-    next_sentence_label (B,). Padding has attention_mask 0 and label IGNORE_INDEX."""
+    next_sentence_label (B,), left out for packed instances (no NSP). Padding has attention_mask
+    0 and label IGNORE_INDEX."""
     batch = pad_inputs([x.input_ids for x in instances], [x.token_type_ids for x in instances],
                        pad_id, pad_to_multiple_of)
     batch["labels"] = pad_token_labels([x.labels for x in instances], pad_to_multiple_of)
-    batch["next_sentence_label"] = np.array([x.next_sentence_label for x in instances],
-                                            dtype=np.int64)
+    next_sentence_labels = [x.next_sentence_label for x in instances]
+    if None not in next_sentence_labels:
+        batch["next_sentence_label"] = np.array(next_sentence_labels, dtype=np.int64)
     return batch
 
 
@@ -410,15 +452,19 @@ class PretrainingDataset:
 
     The corpus is tokenized once. Instances (segment pairs) are built once, `dupe_factor` passes
     over the corpus, or, with `new_pairs_each_epoch`, rebuilt every epoch (then `dupe_factor`
-    passes per epoch). Each epoch shuffles them and draws new masks. Batch b of epoch e depends
-    only on (seed, e, b): `batches(epoch, start_batch=b)` resumes a run exactly.
+    passes per epoch). With `nsp=False` they are packed blocks instead (`create_packed_instances`,
+    one pass; `new_pairs_each_epoch` packs the documents in a new order every epoch;
+    `short_seq_prob` and `dupe_factor` apply to pairs only). Each epoch shuffles them and draws
+    new masks. Batch b of epoch e depends only on (seed, e, b): `batches(epoch, start_batch=b)`
+    resumes a run exactly.
     """
 
     def __init__(self, documents: Sequence[Document], tokenizer, *, max_seq_length: int = 128,
                  short_seq_prob: float = 0.1, dupe_factor: int = 1,
                  new_pairs_each_epoch: bool = False, mlm_probability: float = 0.15,
                  max_predictions_per_seq: int = 20, whole_word_masking: bool = False,
-                 batch_size: int = 32, pad_to_multiple_of: int | None = None, seed: int = 0):
+                 batch_size: int = 32, pad_to_multiple_of: int | None = None, seed: int = 0,
+                 nsp: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.documents = list(documents)
@@ -429,6 +475,7 @@ class PretrainingDataset:
         self.short_seq_prob = short_seq_prob
         self.dupe_factor = dupe_factor
         self.new_pairs_each_epoch = new_pairs_each_epoch
+        self.nsp = nsp
         self.batch_size = batch_size
         self.pad_to_multiple_of = pad_to_multiple_of
         self.seed = seed
@@ -448,9 +495,14 @@ class PretrainingDataset:
         key = epoch if self.new_pairs_each_epoch else None
         if self._cached_instances is None or self._cached_instances[0] != key:
             rng = stream_rng(self.seed, _INSTANCE_STREAM, *([] if key is None else [key]))
-            self._cached_instances = (key, create_instances(
-                self.documents, rng, self.cls_id, self.sep_id, self.max_seq_length,
-                self.short_seq_prob, self.dupe_factor))
+            if self.nsp:
+                instances = create_instances(self.documents, rng, self.cls_id, self.sep_id,
+                                             self.max_seq_length, self.short_seq_prob,
+                                             self.dupe_factor)
+            else:
+                instances = create_packed_instances(self.documents, rng, self.cls_id, self.sep_id,
+                                                    self.max_seq_length)
+            self._cached_instances = (key, instances)
         return self._cached_instances[1]
 
     def num_batches(self, epoch: int) -> int:
@@ -470,4 +522,4 @@ class PretrainingDataset:
     def __repr__(self) -> str:
         return (f"PretrainingDataset({len(self.documents)} documents, "
                 f"max_seq_length={self.max_seq_length}, batch_size={self.batch_size}, "
-                f"seed={self.seed})")
+                f"nsp={self.nsp}, seed={self.seed})")

@@ -31,7 +31,12 @@ from .metrics import compute_metrics
 from .plots import plot_training_curves
 from .settings import check_dropout, check_number, check_positive, setting
 
-VOCAB_BY_LANGUAGE = {"en": ("bert-base-uncased", True), "zh": ("bert-base-chinese", False)}
+# (standard vocabulary, lower-case the text) for a model without a vocabulary of its own. Chinese
+# is lower-cased too: bert-base-chinese's vocab.txt holds no upper-case letter (Google trained it
+# lower-cased, chinese_L-12_H-768_A-12 is among the "lower_models" of its tokenization.py), so kept
+# capitals turn "NBA" or "iPhone" into [UNK]. (Its Hugging Face tokenizer_config.json says
+# do_lower_case false: a model directory that ships one is read as it says.)
+VOCAB_BY_LANGUAGE = {"en": ("bert-base-uncased", True), "zh": ("bert-base-chinese", True)}
 TRUNCATION_HELP = ("which tokens of a longer text are kept: head (the first ones) or head_tail "
                    "(the first 128/510 of them and the last ones: 128 + 382 at max_seq_length "
                    "512, 64 + 190 at 256; for long documents such as IMDB reviews)")

@@ -51,7 +51,12 @@ class PretrainSettings:
     whole_word_masking: bool = setting(False, help="mask all pieces of a word together")
     new_pairs_each_epoch: bool = setting(False, help="draw new NSP segment pairs every epoch (else "
                                          "built once; masks are always fresh), so a small corpus "
-                                         "is not memorised")
+                                         "is not memorised; with --no-nsp: pack the documents "
+                                         "in a new order every epoch")
+    nsp: bool = setting(True, flag="--no-nsp",
+                        help="MLM only, no next-sentence prediction: the documents, each followed "
+                             "by [SEP], packed into full --max-seq-length sequences (for corpora "
+                             "of short documents such as headlines or reviews)")
     lr: float = setting(1e-4, help="peak learning rate of AdamW")
     warmup_steps: int = setting(100, help="steps of linear warm-up to --lr, then linear decay to 0")
     weight_decay: float = setting(0.01, help="AdamW's decoupled weight decay (not on biases and "
@@ -121,17 +126,22 @@ def build_config(spec: str, vocab_size: int, max_seq_length: int,
     return cfg
 
 
+def accuracies(counts: dict) -> dict:
+    """mlm_acc and nsp_acc from the correct and total counts of the objectives present (no
+    nsp_acc for batches without NSP labels, --no-nsp)."""
+    return {f"{term}_acc": counts[f"{term}_correct"] / max(1, counts[f"{term}_total"])
+            for term in ("mlm", "nsp") if f"{term}_total" in counts}
+
+
 def evaluate_pretraining(model: BertForPreTraining, batches) -> dict:
-    """Mean loss, MLM accuracy and NSP accuracy over held-out batches."""
+    """Mean loss, MLM accuracy and NSP accuracy (if NSP is trained) over held-out batches."""
     losses, totals = [], {}
     for batch in batches:
         loss, stats = model.pretraining_stats(**batch)
         losses.append(loss)
         for k, v in stats.items():
             totals[k] = totals.get(k, 0) + v
-    return {"loss": float(np.mean(losses)),
-            "mlm_acc": totals["mlm_correct"] / max(1, totals["mlm_total"]),
-            "nsp_acc": totals["nsp_correct"] / max(1, totals["nsp_total"])}
+    return {"loss": float(np.mean(losses)), **accuracies(totals)}
 
 
 class PretrainCallbacks(Callbacks):
@@ -144,8 +154,7 @@ class PretrainCallbacks(Callbacks):
         self.inputs = input_digests(settings) if inputs is None else inputs
 
     def batch_metrics(self, batch, stats):
-        return {"mlm_acc": stats["mlm_correct"] / max(1, stats["mlm_total"]),
-                "nsp_acc": stats["nsp_correct"] / max(1, stats["nsp_total"])}
+        return accuracies(stats)
 
     def evaluate(self, state):
         if self.eval_batches and is_main_process():          # the other ranks need no numbers
@@ -224,7 +233,7 @@ def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = 
     tokenizer = BertTokenizer.from_vocab(settings.vocab, lowercase=settings.lowercase)
     data_options = dict(max_seq_length=settings.max_seq_length, batch_size=settings.batch_size,
                         max_predictions_per_seq=settings.max_predictions_per_seq,
-                        whole_word_masking=settings.whole_word_masking)
+                        whole_word_masking=settings.whole_word_masking, nsp=settings.nsp)
     train_data = PretrainingDataset.from_files(settings.corpus, tokenizer, seed=settings.seed,
                                                new_pairs_each_epoch=settings.new_pairs_each_epoch,
                                                **data_options)
@@ -261,14 +270,14 @@ def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = 
     if not main:
         return {"step": result.state.step, "tokens_per_s": result.tokens_per_s}
     save_model_directory(out / "final", model, tokenizer)
-    return summarize(log.records(), out, settings.config, result)
+    return summarize(log.records(), out, settings.config, result, settings.nsp)
 
 
-def summarize(records: list[dict], out: Path, config: str, result) -> dict:
+def summarize(records: list[dict], out: Path, config: str, result, nsp: bool = True) -> dict:
     """Plot the curves; return the first and last evaluation, the step reached and tokens/s."""
+    keys = ("loss", "mlm_acc", "nsp_acc") if nsp else ("loss", "mlm_acc")
     plot_training_curves(records, out / "curves.png", f"pretraining {config}",
-                         train_keys=("loss", "mlm_acc", "nsp_acc"),
-                         eval_keys=("loss", "mlm_acc", "nsp_acc"))
+                         train_keys=keys, eval_keys=keys)
     evals = [r for r in records if r["kind"] == "eval"]
     return {"step": result.state.step, "first_eval": evals[0] if evals else None,
             "last_eval": evals[-1] if evals else None, "tokens_per_s": result.tokens_per_s}
