@@ -79,7 +79,7 @@ def main():
                   f"{100 * unks / tokens:.2f}% | {texts_with:,} |")
     print("\n[UNK] by kind (cased / lower-cased):")
     for task in TASKS:
-        for kind, n in kinds[task, "cased"].most_common(12):
+        for kind, n in kinds[task, "cased"].most_common():
             print(f"  {task}: {kind}: {n:,} / {kinds[task, 'lower-cased'][kind]:,}")
 
     documents, one_line = {}, {}        # sentences split as exported; each text one sentence
