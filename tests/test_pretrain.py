@@ -103,3 +103,19 @@ def test_resume_refuses_changed_settings(settings):
     pretrain(settings("c", steps=3), progress=False)
     with pytest.raises(ValueError, match="lr"):
         pretrain(settings("c", steps=3, lr=5e-4), resume=True, progress=False)
+
+
+def test_resume_of_a_checkpoint_written_before_a_setting_existed(settings):
+    """A setting added later (here `nsp`, default True) is absent from an older checkpoint's saved
+    settings; that run used the default, so the same command resumes it. A value other than the
+    default is still refused, naming the setting."""
+    pretrain(settings("old", steps=3, checkpoint_every=2), progress=False)
+    state_file = checkpoints.latest_checkpoint(settings("old").out) / checkpoints.STATE_NAME
+    state = json.loads(state_file.read_text())
+    del state["settings"]["nsp"]
+    state_file.write_text(json.dumps(state))
+    result = pretrain(settings("old", steps=3, checkpoint_every=2), resume=True, progress=False)
+    assert result["step"] == 3
+    with pytest.raises(ValueError, match="nsp"):
+        pretrain(settings("old", steps=3, checkpoint_every=2, nsp=False), resume=True,
+                 progress=False)

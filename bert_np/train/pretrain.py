@@ -209,9 +209,13 @@ def resume_state(settings, model, optimizer, inputs: dict | None = None,
         raise FileNotFoundError(f"--resume: no checkpoint in {settings.out}")
     saved = load_training_checkpoint(checkpoint, model, optimizer)
     now = json.loads(json.dumps(asdict(settings)))  # as JSON stores it (tuples become lists)
+    # a setting added after the checkpoint was written took its default in that run
+    defaults = {f.name: f.default for f in dataclasses.fields(settings)
+                if f.default is not dataclasses.MISSING}
+    was = {**json.loads(json.dumps(defaults)), **saved["settings"]}
     may_change = ("max_minutes", "max_steps", "gradient_accumulation_steps", "overwrite",
                   "out") + tuple(input_files)
-    changed = [k for k in now if k not in may_change and saved["settings"].get(k) != now[k]]
+    changed = [k for k in now if k not in may_change and was.get(k) != now[k]]
     if "inputs" in saved:
         inputs = input_digests(settings, input_files) if inputs is None else inputs
         changed += [k for k in input_files if saved["inputs"].get(k) != inputs[k]]
