@@ -10,20 +10,26 @@ Engines (BertForSequenceClassification, forward only, B=32 T=128 by default, ran
                  onnxruntime.transformers.optimizer.optimize_model(model_type="bert")
   ort-int8       onnxruntime.quantization.quantize_dynamic on that optimized graph (QInt8 weights,
                  extra_options DefaultTensorType FLOAT)
-Same weights: the parent saves one bert_np model (preset, seed 0, perturbed so that LayerNorm and
-biases are not trivial) with save_pretrained; every engine starts from that directory.
+Same weights: for a preset the parent saves one bert_np model (seed 0, perturbed so that LayerNorm
+and biases are not trivial) with save_pretrained; with --models each directory (a float
+BertForSequenceClassification as `bert-np finetune` writes it, every weight present) is used as it
+is, its ONNX graphs written to a temporary directory. Every engine starts from that directory.
 Measurement: each engine in a subprocess of its own, `--threads` threads each (NumPy/OpenBLAS,
-Numba, torch.set_num_threads, ORT intra_op_num_threads), all engines of a preset alive at once
-and taking turns of ~--turn-seconds in rotation (the design of compare_torch.py: a shared VM's
-drift hits every engine alike), until each has --steps steps and --min-seconds. Reported:
-tokens/s from the median step, the ratio to PyTorch eager float32, peak memory (max RSS) of each
-process, and each int8 engine's logit drift against its own float32 engine and against bert_np
-float32 on the same inputs: max |logits_int8 - logits_float| / max |logits_float|.
+Numba, torch.set_num_threads, ORT intra_op_num_threads), all engines of a preset (with --models:
+all engines of all the models) alive at once and taking turns of ~--turn-seconds in rotation (the
+design of compare_torch.py: a shared VM's drift hits every engine alike), until each has --steps
+steps and --min-seconds. Reported: tokens/s from the median step, the ratio to PyTorch eager
+float32, peak memory (max RSS) of each process, and each int8 engine's logit drift against its own
+float32 engine and against bert_np float32 on the same inputs: max |logits_int8 - logits_float| /
+max |logits_float|; with --models also each model's tokens/s over those of --relative-to (the
+first model by default), engine by engine.
 Not a test and not timed in CI. The CPU (lscpu model name and its avx2 / avx512 / vnni / amx
 flags) is printed with the table.
 
     python bench/compare_engines.py                          # presets tiny mini small base
     python bench/compare_engines.py --presets tiny --steps 2 --min-seconds 1   # smoke run
+    python bench/compare_engines.py --models runs/teacher-sst2/best runs/tiny_d/best \
+        --engines bert_np bert_np-int8 torch ort --seq-len 64          # student beside teacher
 """
 from __future__ import annotations
 
@@ -66,7 +72,7 @@ def cpu_description() -> str:
             f"{' '.join(f for f in wanted if f in flags) or 'none of avx2/avx512/vnni/amx'}")
 
 
-# ---- preparing the weights and the ONNX graphs (parent, once per preset) ---------------------
+# ---- preparing the weights and the ONNX graphs (parent, once per preset or model) ------------
 
 def prepare(preset, directory, opset=17):
     """Save the bert_np model, export and optimize the ONNX twin, quantize it. Returns paths."""
@@ -78,6 +84,40 @@ def prepare(preset, directory, opset=17):
         model.params[k] = (v + rng.normal(0.0, 0.02, v.shape)).astype(v.dtype)
     model.save_pretrained(directory)
     return dict(directory=directory, **export_onnx(directory, directory, opset))
+
+
+def prepare_model(model_dir, out_dir, opset=17):
+    """A saved classifier as it is: its ONNX graphs go to `out_dir`. Returns paths, config and
+    parameter count."""
+    config, n_params = check_model(model_dir)
+    return dict(directory=model_dir, **export_onnx(model_dir, out_dir, opset)), config, n_params
+
+
+def check_model(model_dir):
+    """The config and parameter count of a saved float BertForSequenceClassification with every
+    weight present (nothing may be initialised: every engine runs the directory's weights)."""
+    import bert_np
+    from bert_np.quantize import quantization_of
+    try:
+        model = bert_np.BertForSequenceClassification.from_pretrained(model_dir, strict=True)
+    except ValueError as e:
+        sys.exit(f"--models {model_dir}: not a complete BertForSequenceClassification: {e}")
+    if quantization_of(model.config) is not None:
+        sys.exit(f"--models {model_dir} is quantized: give the float model (the int8 engines "
+                 "quantize it themselves)")
+    return model.config, sum(v.size for v in model.params.values())
+
+
+def model_labels(directories):
+    """Short names: the directory's name, or its parent's for `best`/`final` (runs/tiny_d/best ->
+    tiny_d); the path as given where two directories would share a name; a #k suffix for a
+    directory given again."""
+    paths = {os.path.normpath(d): os.path.abspath(d).split(os.sep) for d in directories}
+    short = {d: p[-2] if p[-1] in ("best", "final") else p[-1] for d, p in paths.items()}
+    names = [short[d] if list(short.values()).count(short[d]) == 1 else d
+             for d in map(os.path.normpath, directories)]
+    return [name if name not in names[:i] else f"{name}#{names[:i].count(name) + 1}"
+            for i, name in enumerate(names)]
 
 
 def export_onnx(model_dir, out_dir, opset=17):
@@ -135,10 +175,10 @@ def ort_session(path, threads):
 
 # ---- the child process: one engine ---------------------------------------------------------
 
-def engine_forward(engine, preset, paths, B, T, threads):
+def engine_forward(engine, paths, B, T, threads):
     """(forward(), logits()) for one engine; forward runs one batch, logits returns its logits."""
     import bert_np
-    cfg = bert_np.BertConfig.preset(preset)
+    cfg = bert_np.BertConfig.from_json_file(os.path.join(paths["directory"], "config.json"))
     inputs = make_inputs(cfg.vocab_size, B, T)
     if engine.startswith("bert_np"):
         model = bert_np.BertForSequenceClassification.from_pretrained(paths["directory"])
@@ -169,8 +209,7 @@ def serve(args):
         from bert_np.kernels.process import tune_process
         tune_process()
     paths = json.loads(args.paths)
-    step, logits = engine_forward(args.engine, args.preset, paths, args.batch_size, args.seq_len,
-                                  args.threads)
+    step, logits = engine_forward(args.engine, paths, args.batch_size, args.seq_len, args.threads)
     for _ in range(args.warmup):
         step()
     print("ready", flush=True)
@@ -204,15 +243,15 @@ def peak_mb():
 
 
 class Child:
-    def __init__(self, engine, preset, paths, args):
-        cmd = [sys.executable, __file__, "--child", "--engine", engine, "--preset", preset,
+    def __init__(self, label, engine, paths, args):
+        cmd = [sys.executable, __file__, "--child", "--engine", engine,
                "--paths", json.dumps(paths), "--batch-size", str(args.batch_size),
                "--seq-len", str(args.seq_len), "--warmup", str(args.warmup),
                "--threads", str(args.threads)]
         env = dict(os.environ, NUMBA_NUM_THREADS=str(args.threads),
                    OPENBLAS_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads),
                    BENCH_THREADS=str(args.threads))
-        self.name = engine
+        self.label, self.name = label, engine
         self.process = subprocess.Popen(cmd, env=env, text=True, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.times = []
@@ -221,7 +260,8 @@ class Child:
     def _answer(self):
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"{self.name} failed:\n{self.process.stderr.read()[-3000:]}")
+            raise RuntimeError(f"{self.label} {self.name} failed:\n"
+                               f"{self.process.stderr.read()[-3000:]}")
         return line
 
     def ask(self, command):
@@ -243,27 +283,122 @@ def drift(a, b):
     return float(np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(b).max())
 
 
+def measure(subjects, args):
+    """Every engine of every subject ({label: paths}) alive at once, taking turns. Returns
+    {label: {engine: result}} and {label: {engine: logits}}."""
+    children = [Child(label, engine, paths, args)
+                for label, paths in subjects.items() for engine in args.engines]
+    results, logits = {label: {} for label in subjects}, {label: {} for label in subjects}
+    for c in children:
+        logits[c.label][c.name] = np.array(c.ask("logits"))
+    turn = 0
+    while any(len(c.times) < args.steps or sum(c.times) < args.min_seconds for c in children):
+        k = turn % len(children)                                     # rotate who goes first
+        for child in children[k:] + children[:k]:
+            time.sleep(args.pause)
+            child.turn(args.turn_seconds)
+        turn += 1
+    for c in children:
+        results[c.label][c.name] = c.finish()
+    return results, logits
+
+
 def measure_preset(preset, args):
     with tempfile.TemporaryDirectory(prefix=f"bench-{preset}-") as directory:
         paths = prepare(preset, directory)
         fused = paths.pop("fused")
-        children = [Child(engine, preset, paths, args) for engine in args.engines]
-        logits = {c.name: np.array(c.ask("logits")) for c in children}
-        turn = 0
-        while any(len(c.times) < args.steps or sum(c.times) < args.min_seconds for c in children):
-            k = turn % len(children)                                 # rotate who goes first
-            for child in children[k:] + children[:k]:
-                time.sleep(args.pause)
-                child.turn(args.turn_seconds)
-            turn += 1
-        results = {c.name: c.finish() for c in children}
-    return results, logits, fused
+        results, logits = measure({preset: paths}, args)
+    return results[preset], logits[preset], fused
+
+
+def measure_models(directories, labels, args):
+    """All engines of all the saved models in one rotation. Returns results, logits, fused
+    operators, configs and parameter counts, each {label: ...}."""
+    with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
+        subjects, fused, configs, sizes = {}, {}, {}, {}
+        for i, (label, directory) in enumerate(zip(labels, directories)):
+            os.makedirs(out := os.path.join(tmp, str(i)))
+            subjects[label], configs[label], sizes[label] = prepare_model(directory, out)
+            fused[label] = subjects[label].pop("fused")
+            if args.seq_len > configs[label].max_position_embeddings:
+                sys.exit(f"--seq-len {args.seq_len} exceeds {directory}'s "
+                         f"max_position_embeddings {configs[label].max_position_embeddings}")
+        results, logits = measure(subjects, args)
+    return results, logits, fused, configs, sizes
+
+
+def table_rows(name, results, logits, tokens, width):
+    """Print one table's rows (the first column `name`) and return them as dicts."""
+    torch_tps = tokens / results["torch"]["seconds"] if "torch" in results else None
+    rows = []
+    for engine, r in results.items():
+        tps = tokens / r["seconds"]
+        row = dict(engine=engine, tokens_per_s=tps, steps=r["steps"],
+                   peak_mb=r["peak_mb"], ratio_to_torch=tps / torch_tps if torch_tps else None)
+        own, ref = FLOAT_OF.get(engine), "bert_np"
+        row["drift_own"] = drift(logits[engine], logits[own]) if own in logits else None
+        row["drift_bert_np"] = (drift(logits[engine], logits[ref])
+                                if ref in logits and engine != ref else None)
+        rows.append(row)
+        fmt = lambda v: "-" if v is None else f"{v:.2e}"                      # noqa: E731
+        ratio = "-" if row["ratio_to_torch"] is None else f"{row['ratio_to_torch']:.2f}"
+        print(f"{name:{width}s} {engine:13s} {tps:9.0f} {ratio:>8s} {r['peak_mb']:8.0f} "
+              f"{fmt(row['drift_own']):>17s} {fmt(row['drift_bert_np']):>21s}", flush=True)
+    return rows
+
+
+def header(first, width):
+    line = (f"{first:{width}s} {'engine':13s} {'tokens/s':>9s} {'vs torch':>8s} {'peak MB':>8s} "
+            f"{'drift vs own fp32':>17s} {'drift vs bert_np fp32':>21s}")
+    return f"{line}\n{'-' * len(line)}"
+
+
+def report_models(args, tokens):
+    """Per model the table of the presets, then engine by engine the tokens/s of every model and
+    their ratio to those of --relative-to. Returns the record (reference and rows)."""
+    labels = model_labels(args.models)
+    reference = args.relative_to or labels[0]
+    results, logits, fused, configs, n_params = measure_models(args.models, labels, args)
+    width = max(7, *(len(label) for label in labels))
+    rows = []
+    for label, directory in zip(labels, args.models):
+        c = configs[label]
+        print(f"\n{label}: {directory}, {c.num_hidden_layers} layers, H {c.hidden_size}, "
+              f"{c.num_attention_heads} heads, {n_params[label] / 1e6:.1f}M parameters; ONNX "
+              f"Runtime fused operators {fused[label]}")
+        print(header("model", width))
+        for row in table_rows(label, results[label], logits[label], tokens, width):
+            rows.append(dict(model=label, directory=directory, layers=c.num_hidden_layers,
+                             hidden_size=c.hidden_size, **row))
+    others = [label for label in labels if label != reference]
+    columns = ([f"{label} (L{configs[label].num_hidden_layers} H{configs[label].hidden_size})"
+                for label in labels] + [f"{label} / {reference}" for label in others])
+    widths = [max(9, len(column)) for column in columns]
+    print(f"\ntokens/s of each model, and over those of {reference}, in the same rotation")
+    line = f"{'engine':13s} " + " ".join(f"{c:>{w}s}" for c, w in zip(columns, widths))
+    print(f"{line}\n{'-' * len(line)}")
+    for engine in args.engines:
+        tps = {label: tokens / results[label][engine]["seconds"] for label in labels}
+        cells = ([f"{tps[label]:.0f}" for label in labels]
+                 + [f"{tps[label] / tps[reference]:.2f}" for label in others])
+        print(f"{engine:13s} " + " ".join(f"{c:>{w}s}" for c, w in zip(cells, widths)))
+        for row in rows:
+            if row["engine"] == engine:
+                row["ratio_to_reference"] = tps[row["model"]] / tps[reference]
+    return dict(reference=reference, rows=rows)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", nargs="+", default=["tiny", "mini", "small", "base"])
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--presets", nargs="+", default=["tiny", "mini", "small", "base"])
+    which.add_argument("--models", nargs="+", metavar="DIR",
+                       help="saved BertForSequenceClassification directories (bert-np finetune's "
+                       "best/, final/) measured in one rotation instead of presets")
+    p.add_argument("--relative-to", metavar="NAME",
+                   help="with --models: the model whose tokens/s the others are divided by, by its "
+                   "short name (runs/tiny_d/best -> tiny_d; default: the first)")
     p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
@@ -276,11 +411,15 @@ def main():
     p.add_argument("--json", default=None, help="also write the results to this file")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--engine", help=argparse.SUPPRESS)
-    p.add_argument("--preset", help=argparse.SUPPRESS)
     p.add_argument("--paths", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return serve(args)
+    if args.relative_to and not args.models:
+        p.error("--relative-to goes with --models")
+    if args.models and args.relative_to not in (None, *model_labels(args.models)):
+        p.error(f"--relative-to {args.relative_to}: not one of the models' names "
+                f"{', '.join(model_labels(args.models))}")
     import onnxruntime
     import torch
     tokens = args.batch_size * args.seq_len
@@ -289,31 +428,19 @@ def main():
           f"turns of ~{args.turn_seconds:g} s, each >= {args.steps} steps and >= "
           f"{args.min_seconds:g} s (median step); torch {torch.__version__}, onnxruntime "
           f"{onnxruntime.__version__}")
-    header = (f"{'preset':7s} {'engine':13s} {'tokens/s':>9s} {'vs torch':>8s} {'peak MB':>8s} "
-              f"{'drift vs own fp32':>17s} {'drift vs bert_np fp32':>21s}")
-    rows = []
-    for preset in args.presets:
-        results, logits, fused = measure_preset(preset, args)
-        print(f"\n{preset}: ONNX Runtime fused operators {fused}")
-        print(header)
-        print("-" * len(header))
-        torch_tps = tokens / results["torch"]["seconds"] if "torch" in results else None
-        for engine, r in results.items():
-            tps = tokens / r["seconds"]
-            row = dict(preset=preset, engine=engine, tokens_per_s=tps, steps=r["steps"],
-                       peak_mb=r["peak_mb"], ratio_to_torch=tps / torch_tps if torch_tps else None)
-            own, ref = FLOAT_OF.get(engine), "bert_np"
-            row["drift_own"] = drift(logits[engine], logits[own]) if own in logits else None
-            row["drift_bert_np"] = (drift(logits[engine], logits[ref])
-                                    if ref in logits and engine != ref else None)
-            rows.append(row)
-            fmt = lambda v: "-" if v is None else f"{v:.2e}"                  # noqa: E731
-            ratio = "-" if row["ratio_to_torch"] is None else f"{row['ratio_to_torch']:.2f}"
-            print(f"{preset:7s} {engine:13s} {tps:9.0f} {ratio:>8s} {r['peak_mb']:8.0f} "
-                  f"{fmt(row['drift_own']):>17s} {fmt(row['drift_bert_np']):>21s}", flush=True)
+    if args.models:
+        record = report_models(args, tokens)
+    else:
+        record = dict(rows=[])
+        for preset in args.presets:
+            results, logits, fused = measure_preset(preset, args)
+            print(f"\n{preset}: ONNX Runtime fused operators {fused}")
+            print(header("preset", 7))
+            record["rows"] += [dict(preset=preset, **row)
+                               for row in table_rows(preset, results, logits, tokens, 7)]
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu": cpu_description(), "rows": rows}, f, indent=1)
+            json.dump({"cpu": cpu_description(), **record}, f, indent=1)
 
 
 if __name__ == "__main__":
