@@ -55,7 +55,7 @@ class PretrainSettings:
                                          "in a new order every epoch")
     nsp: bool = setting(True, flag="--no-nsp",
                         help="MLM only, no next-sentence prediction: the documents, each followed "
-                             "by [SEP], packed into full --max-seq-length sequences (for corpora "
+                             "by [SEP], packed into sequences of the full length (for corpora "
                              "of short documents such as headlines or reviews)")
     lr: float = setting(1e-4, help="peak learning rate of AdamW")
     warmup_steps: int = setting(100, help="steps of linear warm-up to --lr, then linear decay to 0")
