@@ -214,7 +214,8 @@ def run_seed(seed, args, task, splits, tokenizer, log):
         settings = FinetuneSettings(task=task.name, model=args.model, out=out, epochs=args.epochs,
                                     lr=args.lr, batch_size=args.batch_size,
                                     max_seq_length=args.max_seq_length,
-                                    truncation=args.truncation, seed=seed, overwrite=True)
+                                    truncation=args.truncation, seed=seed, overwrite=True,
+                                    checkpoint_every=None)  # training time without saves
         ours, head, first_logits = run_bert_np(settings, task, examples, test, args.epoch, log)
     chosen = args.epoch or ours["best_dev_epoch"]
     theirs = (None if args.bert_np_only else

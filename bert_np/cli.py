@@ -104,9 +104,15 @@ def _add_pretrain(sub):
     from .train.pretrain import PretrainSettings
     p = _parser(sub, "pretrain", "pretrain BertForPreTraining (MLM + NSP) from raw text")
     add_settings_options(p, PretrainSettings)
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the latest checkpoint in --out")
+    _add_resume(p)
     p.set_defaults(func=_run_pretrain)
+
+
+def _add_resume(p):
+    """--resume, of the runs that save resumable checkpoints (pretrain, finetune, distill)."""
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in --out (the same settings and "
+                        "inputs; --max-steps and --max-minutes may change)")
 
 
 def _run_pretrain(args):
@@ -141,13 +147,14 @@ def _add_finetune(sub):
     from .train.finetune import FinetuneSettings
     p = _parser(sub, "finetune", "fine-tune a sequence classifier on a task")
     add_settings_options(p, FinetuneSettings)
+    _add_resume(p)
     p.set_defaults(func=_run_finetune)
 
 
 def _run_finetune(args):
     from .train.finetune import FinetuneSettings, finetune
     from .train.parallel import is_main_process
-    result = finetune(settings_from_args(FinetuneSettings, args),
+    result = finetune(settings_from_args(FinetuneSettings, args), resume=args.resume,
                       log=print if is_main_process() else lambda message: None)
     if is_main_process():
         print(json.dumps(result, indent=1))
@@ -158,8 +165,7 @@ def _add_distill(sub):
     p = _parser(sub, "distill", "distil a fine-tuned teacher into a student on a transfer set "
                                 "(then, optionally: bert-np finetune --model <out>/best)")
     add_settings_options(p, DistillSettings)
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the latest checkpoint in --out")
+    _add_resume(p)
     p.set_defaults(func=_run_distill)
 
 

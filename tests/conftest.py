@@ -36,6 +36,22 @@ def minilm_dir():
         _unavailable(str(e))
 
 
+@pytest.fixture
+def crash_at_step(monkeypatch):
+    """crash_at_step(n): from then on, step n of the training loop raises KeyboardInterrupt (a run
+    stopped by Ctrl-C or a kill), until monkeypatch.undo()."""
+    from bert_np.train import loop
+    real_step = loop.train_step
+
+    def crash(n):
+        def flaky(model, optimizer, batch, max_grad_norm, step, stats=None, compute_grads=None):
+            if step == n:
+                raise KeyboardInterrupt
+            return real_step(model, optimizer, batch, max_grad_norm, step, stats, compute_grads)
+        monkeypatch.setattr(loop, "train_step", flaky)
+    return crash
+
+
 _PARITY_ROWS = []
 
 

@@ -15,7 +15,7 @@ import pytest
 import bert_np
 from bert_np import cli
 from bert_np.tokenization import BertTokenizer
-from bert_np.train import distill as distill_module, loop
+from bert_np.train import distill as distill_module
 from bert_np.train.checkpoints import latest_checkpoint
 from bert_np.train.distill import DistillSettings, distill
 from bert_np.train.finetune import encode_examples, load_for_inference, predict_logits
@@ -182,7 +182,7 @@ def test_distill_end_to_end(files, capsys, data_dir):
     ("crash at step 14", "step-12"),     # step 12 ends epoch 2: the checkpoint precedes its eval
     ("max-minutes", "step-1"),           # out of time after the first step
 ])
-def test_resume_is_bit_exact(files, monkeypatch, stop, checkpoint):
+def test_resume_is_bit_exact(files, monkeypatch, crash_at_step, stop, checkpoint):
     """A run stopped early (3 epochs of 6 steps, a checkpoint every 4 steps) and resumed with
     --resume equals an uninterrupted one: the same (step, epoch, loss) sequence, the same dev
     evaluations (none repeated or lost), the same best epoch, and final/ weights equal with ==
@@ -193,14 +193,7 @@ def test_resume_is_bit_exact(files, monkeypatch, stop, checkpoint):
         distill(settings(files, "b", max_minutes=1e-9), progress=False)
         assert not (files / "b" / "final").exists()
     else:
-        crash = int(stop.split()[-1])
-        real_step = loop.train_step
-
-        def flaky(model, optimizer, batch, max_grad_norm, step, stats=None, compute_grads=None):
-            if step == crash:
-                raise KeyboardInterrupt
-            return real_step(model, optimizer, batch, max_grad_norm, step, stats, compute_grads)
-        monkeypatch.setattr("bert_np.train.loop.train_step", flaky)
+        crash_at_step(int(stop.split()[-1]))
         with pytest.raises(KeyboardInterrupt):
             distill(settings(files, "b"), progress=False)
         monkeypatch.undo()
@@ -366,7 +359,8 @@ def test_a_used_out_is_refused_and_overwrite_keeps_the_teacher_cache(files, caps
     ("alpha", 1.5, "--alpha"), ("alpha", float("nan"), "--alpha"), ("lr", 0.0, "--lr"),
     ("warmup_ratio", 1.0, "--warmup-ratio"), ("max_steps", 0, "--max-steps"),
     ("gradient_accumulation_steps", 0, "--gradient-accumulation-steps"),
-    ("max_transfer_examples", 0, "--max-transfer-examples"), ("dropout", 1.0, "dropout")])
+    ("max_transfer_examples", 0, "--max-transfer-examples"), ("dropout", 1.0, "dropout"),
+    ("checkpoint_every", 0, "--checkpoint-every")])
 def test_numeric_settings_are_checked(files, field, value, flag):
     """Each bad number is refused when the settings are made, naming the option."""
     with pytest.raises(ValueError, match=flag):

@@ -221,3 +221,174 @@ def test_on_eval_sees_the_model_before_training_and_after_every_epoch(run_dir):
     assert [metrics for _, metrics, _ in seen] == [result["before"], *result["epochs"]]
     assert not np.array_equal(seen[0][2], seen[1][2])     # the head trained in between
     assert np.isfinite(result["eval_seconds"]) and result["eval_seconds"] >= 0  # recorded, not timed
+
+
+# ---- --resume: a stopped run continues bit for bit -----------------------------------------------
+
+TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=64)
+
+
+@pytest.fixture(scope="module")
+def resume_files(tmp_path_factory, data_dir):
+    """A one-layer BERT (hidden 32) with dropout 0.1 and bert-base-uncased's vocab.txt, and the
+    48 training / 20 dev sentences of `run_dir`: 6 steps of 8 examples per epoch."""
+    from bert_np.tokenization import BertTokenizer
+    root = tmp_path_factory.mktemp("finetune_resume")
+    tokenizer = BertTokenizer.from_vocab(data_dir / "vocab" / "bert-base-uncased" / "vocab.txt")
+    cfg = bert_np.BertConfig(vocab_size=tokenizer.vocab_size, initializer_range=0.2,
+                             hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, **TINY)
+    bert_np.BertModel(cfg, seed=1).save_pretrained(root / "model")
+    tokenizer.save(root / "model")
+    write_jsonl(root / "train.jsonl", 48, 0)
+    write_jsonl(root / "dev.jsonl", 20, 1)
+    return root
+
+
+def resume_settings(root, out, **changes):
+    from bert_np.train.finetune import FinetuneSettings
+    fields = dict(task="sst2", model=str(root / "model"), out=str(root / out), epochs=3,
+                  batch_size=8, max_seq_length=16, lr=1e-3, checkpoint_every=4,
+                  train_file=str(root / "train.jsonl"), dev_file=str(root / "dev.jsonl"))
+    fields.update(changes)
+    return FinetuneSettings(**fields)
+
+
+def run_finetune(settings, resume=False, **kwargs):
+    """finetune() quietly; also returns every parameter as of the last evaluation (the end of the
+    last epoch: the final weights; finetune writes none but best/ and checkpoints)."""
+    from bert_np.train.finetune import finetune
+    seen = {}
+
+    def keep_last(epoch, model, metrics):
+        seen["params"] = {k: v.copy() for k, v in model.params.items()}
+    result = finetune(settings, resume=resume, progress=False, log=lambda message: None,
+                      on_eval=keep_last, **kwargs)
+    return result, seen.get("params")
+
+
+def log_records(out):
+    """log.jsonl without the one field that measures time (tokens/s)."""
+    return [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"}
+            for line in open(out / "log.jsonl", encoding="utf-8")]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(resume_files):
+    """The run every resumed one must equal: 3 epochs of 6 steps, a checkpoint every 4 steps."""
+    return run_finetune(resume_settings(resume_files, "whole"))
+
+
+@pytest.mark.parametrize("stop, checkpoint", [
+    ("max-steps 9", "step-9"),           # --max-steps saves a checkpoint where it stops
+    ("crash at step 11", "step-8"),      # mid-epoch 2, after epoch 1's dev evaluation
+    ("crash at step 14", "step-12"),     # step 12 ends epoch 2: the checkpoint precedes its eval
+    ("max-minutes", "step-1"),           # out of time after the first step
+])
+def test_finetune_resume_is_bit_exact(resume_files, uninterrupted, monkeypatch, crash_at_step,
+                                      stop, checkpoint):
+    """A fine-tuning run stopped early and continued with resume=True (--resume) equals an
+    uninterrupted one exactly (==, no tolerance; the model has dropout): the same log record for
+    record (every step's loss, learning rate, gradient norm and accuracy, every dev evaluation
+    once, one start record), the same returned metrics (before, per epoch, best), the same final
+    weights, best/ weights and step-16 checkpoint (model and AdamW moments, byte for byte)."""
+    from bert_np.train.checkpoints import latest_checkpoint
+    root, out = resume_files, resume_files / stop.replace(" ", "_")
+    if stop == "max-steps 9":
+        stopped, _ = run_finetune(resume_settings(root, out.name, max_steps=9))
+        assert stopped["step"] == 9 and not stopped["out_of_time"]
+    elif stop == "max-minutes":
+        stopped, _ = run_finetune(resume_settings(root, out.name, max_minutes=1e-9))
+        assert stopped["step"] == 1 and stopped["out_of_time"]
+    else:
+        crash_at_step(int(stop.split()[-1]))
+        with pytest.raises(KeyboardInterrupt):
+            run_finetune(resume_settings(root, out.name))
+        monkeypatch.undo()
+    assert latest_checkpoint(out).name == checkpoint
+    resumed, final = run_finetune(resume_settings(root, out.name), resume=True)
+
+    expected, expected_final = uninterrupted
+    whole = root / "whole"
+    records = log_records(out)
+    assert [r for r in records if r["kind"] != "start"] == \
+        [r for r in log_records(whole) if r["kind"] != "start"]
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 19))
+    assert [r["kind"] for r in records].count("start") == 1
+    assert (resumed["before"], resumed["epochs"], resumed["best"], resumed["step"]) == \
+        (expected["before"], expected["epochs"], expected["best"], expected["step"])
+    assert final.keys() == expected_final.keys()
+    assert all(np.array_equal(final[k], expected_final[k]) for k in final)
+    best = bert_np.BertForSequenceClassification.from_pretrained(out / "best").params
+    best_whole = bert_np.BertForSequenceClassification.from_pretrained(whole / "best").params
+    assert all(np.array_equal(best[k], best_whole[k]) for k in best)
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        assert (out / "step-16" / name).read_bytes() == (whole / "step-16" / name).read_bytes()
+
+
+def finetune_cli(root, capsys, out, *extra, **options):
+    """`bert-np finetune` on the resume files; returns (exit code, stderr)."""
+    from bert_np import cli
+    args = dict(task="sst2", model=root / "model", train_file=root / "train.jsonl",
+                dev_file=root / "dev.jsonl", out=root / out, epochs=1, batch_size=8,
+                max_seq_length=16, checkpoint_every=4)
+    args.update(options)
+    argv = ["finetune"] + [x for k, v in args.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    code = cli.main(argv + list(extra))
+    return code, capsys.readouterr().err.strip()
+
+
+def test_finetune_resume_refuses_another_run_a_missing_checkpoint_and_overwrite(resume_files,
+                                                                               capsys):
+    """--resume continues only the run its checkpoint belongs to: a changed setting (the learning
+    rate, the truncation, the task), another model, a training file with other content, or other
+    examples given through the Python API are each refused with one line naming what changed,
+    and leave the run as it was. Without a checkpoint, and with --overwrite, --resume is refused
+    too."""
+    from bert_np.data.tasks import load_jsonl
+    root = resume_files
+    code, err = finetune_cli(root, capsys, "empty", "--resume")
+    assert code == 2 and err == f"bert-np finetune: error: --resume: no checkpoint in {root / 'empty'}"
+
+    assert finetune_cli(root, capsys, "run")[0] == 0              # 6 steps: step-4 saved
+    log = (root / "run" / "log.jsonl").read_bytes()
+    code, err = finetune_cli(root, capsys, "run", "--resume", "--overwrite")
+    assert code == 2 and len(err.splitlines()) == 1 and "--resume" in err and "--overwrite" in err
+
+    (root / "train_changed.jsonl").write_text((root / "train.jsonl").read_text().replace(
+        '"label": 0', '"label": 1', 1))
+    for options, named in [(dict(lr=1e-3), "'lr'"), (dict(truncation="head_tail"), "'truncation'"),
+                           (dict(task="imdb"), "'task'"), (dict(model="tiny"), "'model'"),
+                           (dict(train_file=root / "train_changed.jsonl"), "'train_file'")]:
+        code, err = finetune_cli(root, capsys, "run", "--resume", **options)
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith("bert-np finetune: error: resume with settings that differ from "
+                              f"{root / 'run' / 'step-4'}") and named in err, err
+        assert (root / "run" / "log.jsonl").read_bytes() == log
+
+    examples = load_jsonl(root / "train.jsonl", 2, False)
+    settings = resume_settings(root, "api", epochs=1, train_file=None)
+    run_finetune(settings, train_examples=examples)
+    with pytest.raises(ValueError, match=r"differ .*\['examples'\]"):
+        run_finetune(settings, resume=True, train_examples=examples[::-1])
+    assert run_finetune(settings, resume=True, train_examples=examples)[0]["step"] == 6
+
+
+def test_checkpoint_every_none_saves_no_checkpoint(resume_files, capsys):
+    """--checkpoint-every none (bench/finetune_compare.py times training without saves): no
+    step-N/ and no `latest` in --out, so --resume has nothing to continue from."""
+    assert finetune_cli(resume_files, capsys, "unsaved", "--max-steps", "3",
+                        checkpoint_every="none")[0] == 0
+    assert sorted(p.name for p in (resume_files / "unsaved").iterdir()) == ["curves.png",
+                                                                            "log.jsonl"]
+    code, err = finetune_cli(resume_files, capsys, "unsaved", "--resume", checkpoint_every="none")
+    assert code == 2 and "--resume: no checkpoint in" in err
+
+
+@pytest.mark.parametrize("field, value, flag", [
+    ("checkpoint_every", 0, "--checkpoint-every"), ("max_minutes", 0, "--max-minutes"),
+    ("max_minutes", float("nan"), "--max-minutes")])
+def test_checkpoint_and_time_settings_are_checked(field, value, flag):
+    from bert_np.train.finetune import FinetuneSettings
+    with pytest.raises(ValueError, match=flag):
+        FinetuneSettings(task="sst2", model="tiny", out="o", **{field: value})

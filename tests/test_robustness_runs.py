@@ -306,7 +306,8 @@ def test_finetuning_into_a_used_out_is_refused_and_overwrite_clears_it(finetune_
     ok(finetune_args("out"), capsys)
     (tmp_path / "out" / "stale.txt").write_text("from an older run")
     user_error(finetune_args("out"), capsys, r"--out \S*out is not empty \(best, .*\); pass "
-                                             r"--overwrite to clear it")
+                                             r"--resume to continue its run, --overwrite to "
+                                             r"clear it")
     ok(finetune_args("out", "--overwrite"), capsys)
     assert not (tmp_path / "out" / "stale.txt").exists()
     assert (tmp_path / "out" / "best" / "vocab.txt").is_file()

@@ -180,6 +180,15 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     return path if (path / STATE_NAME).exists() else None
 
 
+def latest_state(out_dir: str | os.PathLike) -> tuple[Path, dict]:
+    """The latest complete checkpoint in `out_dir` and the state saved in it, for --resume; a
+    FileNotFoundError naming --resume when there is none."""
+    checkpoint = latest_checkpoint(out_dir)
+    if checkpoint is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {out_dir}")
+    return checkpoint, json.loads((checkpoint / STATE_NAME).read_text(encoding="utf-8"))
+
+
 def load_training_checkpoint(directory: str | os.PathLike, model, optimizer: AdamW) -> dict:
     """Restore the parameters, AdamW and the model's dropout generator; return the saved state."""
     directory = Path(directory)
@@ -201,14 +210,21 @@ class JsonlLog:
     leaves a torn last line: reading drops it (and says so on stderr); any other line that is not
     JSON is an error naming file and line."""
 
-    def __init__(self, path: str | os.PathLike, truncate_after_step: int | None = None):
+    def __init__(self, path: str | os.PathLike, truncate_after_step: int | None = None,
+                 keep_records: int | None = None):
+        """A new log (an old file is removed), or on resume the old one without the records
+        written after the checkpoint resumed from: those past its step (`truncate_after_step`),
+        or all but the first `keep_records` (a run that evaluates at a step after saving that
+        step's checkpoint: finetune's and distill's end of epoch)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if truncate_after_step is not None and self.path.exists():
-            # on resume, drop records written after the checkpoint we resume from
-            kept = [r for r in self.records() if r.get("step", 0) <= truncate_after_step]
+        resumed = truncate_after_step is not None or keep_records is not None
+        if resumed and self.path.exists():
+            kept = self.records()[:keep_records]
+            if truncate_after_step is not None:
+                kept = [r for r in kept if r.get("step", 0) <= truncate_after_step]
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        elif truncate_after_step is None and self.path.exists():
+        elif not resumed and self.path.exists():
             self.path.unlink()
 
     def write(self, record: dict) -> None:

@@ -8,7 +8,7 @@ from .. import paths
 from ..data.tasks import load_demo_split
 from .finetune import FinetuneSettings, finetune, load_for_inference, predict_texts
 
-DEMO_OUTPUTS = {"best", "log.jsonl", "curves.png"}
+DEMO_OUTPUTS = {"best", "log.jsonl", "curves.png", "latest"}  # and checkpoints step-N
 SENTENCES = [
     "a gorgeous, witty and deeply moving film.",
     "the plot is thin and the jokes fall flat.",
@@ -20,7 +20,8 @@ SENTENCES = [
 def run_demo(out: str = "runs/demo", epochs: int = 2, lr: float = 1e-4, batch_size: int = 32,
              max_seq_length: int = 64, progress: bool = True, overwrite: bool = False) -> dict:
     previous = Path(out)
-    if previous.is_dir() and {p.name for p in previous.iterdir()} <= DEMO_OUTPUTS:
+    if previous.is_dir() and all(p.name in DEMO_OUTPUTS or p.name.startswith("step-")
+                                 for p in previous.iterdir()):
         overwrite = True  # only a previous demo's files: running the demo again replaces them
     model_dir = paths.minilm_dir()
     train, dev = load_demo_split("train"), load_demo_split("dev")

@@ -16,7 +16,7 @@ transfer JSONL {"text_a": ..., "text_b": optional[, "label": optional]}
     -> the task's dev metrics after every epoch, the best epoch's student in <out>/best (Hugging
        Face format, vocab.txt, label names: finetune's FinetuneCallbacks), the last one in
        <out>/final (each written with its vocab.txt as one unit), log.jsonl, curves.png,
-       resumable checkpoints <out>/step-N.
+       resumable checkpoints <out>/step-N (finetune's, which also record the teacher-logit key).
 A non-empty --out is refused unless --resume continues its run or --overwrite clears it (the
 teacher-logit cache beside the run is kept: it is checked against its key before any reuse).
 Under `mpirun -n N` every rank trains on its shard of each batch (parallel.py), like finetune:
@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import PRESETS, BertConfig
-from ..data.batching import EncodedSplit, bucketed_batches, pad_batch
+from ..data.batching import EncodedSplit, pad_batch
 from ..data.corpora import normalize
 from ..data.tasks import TASKS, DataFormatError, Example, Task, get_task, load_jsonl, load_split
 from ..files import atomic_write_bytes, atomic_write_text
@@ -60,16 +60,17 @@ from ..hf import (CONFIG_NAME, PYTORCH_INDEX_NAME, PYTORCH_NAME, SAFETENSORS_IND
                   SAFETENSORS_NAME, read_index)
 from ..optim import AdamW, linear_warmup_decay
 from ..tokenization import BertTokenizer
-from .checkpoints import (JsonlLog, latest_checkpoint, prepare_output_dir, save_model_directory,
-                          save_training_checkpoint, STATE_NAME)
+from .checkpoints import latest_state, prepare_output_dir, save_model_directory
 from .finetune import (FinetuneCallbacks, FinetuneSettings, _fmt, check_training_settings,
-                       encode_examples, evaluate_classifier, label_map, load_classifier,
-                       load_for_inference, predict_logits, subset)
-from .loop import LoopSettings, LoopState, run_loop
-from .parallel import NullLog, is_main_process, world
+                       encode_examples, epoch_loop_settings, evaluate_classifier, label_map,
+                       load_classifier, load_for_inference, metrics_before, open_log,
+                       predict_logits, run_summary, subset, training_batches,
+                       warmup_and_total_steps)
+from .loop import LoopState, run_loop
+from .parallel import is_main_process, world
 from .plots import plot_training_curves
 from .pretrain import input_digests, resume_state
-from .settings import check_number, check_positive, setting, setting_like
+from .settings import check_number, setting, setting_like
 
 CACHE_VERSION = 1
 CACHE_NAME = "teacher_logits"
@@ -128,11 +129,8 @@ class DistillSettings:
     dev_file: str | None = _like("dev_file")
     eval_batch_size: int = _like("eval_batch_size", help="examples per evaluation batch and per "
                                                          "teacher batch")
-    checkpoint_every: int = setting(500, help="save a resumable checkpoint every this many steps "
-                                              "(and on --max-minutes)")
-    max_minutes: float | None = setting(None, help="stop, with a checkpoint, after this many "
-                                                   "minutes (continue with --resume); unset: no "
-                                                   "time limit")
+    checkpoint_every: int | None = _like("checkpoint_every")
+    max_minutes: float | None = _like("max_minutes")
     overwrite: bool = _like("overwrite", help="clear a non-empty --out first, but keep the "
                                               "cache of the teacher's logits there (without it "
                                               "or --resume, a non-empty --out is refused)")
@@ -141,12 +139,10 @@ class DistillSettings:
         if self.task not in TASKS:
             raise ValueError(f"--task: unknown task {self.task!r}; known: {', '.join(TASKS)}")
         check_training_settings(self)               # the fields shared with FinetuneSettings
-        check_positive(self, ("checkpoint_every",))
         check_number(self, "temperature", above=0)
         check_number(self, "alpha", minimum=0, maximum=1)
         check_number(self, "max_transfer_examples", integer=True, minimum=1, optional=True,
                      none_means="uses every example")
-        check_number(self, "max_minutes", above=0, optional=True, none_means="has no time limit")
         if not Path(self.teacher).is_dir():
             raise FileNotFoundError(f"--teacher: no such model directory: {self.teacher}")
         if not Path(self.student).is_dir() and self.student not in PRESETS:
@@ -360,14 +356,12 @@ def teacher_logits(teacher, split: EncodedSplit, pad_id: int, key: dict, out,
 # ---- the distillation run -----------------------------------------------------------------------
 
 class DistillCallbacks(FinetuneCallbacks):
-    """Fine-tuning's per-epoch dev evaluation and best/, with the distillation loss, the
-    student's agreement with the teacher per step, and resumable checkpoints."""
+    """Fine-tuning's callbacks (per-epoch dev evaluation, best/, resumable checkpoints) with the
+    distillation loss and the student's agreement with the teacher per step."""
 
-    def __init__(self, settings: DistillSettings, optimizer, tokenizer, targets_digest: str,
-                 inputs: dict, *args, **kwargs):
-        super().__init__(*args, tokenizer=tokenizer, **kwargs)
-        self.settings, self.optimizer = settings, optimizer
-        self.targets_digest, self.inputs = targets_digest, inputs
+    def __init__(self, settings: DistillSettings, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.settings = settings
 
     def compute_grads(self, model, batch, stats):
         return model.loss_and_grads(**batch, temperature=self.settings.temperature,
@@ -379,42 +373,15 @@ class DistillCallbacks(FinetuneCallbacks):
         agree = stats["logits"].argmax(-1) == batch["teacher_logits"].argmax(-1)
         return {"agreement": float(agree.mean())}
 
-    def save_checkpoint(self, state):
-        if not is_main_process():
-            return
-        saved = dict(asdict(state), settings=asdict(self.settings), inputs=self.inputs,
-                     best=self.best, history=self.history, log_records=len(self.jsonl.records()),
-                     teacher_logits=self.targets_digest)
-        save_training_checkpoint(self.out, f"step-{state.step}", self.model, self.optimizer,
-                                 saved, self.tokenizer)
 
-    def restore(self, saved: dict) -> None:
-        """The best epoch and the dev history as of a checkpoint."""
-        self.best, self.history = saved["best"], list(saved["history"])
-
-    def last_good_checkpoint(self):
-        last = latest_checkpoint(self.out)
-        return (f"{super().last_good_checkpoint()}; the last resumable checkpoint is "
-                f"{last or 'none (none saved yet)'}")
-
-
-def saved_state(out: Path, key: dict) -> dict:
-    """The state of the latest checkpoint in `out`, which must have been trained on the teacher
+def saved_state(out: Path, key: dict) -> tuple[Path, dict]:
+    """The latest checkpoint in `out` and its state, which must have been trained on the teacher
     logits of `key` (checked before the teacher runs, so the run's cache is left intact)."""
-    checkpoint = latest_checkpoint(out)
-    if checkpoint is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {out}")
-    saved = json.loads((checkpoint / STATE_NAME).read_text(encoding="utf-8"))
+    checkpoint, saved = latest_state(out)
     if saved.get("teacher_logits") != key_digest(key):
         raise ValueError(f"--resume: the teacher, the transfer file or the vocabulary changed "
                          f"since {checkpoint} was saved")
-    return saved
-
-
-def _truncate_log(path: Path, records: int) -> None:
-    """Keep the first `records` lines of the log: those written before the checkpoint."""
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.exists() else []
-    path.write_text("".join(lines[:records]), encoding="utf-8")
+    return checkpoint, saved
 
 
 def distill(settings: DistillSettings, resume: bool = False, progress: bool = True,
@@ -440,8 +407,7 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
 
     key = teacher_cache_key(settings.teacher, settings.transfer, tokenizer,
                             settings.max_seq_length, settings.dtype, selection)
-    if resume:
-        saved = saved_state(out, key)
+    checkpoint, saved = saved_state(out, key) if resume else (None, None)
     targets = source = None
     if main:                                     # the other ranks receive rank 0's logits
         targets, source = teacher_logits(
@@ -454,20 +420,21 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
     model = load_classifier(settings.student, task.num_labels, tokenizer.vocab_size,
                             settings.seed, dtype, settings.max_seq_length, label_map(task),
                             settings.dropout)
-    total = -(-len(transfer.ids) // settings.batch_size) * settings.epochs
-    warmup = int(settings.warmup_ratio * total)
+    warmup, total = warmup_and_total_steps(len(transfer.ids), settings.batch_size,
+                                           settings.epochs, settings.warmup_ratio)
     optimizer = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay,
                       schedule=lambda k: linear_warmup_decay(k, warmup, total))
     inputs = input_digests(settings, INPUT_FILES)
     state = resume_state(settings, model, optimizer, inputs, INPUT_FILES) if resume else None
-    if state is not None and main:
-        _truncate_log(out / "log.jsonl", saved["log_records"])
-    jsonl = (JsonlLog(out / "log.jsonl", truncate_after_step=state.step if state else None)
-             if main else NullLog())
-    callbacks = DistillCallbacks(settings, optimizer, tokenizer, key_digest(key), inputs, task,
-                                 model, dev, tokenizer.pad_id, out, settings.eval_batch_size,
-                                 jsonl, progress, log)
-    if state is None and main:
+    jsonl = open_log(out, saved)
+    run_state = {"settings": asdict(settings), "inputs": inputs,
+                 "teacher_logits": key_digest(key)}
+    callbacks = DistillCallbacks(settings, task, model, dev, tokenizer.pad_id, out,
+                                 settings.eval_batch_size, jsonl, progress, log, tokenizer,
+                                 optimizer=optimizer, run_state=run_state)
+    if state is not None:
+        callbacks.restore(checkpoint, saved)
+    elif main:
         teacher_dev = evaluate_classifier(teacher, dev, task, tokenizer.pad_id,
                                           settings.eval_batch_size, progress)
         jsonl.write({"kind": "start", "step": 0, "settings": asdict(settings),
@@ -480,17 +447,13 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
                                      settings.eval_batch_size, progress)
         jsonl.write({"kind": "eval", "step": 0, "epoch": 0, **before})
         log(f"student on dev before distillation: {_fmt(before)}")
-    elif state is not None:
-        callbacks.restore(saved)
-        log(f"resuming from {latest_checkpoint(out)} (step {state.step})")
     del teacher                                  # only its logits are needed from here on
 
     lengths = [len(x) for x in transfer.ids]
     labelled = settings.alpha < 1
 
     def epoch_batches(epoch: int, start: int):
-        order = bucketed_batches(lengths, settings.batch_size,
-                                 np.random.default_rng([settings.seed, epoch]))
+        order = training_batches(lengths, settings.batch_size, settings.seed, epoch)
         for rows in order[start:]:
             batch = pad_batch(transfer, rows, tokenizer.pad_id, dtype,
                               task.is_regression or not labelled)
@@ -499,23 +462,13 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
             batch["teacher_logits"] = targets[rows]
             yield batch
 
-    loop_settings = LoopSettings(max_grad_norm=settings.max_grad_norm,
-                                 max_steps=settings.max_steps, last_epoch=settings.epochs,
-                                 log_epoch=True, checkpoint_every=settings.checkpoint_every,
-                                 max_minutes=settings.max_minutes,
-                                 gradient_accumulation_steps=settings.gradient_accumulation_steps)
-    result = run_loop(model, optimizer, epoch_batches, loop_settings, jsonl,
+    result = run_loop(model, optimizer, epoch_batches, epoch_loop_settings(settings), jsonl,
                       state or LoopState(epoch=1), callbacks, progress,
                       desc=f"distill {task.name}", total_steps=total)
-    summary = {"step": result.state.step, "out_of_time": result.out_of_time,
-               "teacher_logits": source, "train_seconds": result.seconds,
-               "tokens_per_s": result.tokens / result.seconds if result.seconds else 0.0}
+    summary = dict(run_summary(result, settings.max_minutes, log), teacher_logits=source)
     if not main:
         return dict(summary, teacher=None, before=None, epochs=[], best=None)
-    if result.out_of_time:
-        log(f"stopped after {settings.max_minutes} minutes at step {result.state.step}; continue "
-            "with --resume")
-    else:
+    if not result.out_of_time:
         save_model_directory(out / "final", model, tokenizer)
     records = jsonl.records()
     plot_training_curves(records, out / "curves.png",
@@ -524,7 +477,5 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
                          train_keys=("loss",) + (() if task.is_regression else ("agreement",)),
                          eval_keys=tuple(task.metrics))
     start = next(r for r in records if r["kind"] == "start")
-    before = next(r for r in records if r["kind"] == "eval" and r.get("epoch") == 0)
-    return {"teacher": start["teacher_dev"],
-            "before": {k: v for k, v in before.items() if k in task.metrics},
+    return {"teacher": start["teacher_dev"], "before": metrics_before(records, task),
             "epochs": callbacks.history, "best": callbacks.best, **summary}

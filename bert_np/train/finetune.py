@@ -5,12 +5,18 @@ batches (data/batching.py)
 -> the training loop (loop.py: the classifier's loss_and_grads -> clip -> AdamW with warmup +
 linear decay) -> evaluation on dev after every epoch -> the best checkpoint (by the task's main
 metric) kept in Hugging Face format with its vocab.txt and the task's label names.
+Every `checkpoint_every` steps (and on --max-steps and --max-minutes) a training checkpoint
+<out>/step-N is saved (checkpoints.py), so `resume=True` (`--resume`) continues the run where it
+stopped, bit for bit: the same batches, dropout masks, evaluations and best/. A checkpoint resumes
+only the run that wrote it: the settings, the model's config.json, the data files and the encoded
+examples must be the same (pretrain.resume_state).
 Under `mpirun -n N` every rank trains on its shard of each batch (parallel.py); rank 0 alone
 evaluates and writes best/, the log and the plot.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,11 +30,13 @@ from ..data.tasks import TASKS, Example, Task, get_task, load_jsonl, load_split
 from ..models import BertForSequenceClassification
 from ..optim import AdamW, linear_warmup_decay
 from ..tokenization import TRUNCATIONS, BertTokenizer
-from .checkpoints import JsonlLog, prepare_output_dir, save_model_directory
+from .checkpoints import (JsonlLog, latest_checkpoint, latest_state, prepare_output_dir,
+                          save_model_directory, save_training_checkpoint)
 from .loop import Callbacks, LoopSettings, LoopState, run_loop
 from .parallel import NullLog, is_main_process
 from .metrics import compute_metrics
 from .plots import plot_training_curves
+from .pretrain import input_digests, resume_state
 from .settings import check_dropout, check_number, check_positive, setting
 
 # (standard vocabulary, lower-case the text) for a model without a vocabulary of its own. Chinese
@@ -83,8 +91,15 @@ class FinetuneSettings:
                                            "unset: the model's, else the standard vocabulary of "
                                            "the task's language")
     eval_batch_size: int = setting(64, help="examples per evaluation batch")
-    overwrite: bool = setting(False, help="clear a non-empty --out first (without it, a "
-                                          "non-empty --out is refused)")
+    checkpoint_every: int | None = setting(500, help="save a resumable checkpoint (step-N/, the "
+                                                     "newest two kept) every this many steps, and "
+                                                     "on --max-steps and --max-minutes; none: no "
+                                                     "checkpoints (nothing to --resume from)")
+    max_minutes: float | None = setting(None, help="stop, with a checkpoint, after this many "
+                                                   "minutes (continue with --resume); unset: no "
+                                                   "time limit")
+    overwrite: bool = setting(False, help="clear a non-empty --out first (without it or "
+                                          "--resume, a non-empty --out is refused)")
 
     def __post_init__(self):
         check_training_settings(self)
@@ -104,7 +119,8 @@ def check_truncation(truncation: str) -> None:
 def check_training_settings(settings) -> None:
     """The checks of the settings fine-tuning shares with distillation (DistillSettings declares
     them with setting_like): task, batch sizes, lengths, optimizer numbers, dropout, max_steps,
-    max_eval_examples. Each raises ValueError naming the field and its flag."""
+    max_eval_examples, checkpoint_every, max_minutes. Each raises ValueError naming the field and
+    its flag."""
     check_positive(settings, ("epochs", "batch_size", "eval_batch_size",
                               "gradient_accumulation_steps"))
     check_dropout(settings.dropout)
@@ -123,6 +139,9 @@ def check_training_settings(settings) -> None:
                  none_means="trains all epochs")
     check_number(settings, "max_eval_examples", integer=True, minimum=1, optional=True,
                  none_means="uses every example")
+    check_number(settings, "checkpoint_every", integer=True, minimum=1, optional=True,
+                 none_means="saves no checkpoint")
+    check_number(settings, "max_minutes", above=0, optional=True, none_means="has no time limit")
 
 
 # ---- tokenizer, model and data ------------------------------------------------------------------
@@ -266,17 +285,26 @@ def load_examples(settings: FinetuneSettings, task: Task, train_examples=None,
 
 # ---- the fine-tuning run ------------------------------------------------------------------------
 
+# compared by content on resume: the model directory by its config.json (its weights are replaced
+# by the checkpoint's), the files by their bytes; besides them the encoded examples
+INPUT_FILES = ("model", "train_file", "dev_file", "vocab")
+
+
 class FinetuneCallbacks(Callbacks):
-    """Per-step accuracy, and after every epoch: dev metrics, and best/ when they improve."""
+    """Per-step accuracy; after every epoch: dev metrics, and best/ when they improve; resumable
+    checkpoints holding, besides the loop state, `run_state` (the settings and input digests
+    that define the run), the best epoch, the dev history and the number of log records written
+    until then. Distillation (distill.py) trains with these callbacks too."""
 
     def __init__(self, task: Task, model, dev: EncodedSplit, pad_id: int, out: Path,
                  eval_batch_size: int, jsonl: JsonlLog, progress: bool, log, tokenizer=None,
-                 on_eval=None):
+                 on_eval=None, optimizer=None, run_state: dict | None = None):
         self.task, self.model, self.dev, self.pad_id, self.out = task, model, dev, pad_id, out
         self.tokenizer = tokenizer  # saved with the model in best/
         self.on_eval = on_eval      # called with (epoch, model, dev metrics) after each evaluation
         self.eval_batch_size, self.jsonl, self.progress, self.log = (eval_batch_size, jsonl,
                                                                      progress, log)
+        self.optimizer, self.run_state = optimizer, run_state or {}  # saved in checkpoints
         self.history, self.best = [], None
         self.eval_seconds = 0.0  # in end_of_epoch: evaluation, on_eval and saving best/
 
@@ -305,21 +333,90 @@ class FinetuneCallbacks(Callbacks):
         if self.on_eval is not None:
             self.on_eval(state.epoch, self.model, metrics)
 
+    def save_checkpoint(self, state):
+        if not is_main_process():
+            return
+        saved = dict(asdict(state), **self.run_state, best=self.best, history=self.history,
+                     log_records=len(self.jsonl.records()))
+        save_training_checkpoint(self.out, f"step-{state.step}", self.model, self.optimizer,
+                                 saved, self.tokenizer)
+
+    def restore(self, checkpoint: Path, saved: dict) -> None:
+        """Continue after `checkpoint` (its state `saved`): the best epoch and the dev history as
+        of then."""
+        self.best, self.history = saved["best"], list(saved["history"])
+        self.log(f"resuming from {checkpoint} (step {saved['step']})")
+
     def last_good_checkpoint(self):
         kept = self.out / "best" if self.best else "none (no epoch finished yet)"
-        return f"the best checkpoint so far is {kept}"
+        last = latest_checkpoint(self.out)
+        return (f"the best checkpoint so far is {kept}; the last resumable checkpoint is "
+                f"{last or 'none (none saved yet)'}")
 
 
-def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=None,
-             dev_examples=None, log=print, on_eval=None) -> dict:
-    """Fine-tune and keep the best checkpoint in settings.out/best; returns the metrics per epoch.
+def examples_digest(*splits: EncodedSplit) -> str:
+    """SHA-256 of encoded examples as the model reads them, every token id, token type and label:
+    what the data files (or the task's splits), the vocabulary, max_seq_length and truncation
+    made of the examples."""
+    h = hashlib.sha256()
+    for split in splits:
+        h.update(np.asarray([len(x) for x in split.ids], np.int64).tobytes())
+        for ids, types in zip(split.ids, split.types):
+            h.update(np.asarray(ids, np.int64).tobytes() + np.asarray(types, np.int64).tobytes())
+        h.update(np.asarray(split.labels, np.float64).tobytes())
+    return h.hexdigest()
+
+
+def open_log(out: Path, saved: dict | None):
+    """Rank 0's log.jsonl: a new one, or, resuming from a checkpoint whose state is `saved`, the
+    records written before that checkpoint; the other ranks write none."""
+    if not is_main_process():
+        return NullLog()
+    return JsonlLog(out / "log.jsonl", keep_records=None if saved is None else saved["log_records"])
+
+
+def epoch_loop_settings(settings) -> LoopSettings:
+    """The loop of finetune and distill: the epochs of `settings`, the epoch in every train record,
+    a checkpoint every settings.checkpoint_every steps, the step and time limits."""
+    return LoopSettings(max_grad_norm=settings.max_grad_norm, max_steps=settings.max_steps,
+                        last_epoch=settings.epochs, log_epoch=True,
+                        checkpoint_every=settings.checkpoint_every,
+                        max_minutes=settings.max_minutes,
+                        gradient_accumulation_steps=settings.gradient_accumulation_steps)
+
+
+def run_summary(result, max_minutes: float | None, log) -> dict:
+    """The step reached, whether --max-minutes stopped the run (then said in the log), the time
+    and speed of training."""
+    if result.out_of_time:
+        log(f"stopped after {max_minutes} minutes at step {result.state.step}; continue with "
+            "--resume")
+    return {"step": result.state.step, "out_of_time": result.out_of_time,
+            "train_seconds": result.seconds,
+            "tokens_per_s": result.tokens / result.seconds if result.seconds else 0.0}
+
+
+def metrics_before(records: list[dict], task: Task) -> dict:
+    """The dev metrics before training, from the log (written by the run, or by the run it
+    resumed)."""
+    before = next(r for r in records if r["kind"] == "eval" and r.get("epoch") == 0)
+    return {k: v for k, v in before.items() if k in task.metrics}
+
+
+def finetune(settings: FinetuneSettings, resume: bool = False, progress: bool = True,
+             train_examples=None, dev_examples=None, log=print, on_eval=None) -> dict:
+    """Fine-tune and keep the best checkpoint in settings.out/best, or with `resume` continue the
+    run from the latest checkpoint in settings.out; returns the dev metrics before, per epoch and
+    of the best epoch.
 
     on_eval(epoch, model, dev_metrics), if given, is called (on rank 0) after each evaluation on
-    dev: epoch 0 before training, then every epoch; bench/finetune_compare.py reads the initial
-    head there and evaluates another split."""
+    dev: epoch 0 before training, then every epoch (those of this call when resuming);
+    bench/finetune_compare.py reads the initial head there and evaluates another split."""
     task = get_task(settings.task)
-    out = (prepare_output_dir(settings.out, overwrite=settings.overwrite, can_resume=False)
-           if is_main_process() else Path(settings.out))      # only rank 0 writes
+    main = is_main_process()
+    out = (prepare_output_dir(settings.out, resume, settings.overwrite) if main
+           else Path(settings.out))      # only rank 0 writes
+    checkpoint, saved = latest_state(out) if resume else (None, None)  # before reading the data
     train_examples, dev_examples = load_examples(settings, task, train_examples, dev_examples)
     tokenizer = load_tokenizer(settings.model, task.language, settings.vocab)
     dtype = np.dtype(settings.dtype)
@@ -327,18 +424,23 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
                             dtype, settings.max_seq_length, label_map(task), settings.dropout)
     train = encode_examples(train_examples, tokenizer, settings.max_seq_length, settings.truncation)
     dev = encode_examples(dev_examples, tokenizer, settings.max_seq_length, settings.truncation)
-    main = is_main_process()
-    jsonl = JsonlLog(out / "log.jsonl") if main else NullLog()
-    jsonl.write({"kind": "start", "step": 0, "settings": asdict(settings),
-                 "train_examples": len(train.ids), "dev_examples": len(dev.ids),
-                 "parameters": model.num_parameters()})
-
     warmup, total = warmup_and_total_steps(len(train.ids), settings.batch_size, settings.epochs,
                                            settings.warmup_ratio)
     optimizer = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay,
                       schedule=lambda k: linear_warmup_decay(k, warmup, total))
-    before = None
-    if main:
+    inputs = dict(input_digests(settings, INPUT_FILES), examples=examples_digest(train, dev))
+    state = resume_state(settings, model, optimizer, inputs, INPUT_FILES) if resume else None
+    jsonl = open_log(out, saved)
+    callbacks = FinetuneCallbacks(task, model, dev, tokenizer.pad_id, out,
+                                  settings.eval_batch_size, jsonl, progress, log, tokenizer,
+                                  on_eval, optimizer, {"settings": asdict(settings),
+                                                       "inputs": inputs})
+    if state is not None:
+        callbacks.restore(checkpoint, saved)
+    elif main:
+        jsonl.write({"kind": "start", "step": 0, "settings": asdict(settings),
+                     "train_examples": len(train.ids), "dev_examples": len(dev.ids),
+                     "parameters": model.num_parameters()})
         before = evaluate_classifier(model, dev, task, tokenizer.pad_id, settings.eval_batch_size,
                                      progress)
         jsonl.write({"kind": "eval", "step": 0, "epoch": 0, **before})
@@ -353,24 +455,19 @@ def finetune(settings: FinetuneSettings, progress: bool = True, train_examples=N
         return (pad_batch(train, rows, tokenizer.pad_id, dtype, task.is_regression)
                 for rows in order[start:])
 
-    callbacks = FinetuneCallbacks(task, model, dev, tokenizer.pad_id, out,
-                                  settings.eval_batch_size, jsonl, progress, log, tokenizer,
-                                  on_eval)
-    loop_settings = LoopSettings(max_grad_norm=settings.max_grad_norm, max_steps=settings.max_steps,
-                                 last_epoch=settings.epochs, log_epoch=True,
-                                 gradient_accumulation_steps=settings.gradient_accumulation_steps)
-    result = run_loop(model, optimizer, epoch_batches, loop_settings, jsonl, LoopState(epoch=1),
-                      callbacks, progress, desc=f"finetune {task.name}", total_steps=total)
+    result = run_loop(model, optimizer, epoch_batches, epoch_loop_settings(settings), jsonl,
+                      state or LoopState(epoch=1), callbacks, progress,
+                      desc=f"finetune {task.name}", total_steps=total)
+    summary = run_summary(result, settings.max_minutes, log)
     if not main:
-        return {"before": None, "epochs": [], "best": None, "train_seconds": result.seconds,
-                "tokens_per_s": result.tokens / result.seconds if result.seconds else 0.0}
-    plot_training_curves(jsonl.records(), out / "curves.png",
+        return dict(summary, before=None, epochs=[], best=None)
+    records = jsonl.records()
+    plot_training_curves(records, out / "curves.png",
                          f"fine-tuning {task.name} from {settings.model}",
                          train_keys=("loss",) + (() if task.is_regression else ("accuracy",)),
                          eval_keys=tuple(task.metrics))
-    return {"before": before, "epochs": callbacks.history, "best": callbacks.best,
-            "train_seconds": result.seconds, "eval_seconds": callbacks.eval_seconds,
-            "tokens_per_s": result.tokens / result.seconds if result.seconds else 0.0}
+    return {"before": metrics_before(records, task), "epochs": callbacks.history,
+            "best": callbacks.best, "eval_seconds": callbacks.eval_seconds, **summary}
 
 
 def _fmt(metrics: dict) -> str:

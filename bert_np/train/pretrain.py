@@ -24,7 +24,7 @@ from ..data.pretraining import PretrainingDataset
 from ..models import BertForPreTraining
 from ..optim import AdamW, linear_warmup_decay
 from ..tokenization import BertTokenizer
-from .checkpoints import (JsonlLog, latest_checkpoint, load_training_checkpoint,
+from .checkpoints import (JsonlLog, latest_checkpoint, latest_state, load_training_checkpoint,
                           prepare_output_dir, save_model_directory, save_training_checkpoint)
 from .loop import Callbacks, LoopSettings, LoopState, run_loop
 from .parallel import NullLog, is_main_process
@@ -202,12 +202,11 @@ def resume_state(settings, model, optimizer, inputs: dict | None = None,
                  input_files: tuple[str, ...] = INPUT_FILES) -> LoopState | None:
     """The loop state of the latest checkpoint in settings.out, with model and AdamW restored;
     refuses a checkpoint written with other settings (max_minutes may change, and --out may have
-    moved) or other input files (the settings named by `input_files`, pretraining's by default;
-    compared by content, by resolved path for a checkpoint saved without their digests)."""
-    checkpoint = latest_checkpoint(settings.out)
-    if checkpoint is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {settings.out}")
-    saved = load_training_checkpoint(checkpoint, model, optimizer)
+    moved) or other inputs: the files of the settings named by `input_files` (pretraining's by
+    default; compared by content, by resolved path for a checkpoint saved without their
+    digests), and any further entry of `inputs` (a digest a run adds, e.g. finetune's of the
+    encoded examples); checked before a weight is loaded (another model would not fit)."""
+    checkpoint, saved = latest_state(settings.out)
     now = json.loads(json.dumps(asdict(settings)))  # as JSON stores it (tuples become lists)
     # a setting added after the checkpoint was written took its default in that run
     defaults = {f.name: f.default for f in dataclasses.fields(settings)
@@ -218,7 +217,7 @@ def resume_state(settings, model, optimizer, inputs: dict | None = None,
     changed = [k for k in now if k not in may_change and was.get(k) != now[k]]
     if "inputs" in saved:
         inputs = input_digests(settings, input_files) if inputs is None else inputs
-        changed += [k for k in input_files if saved["inputs"].get(k) != inputs[k]]
+        changed += [k for k in inputs if saved["inputs"].get(k) != inputs[k]]
     else:
         def resolved(value):
             return [p if p is None else str(Path(p).resolve()) for p in _paths(value)]
@@ -227,6 +226,7 @@ def resume_state(settings, model, optimizer, inputs: dict | None = None,
     if changed:
         raise ValueError(f"resume with settings that differ from {checkpoint} (input files are "
                          f"compared by content): {sorted(changed)}")
+    load_training_checkpoint(checkpoint, model, optimizer)
     return LoopState(saved["step"], saved["epoch"], saved["batch_in_epoch"])
 
 

@@ -30,7 +30,8 @@ class QuantizeSettings:
                               "vocab.txt, if any, goes along)")
     out: str = setting(help="output directory for the int8 model, loadable by from_pretrained, "
                             "`bert-np predict` and `bert-np evaluate`")
-    overwrite: bool = setting_like(FinetuneSettings, "overwrite")
+    overwrite: bool = setting_like(FinetuneSettings, "overwrite", help="clear a non-empty --out "
+                                   "first (without it, a non-empty --out is refused)")
 
     def __post_init__(self):
         model = Path(self.model)
