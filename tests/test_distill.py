@@ -136,6 +136,67 @@ def test_teacher_logits_are_computed_once_reused_and_invalidated(files, teacher_
     assert len(list(Path(shared).glob("teacher_logits-*.npy"))) == 3  # one per key
 
 
+def test_truncation_keys_the_teacher_cache(files, teacher_calls, data_dir):
+    """--truncation is part of the teacher-logit key: on transfer texts longer than
+    --max-seq-length, a head_tail run does not reuse the logits of a head run (and the other way
+    round); each is computed once and then found in the shared cache, and each equals the
+    teacher's logits on the transfer set encoded with that truncation (array_equal). The key of
+    a head run has no truncation entry: the key it had before the option, so caches and
+    checkpoints written then stay valid."""
+    from test_finetune import long_and_kept_texts
+    long, _ = long_and_kept_texts(data_dir, 24, 16, seed=0)          # 40 tokens each
+    write_jsonl(files / "long.jsonl", long)
+    shared = str(files / "shared")
+    run = dict(epochs=1, teacher_cache=shared, transfer=str(files / "long.jsonl"))
+    sources = [distill(settings(files, out, truncation=truncation, **run),
+                       progress=False)["teacher_logits"]
+               for out, truncation in (("h", "head"), ("ht", "head_tail"), ("h2", "head"),
+                                       ("ht2", "head_tail"))]
+    assert sources == ["computed", "computed", "shared", "shared"]
+    assert teacher_calls == [24, 24]
+
+    teacher, tokenizer = load_for_inference(files / "teacher")
+    examples = load_jsonl(files / "long.jsonl", 2, False, require_label=False)
+    for out, truncation in (("h", "head"), ("ht", "head_tail")):
+        split = encode_examples(examples, tokenizer, 16, truncation)
+        fresh = predict_logits(teacher, split, tokenizer.pad_id, 8)
+        assert np.array_equal(np.load(files / out / "teacher_logits.npy"), fresh)
+    assert not np.array_equal(np.load(files / "h" / "teacher_logits.npy"),
+                              np.load(files / "ht" / "teacher_logits.npy"))
+
+    def key(truncation):
+        return distill_module.teacher_cache_key(files / "teacher", files / "long.jsonl",
+                                                tokenizer, 16, "float32", None, truncation)
+    assert "truncation" not in key("head") and key("head_tail")["truncation"] == "head_tail"
+
+
+def test_head_tail_distillation_trains_on_the_kept_tokens(files, data_dir):
+    """Distilling on 40-token texts with --truncation head_tail at --max-seq-length 16 gives
+    exactly the run on the 14 tokens head_tail keeps (4 + 10, which fit untruncated): the same
+    teacher logits, the same losses and agreements at every step, the same dev accuracy (the
+    dev texts are cut the same way). With head, the long texts give another run."""
+    from test_finetune import long_and_kept_texts
+    long, kept = long_and_kept_texts(data_dir, 32, 16, seed=0)
+    labels = [i % 2 for i in range(8)]
+    for name, texts in (("long", long), ("kept", kept)):
+        write_jsonl(files / f"{name}_transfer.jsonl", texts[:24])
+        write_jsonl(files / f"{name}_dev.jsonl", texts[24:], labels)
+
+    def trace(name, truncation):
+        out = f"{name}_{truncation}"
+        distill(settings(files, out, epochs=1, truncation=truncation,
+                         transfer=str(files / f"{name}_transfer.jsonl"),
+                         dev_file=str(files / f"{name}_dev.jsonl")), progress=False)
+        return ([(r["loss"], r["agreement"]) for r in records(files / out, "train")],
+                [r["accuracy"] for r in records(files / out, "eval")],
+                np.load(files / out / "teacher_logits.npy"))
+    by_head_tail, on_kept, by_head = (trace("long", "head_tail"), trace("kept", "head"),
+                                      trace("long", "head"))
+    assert by_head_tail[:2] == on_kept[:2]
+    assert np.array_equal(by_head_tail[2], on_kept[2])
+    assert by_head[0] != on_kept[0] and not np.array_equal(by_head[2], on_kept[2])
+
+
 def test_distill_end_to_end(files, capsys, data_dir):
     """`bert-np distill` with a pretraining checkpoint as student: best/ holds a classifier with
     SST-2's label names and the teacher's vocab.txt, log.jsonl has a train record per step and a
@@ -231,6 +292,10 @@ def test_resume_refuses_changed_settings_and_a_missing_checkpoint(files):
     with pytest.raises(ValueError, match="--resume: the teacher, the transfer file"):
         distill(settings(files, "r", epochs=1), resume=True, progress=False)
     assert (files / "r" / "teacher_logits.npy").read_bytes() == cached   # refused before
+    with pytest.raises(ValueError, match="--truncation"):     # other logits, though the same ids
+        distill(settings(files, "r", epochs=1, truncation="head_tail"), resume=True,
+                progress=False)
+    assert (files / "r" / "teacher_logits.npy").read_bytes() == cached
 
 
 def run_cli(files, capsys, *extra, **options):
@@ -360,9 +425,10 @@ def test_a_used_out_is_refused_and_overwrite_keeps_the_teacher_cache(files, caps
     ("warmup_ratio", 1.0, "--warmup-ratio"), ("max_steps", 0, "--max-steps"),
     ("gradient_accumulation_steps", 0, "--gradient-accumulation-steps"),
     ("max_transfer_examples", 0, "--max-transfer-examples"), ("dropout", 1.0, "dropout"),
-    ("checkpoint_every", 0, "--checkpoint-every")])
+    ("truncation", "tail", "--truncation"), ("checkpoint_every", 0, "--checkpoint-every")])
 def test_numeric_settings_are_checked(files, field, value, flag):
-    """Each bad number is refused when the settings are made, naming the option."""
+    """Each bad number (or truncation) is refused when the settings are made, naming the
+    option."""
     with pytest.raises(ValueError, match=flag):
         settings(files, **{field: value})
 

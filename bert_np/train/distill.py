@@ -6,7 +6,8 @@ transfer set of unlabelled in-domain text, then may be fine-tuned on the labels 
 `bert-np finetune --model <out>/best`.
 
 transfer JSONL {"text_a": ..., "text_b": optional[, "label": optional]}
-    -> the teacher's tokenizer (the student must share its vocabulary)
+    -> the teacher's tokenizer (the student must share its vocabulary), texts cut to
+       max_seq_length as finetune cuts them (--truncation: the head, or head + tail)
     -> the teacher's logits on every example, once, in length-sorted batches (predict_logits),
        cached (see below)
     -> length-bucketed batches with the batch field `teacher_logits`
@@ -32,7 +33,8 @@ The JSON holds the key and a checksum of the array; logits are reused only when 
 and the checksum matches (a half-written pair is recomputed). The key is what the logits depend
 on: the SHA-256 of the teacher's config.json and weight files (shards and their index included),
 of the transfer file's bytes and of the vocabulary (tokens in id order and the lower-casing
-options), max_seq_length, the dtype the teacher ran in, and which examples were used
+options), max_seq_length, the truncation (head_tail; head, the default, leaves the key as it was
+before the option existed), the dtype the teacher ran in, and which examples were used
 (--max-transfer-examples with its seed).
 
 Defaults: temperature 1 and alpha 1, as in Turc et al.'s pre-trained distillation: the student
@@ -113,6 +115,7 @@ class DistillSettings:
                                                "the gradient accumulation steps)")
     gradient_accumulation_steps: int = _like("gradient_accumulation_steps")
     max_seq_length: int = _like("max_seq_length")
+    truncation: str = _like("truncation")
     warmup_ratio: float = _like("warmup_ratio")
     weight_decay: float = _like("weight_decay")
     max_grad_norm: float = _like("max_grad_norm")
@@ -276,13 +279,16 @@ def teacher_files(teacher_dir: Path) -> list[str]:
 
 
 def teacher_cache_key(teacher_dir, transfer, tokenizer: BertTokenizer, max_seq_length: int,
-                      dtype: str, selection=None) -> dict:
-    """Everything the teacher's logits on the transfer set depend on (see the module's doc)."""
+                      dtype: str, selection=None, truncation: str = "head") -> dict:
+    """Everything the teacher's logits on the transfer set depend on (see the module's doc). The
+    truncation enters the key when it is not head, so the key of a head run is the one it had
+    before --truncation existed: caches and checkpoints written then stay valid."""
     teacher_dir = Path(teacher_dir)
     files = {name: file_sha256(teacher_dir / name) for name in teacher_files(teacher_dir)}
-    return {"version": CACHE_VERSION, "teacher": files, "transfer": file_sha256(transfer),
-            "vocab": vocab_sha256(tokenizer), "max_seq_length": max_seq_length,
-            "dtype": str(np.dtype(dtype)), "examples": selection}
+    key = {"version": CACHE_VERSION, "teacher": files, "transfer": file_sha256(transfer),
+           "vocab": vocab_sha256(tokenizer), "max_seq_length": max_seq_length,
+           "dtype": str(np.dtype(dtype)), "examples": selection}
+    return key if truncation == "head" else dict(key, truncation=truncation)
 
 
 def key_digest(key: dict) -> str:
@@ -379,8 +385,9 @@ def saved_state(out: Path, key: dict) -> tuple[Path, dict]:
     logits of `key` (checked before the teacher runs, so the run's cache is left intact)."""
     checkpoint, saved = latest_state(out)
     if saved.get("teacher_logits") != key_digest(key):
-        raise ValueError(f"--resume: the teacher, the transfer file or the vocabulary changed "
-                         f"since {checkpoint} was saved")
+        raise ValueError(f"--resume: the teacher, the transfer file (or its subset), the "
+                         f"vocabulary, --max-seq-length, --truncation or --dtype changed since "
+                         f"{checkpoint} was saved")
     return checkpoint, saved
 
 
@@ -402,11 +409,13 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
     overlap = dev_overlap(transfer_examples, dev_examples)
     if overlap:
         log(f"warning: {overlap} transfer examples are also dev examples ({settings.transfer})")
-    transfer = encode_examples(transfer_examples, tokenizer, settings.max_seq_length)
-    dev = encode_examples(dev_examples, tokenizer, settings.max_seq_length)
+    transfer = encode_examples(transfer_examples, tokenizer, settings.max_seq_length,
+                               settings.truncation)
+    dev = encode_examples(dev_examples, tokenizer, settings.max_seq_length, settings.truncation)
 
     key = teacher_cache_key(settings.teacher, settings.transfer, tokenizer,
-                            settings.max_seq_length, settings.dtype, selection)
+                            settings.max_seq_length, settings.dtype, selection,
+                            settings.truncation)
     checkpoint, saved = saved_state(out, key) if resume else (None, None)
     targets = source = None
     if main:                                     # the other ranks receive rank 0's logits

@@ -106,7 +106,6 @@ class FinetuneSettings:
         check_number(self, "max_train_examples", integer=True, minimum=1, optional=True,
                      none_means="uses every example")
         check_model_spec(self.model)
-        check_truncation(self.truncation)
 
 
 def check_truncation(truncation: str) -> None:
@@ -118,11 +117,12 @@ def check_truncation(truncation: str) -> None:
 
 def check_training_settings(settings) -> None:
     """The checks of the settings fine-tuning shares with distillation (DistillSettings declares
-    them with setting_like): task, batch sizes, lengths, optimizer numbers, dropout, max_steps,
-    max_eval_examples, checkpoint_every, max_minutes. Each raises ValueError naming the field and
-    its flag."""
+    them with setting_like): task, batch sizes, lengths, truncation, optimizer numbers, dropout,
+    max_steps, max_eval_examples, checkpoint_every, max_minutes. Each raises ValueError naming the
+    field and its flag."""
     check_positive(settings, ("epochs", "batch_size", "eval_batch_size",
                               "gradient_accumulation_steps"))
+    check_truncation(settings.truncation)
     check_dropout(settings.dropout)
     if isinstance(settings.task, str) and settings.task not in TASKS:
         raise ValueError(f"task (--task) {settings.task!r} is not one of {', '.join(TASKS)}")
