@@ -166,7 +166,8 @@ def test_vnni_path_is_chosen_from_the_host_and_emits_vpdpbusd():
     """The product's path is chosen once per process from the CPU features Numba compiles for:
     "vnni" exactly when they include AVX-512 VNNI. On such a CPU the VNNI path's compiled loop
     must contain vpdpbusd (u8 x s8, 4 products per int32 lane, 64 per instruction) and no
-    widening (vpmovzxbd / vpmovsxbd) in its inner loop: the intrinsic is the whole point."""
+    widening (vpmovzxbd / vpmovsxbd) in its inner loop: the intrinsic is the whole point. Its
+    epilogue must not gather or scatter (the loads and stores of a 0-based 1-D row)."""
     import llvmlite.binding
     features = llvmlite.binding.get_host_cpu_features()
     vnni = bool(features.get("avx512vnni"))
@@ -181,6 +182,7 @@ def test_vnni_path_is_chosen_from_the_host_and_emits_vpdpbusd():
     assert len(hits) >= k8.VNNI_MR * k8.VNNI_NV                # the unrolled 4 x 4 register tile
     loop = "\n".join(lines[hits[0]:hits[-1] + 1])
     assert not re.search(r"\bvpmov[sz]xbd\b", loop)
+    assert not re.search(r"\bv\w*(gather|scatter)\w*\b", asm)
 
 
 def test_packed_weight_layout_and_cache(rng):
@@ -204,6 +206,9 @@ def test_packed_weight_layout_and_cache(rng):
     first = k8._packed_weight(w_q)
     assert k8._packed_weight(w_q)[0] is first[0]
     np.testing.assert_array_equal(first[1], w_q.sum(1))
+    start = first[2].ravel()                                  # where the VNNI path's sums start
+    assert first[2].shape == (1, k8.PANEL) and not start[9:].any()
+    np.testing.assert_array_equal(start[:9], -128 * w_q.sum(1))
     other = w_q[::-1].copy()
     np.testing.assert_array_equal(k8._packed_weight(other)[1], other.sum(1))
     key = id(w_q)

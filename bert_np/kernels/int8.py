@@ -8,8 +8,8 @@ Two paths compute the product C[n, o] = sum_k x_q[n, k] W_q[o, k]; one is chosen
 from the CPU features Numba compiles for (`_compiles_for_vnni`; `using_path` forces one, for tests
 and benchmarks). Both share:
   - Offset. The quantization pass writes x_q + 128 as uint8 (0..254), and the product subtracts
-    128 * sum_k W_q[o, k] afterwards: (x_q + 128) W_q^T - 128 W_q^T = x_q W_q^T, exactly. An
-    unsigned operand is what the CPU's u8 x s8 dot-product instructions take.
+    128 * sum_k W_q[o, k]: (x_q + 128) W_q^T - 128 W_q^T = x_q W_q^T, exactly. An unsigned
+    operand is what the CPU's u8 x s8 dot-product instructions take.
   - Edges: rows of x past N are padding rows of the quantized copy (x_q = 0, never stored).
   - Epilogue: int32 -> float, (acc * s_x) * s_w (+ b), the reference's operations in its order.
 
@@ -28,6 +28,11 @@ and benchmarks). Both share:
      W, 4 broadcasts of x and 16 vpdpbusd (checked in the assembly by tests/test_quantize.py).
   4. Blocking: a parallel job is 64 rows of x by one panel; for each block of 64 k-groups the
      panel's 16 KiB slice stays in L1 while the job's 16 row tiles pass it.
+  5. The sums start at -128 sum_k W_q[o, k] (packed beside the panels), so the offset costs
+     nothing after the product, and the epilogue reads each row of the job's int32 block with
+     0-based loops over 1-D rows, which LLVM vectorises with plain loads and stores. Indexed as
+     y[r0 + i, o0 + j], the same loops compile to gathers and scatters (checked in the tests),
+     which hold a product with K = 384 to ~290 GOP/s on one core, against ~450 this way.
 
 "portable" (`_product`, every CPU): a plain loop that LLVM vectorises for what the CPU has.
   1. The reduction over k is a loop on int32-widened values, accumulated in int32
@@ -187,9 +192,10 @@ VNNI_KC = 64            # 4-byte k-groups per block: a 64 x 256-byte slice of a 
 
 
 @intrinsic
-def _vnni_tile(typingctx, x32, r0, w32, p, g0, g1, acc, i0):
-    """acc[i0 + i, c] += sum_{g0 <= g < g1} dot4(x32[r0 + i, g], w32[p, g, c]) for i < VNNI_MR,
-    c < PANEL: the register tile of the VNNI path, written in LLVM IR.
+def _vnni_tile(typingctx, x32, r0, w32, p, g0, g1, acc, i0, start, fresh):
+    """acc[i0 + i, c] = a[i, c] + sum_{g0 <= g < g1} dot4(x32[r0 + i, g], w32[p, g, c]) for
+    i < VNNI_MR, c < PANEL, where a is start[p, c] (the same for every row) when `fresh`, else
+    acc[i0 + i, c] itself: the register tile of the VNNI path, written in LLVM IR.
 
     x32 (rows, K/4) int32 is the uint8 matrix x_q + 128 read 4 bytes at a time; w32 (panels, K/4,
     PANEL) int32 the packed weights, each int32 4 consecutive int8 W[o, 4g:4g+4] of one channel o.
@@ -198,14 +204,15 @@ def _vnni_tile(typingctx, x32, r0, w32, p, g0, g1, acc, i0):
     of 16 int32 lanes, 4 products u8 x s8 summed into the lane, exactly: 4 * 255 * 127 < 2^31).
     The accumulators are stack slots that LLVM promotes to 16 zmm registers for the whole loop."""
     intp = types.intp
-    sig = types.none(x32, intp, w32, intp, intp, intp, acc, intp)
+    sig = types.none(x32, intp, w32, intp, intp, intp, acc, intp, start, types.boolean)
 
     def codegen(context, builder, signature, args):
-        xty, _, wty, _, _, _, aty, _ = signature.args
-        x, r0, w, p, g0, g1, a, i0 = args
+        xty, _, wty, _, _, _, aty, _, sty, _ = signature.args
+        x, r0, w, p, g0, g1, a, i0, st, fresh = args
         xa = context.make_array(xty)(context, builder, x)
         wa = context.make_array(wty)(context, builder, w)
         aa = context.make_array(aty)(context, builder, a)
+        sa = context.make_array(sty)(context, builder, st)
         i32, n = ir.IntType(32), context.get_value_type(intp)
         vec, byte_vec = ir.VectorType(i32, 16), ir.VectorType(ir.IntType(8), 64)
         vpdpbusd = cgutils.get_or_insert_function(
@@ -221,11 +228,13 @@ def _vnni_tile(typingctx, x32, r0, w32, p, g0, g1, acc, i0):
         rows = [builder.add(i0, n(i)) for i in range(VNNI_MR)]
         acc_ptrs = [[vec_pointer(aty, aa, rows[i], n(16 * v)) for v in range(VNNI_NV)]
                     for i in range(VNNI_MR)]
+        start_ptrs = [vec_pointer(sty, sa, p, n(16 * v)) for v in range(VNNI_NV)]
         slots = [[cgutils.alloca_once(builder, vec) for _ in range(VNNI_NV)]
                  for _ in range(VNNI_MR)]
         for i in range(VNNI_MR):
             for v in range(VNNI_NV):
-                builder.store(builder.load(acc_ptrs[i][v], align=4), slots[i][v])
+                first = builder.select(fresh, start_ptrs[v], acc_ptrs[i][v])
+                builder.store(builder.load(first, align=4), slots[i][v])
         x_rows = [builder.add(r0, n(i)) for i in range(VNNI_MR)]
         zeros = ir.Constant(ir.VectorType(i32, 16), None)          # the broadcast's mask
         with cgutils.for_range_slice(builder, g0, g1, n(1)) as (g, _):
@@ -247,52 +256,58 @@ def _vnni_tile(typingctx, x32, r0, w32, p, g0, g1, acc, i0):
     return sig, codegen
 
 
-def _product_vnni_loops(x32, wp, w_sums, n_rows, n_cols, acc_out, y, s_x, s_w, bias):
+def _product_vnni_loops(x32, wp, start, n_rows, n_cols, acc_out, y, s_x, s_w, bias):
     """The product of `_product_loops` on the VNNI path: x32 (N padded to VNNI_MR, K/4) int32 is
     x_q + 128 as uint8 with k padded to a multiple of 4 (the padding multiplies zero weights);
-    wp (panels, K/4, PANEL) the packed weights (`_packed_weight`); n_rows x n_cols the valid part.
+    wp (panels, K/4, PANEL) the packed weights and start (panels, PANEL) = -128 sum_k W_q[o, k]
+    (`_packed_weight`); n_rows x n_cols the valid part.
     A job is VNNI_MC rows of x by one panel (64 channels): for each VNNI_KC-group block of k, the
-    panel's slice stays in L1 while the job's 4-row tiles pass it; then the epilogue of
-    `_product_loops` (offset correction, dequantization, bias) on the job's int32 block."""
+    panel's slice stays in L1 while the job's 4-row tiles pass it. The first block starts its sums
+    at `start`, which takes the offset's 128 W_q off while the sums run (int32 sums wrap modulo
+    2^32, and the final one, x_q W_q^T, fits). Then the epilogue on the job's int32 block, one row
+    of it at a time, each loop 0-based over 1-D rows (see kernels/gelu.py, "Indexing": an index
+    LLVM cannot prove >= 0 turns the loop into gathers and scatters)."""
     panels = wp.shape[0]
     row_blocks = (x32.shape[0] + VNNI_MC - 1) // VNNI_MC
     K4 = x32.shape[1]
     dequantize = y.shape[0] > 0
+    has_bias = bias.shape[0] > 0
     for job in prange(row_blocks * panels):
         r0 = (job // panels) * VNNI_MC
         p = job % panels
         mc = min(VNNI_MC, x32.shape[0] - r0)                  # a multiple of VNNI_MR
-        acc = np.zeros((VNNI_MC, PANEL), dtype=np.int32)
-        for g0 in range(0, K4, VNNI_KC):
+        acc = np.empty((VNNI_MC, PANEL), dtype=np.int32)
+        for g0 in range(0, max(K4, 1), VNNI_KC):              # K4 = 0: the sums are `start`
             g1 = min(K4, g0 + VNNI_KC)
             for i0 in range(0, mc, VNNI_MR):
-                _vnni_tile(x32, r0 + i0, wp, p, g0, g1, acc, i0)
+                _vnni_tile(x32, r0 + i0, wp, p, g0, g1, acc, i0, start, g0 == 0)
         o0 = p * PANEL
         nc = min(PANEL, n_cols - o0)
         nr = min(mc, n_rows - r0)
-        for i in range(nr):
-            for j in range(nc):
-                acc[i, j] -= OFFSET * w_sums[o0 + j]          # (x_q + 128) W_q - 128 W_q
         if not dequantize:
             for i in range(nr):
+                src, dst = acc[i], acc_out[r0 + i, o0:o0 + nc]
                 for j in range(nc):
-                    acc_out[r0 + i, o0 + j] = acc[i, j]
+                    dst[j] = src[j]
             continue
         row = np.empty(PANEL, dtype=s_x.dtype)
+        sw = s_w[o0:o0 + nc]
+        b = bias[o0:o0 + nc] if has_bias else bias
         for i in range(nr):
+            src, dst = acc[i], y[r0 + i, o0:o0 + nc]
             for j in range(nc):
-                row[j] = acc[i, j]                            # int32 -> float, as astype does
+                row[j] = src[j]                               # int32 -> float, as astype does
             sx = s_x[r0 + i]
-            for j in range(nc):
-                v = row[j] * sx
-                v = v * s_w[o0 + j]
-                if bias.shape[0] > 0:
-                    v = v + bias[o0 + j]
-                y[r0 + i, o0 + j] = v
+            if has_bias:
+                for j in range(nc):
+                    dst[j] = row[j] * sx * sw[j] + b[j]       # ((acc * s_x) * s_w) + b
+            else:
+                for j in range(nc):
+                    dst[j] = row[j] * sx * sw[j]
 
 
 _product_vnni = njit_per_dtype(
-    [f"void(int32[:, ::1], int32[:, :, ::1], int32[::1], int64, int64, int32[:, ::1], "
+    [f"void(int32[:, ::1], int32[:, :, ::1], int32[:, ::1], int64, int64, int32[:, ::1], "
      f"{t}[:, ::1], {t}[::1], {t}[::1], {t}[::1])" for t in FLOAT_TYPES],
     cache=True, parallel=True)(_product_vnni_loops)
 
@@ -344,17 +359,27 @@ def _pack(w_q):
     return out.view(np.int32).reshape(panels, K4, PANEL)
 
 
+def _start_sums(sums):
+    """(panels, PANEL) int32: -128 sums[o] at panel o // PANEL, lane o % PANEL (0 past O), where
+    the VNNI path's sums start (`_product_vnni_loops`)."""
+    start = np.zeros(((sums.shape[0] + PANEL - 1) // PANEL) * PANEL, np.int32)
+    start[:sums.shape[0]] = -OFFSET * sums
+    return start.reshape(-1, PANEL)
+
+
 def _packed_weight(w_q):
-    """(packed panels, row sums) of W_q, computed once per weight array and kept while it lives
-    (a weight is not written after quantization; an in-place edit of W_q's values is not seen)."""
+    """(packed panels, row sums, start sums) of W_q, computed once per weight array and kept while
+    it lives (a weight is not written after quantization; an in-place edit of W_q's values is not
+    seen)."""
     key = id(w_q)
     entry = _packed.get(key)
     if entry is None or entry[0] != (w_q.shape, w_q.ctypes.data):
-        entry = ((w_q.shape, w_q.ctypes.data), _pack(w_q), _row_sums(w_q))
+        sums = _row_sums(w_q)
+        entry = ((w_q.shape, w_q.ctypes.data), _pack(w_q), sums, _start_sums(sums))
         if key not in _packed:
             weakref.finalize(w_q, _packed.pop, key, None)
         _packed[key] = entry
-    return entry[1], entry[2]
+    return entry[1:]
 
 
 class StackedWeight:
@@ -386,8 +411,8 @@ def _run_product(xu, w_q, n_rows, acc_out, y, s_x, s_w, bias):
     """The product on the process's path: xu (N padded to 4, K padded to 4) uint8 x_q + 128."""
     dtype = y.dtype.name if y.shape[0] > 0 else "float32"
     if _path == "vnni":
-        wp, sums = _packed_weight(w_q)
-        _product_vnni.dispatcher(dtype)(xu.view(np.int32), wp, sums, n_rows, w_q.shape[0],
+        wp, _, start = _packed_weight(w_q)
+        _product_vnni.dispatcher(dtype)(xu.view(np.int32), wp, start, n_rows, w_q.shape[0],
                                         acc_out, y, s_x, s_w, bias)
     else:
         _product.dispatcher(dtype)(xu, w_q, _row_sums(w_q), n_rows, acc_out, y, s_x, s_w, bias)
