@@ -164,7 +164,8 @@ def test_compiled_product_uses_the_cpus_dot_product_instructions():
 
 def test_vnni_path_is_chosen_from_the_host_and_emits_vpdpbusd():
     """The product's path is chosen once per process from the CPU features Numba compiles for:
-    "vnni" exactly when they include AVX-512 VNNI. On such a CPU the VNNI path's compiled loop
+    "amx" when they include AMX-INT8 and the OS grants the tiles, else "vnni" exactly when they
+    include AVX-512 VNNI. On a CPU with AVX-512 VNNI the VNNI path's compiled loop
     must contain vpdpbusd (u8 x s8, 4 products per int32 lane, 64 per instruction) and no
     widening (vpmovzxbd / vpmovsxbd) in its inner loop: the intrinsic is the whole point. Its
     epilogue must not gather or scatter (the loads and stores of a 0-based 1-D row)."""
@@ -172,7 +173,9 @@ def test_vnni_path_is_chosen_from_the_host_and_emits_vpdpbusd():
     features = llvmlite.binding.get_host_cpu_features()
     vnni = bool(features.get("avx512vnni"))
     assert ("vnni" in k8.available_paths()) == vnni
-    assert k8._path == ("vnni" if vnni else "portable")
+    amx = "amx" in k8.available_paths()
+    assert not amx or (features.get("amx-int8") and features.get("amx-tile"))
+    assert k8._active_path() == ("amx" if amx else "vnni" if vnni else "portable")
     if not vnni:
         pytest.skip("no AVX-512 VNNI on this CPU: the portable path serves")
     asm = k8.compiled_asm("float32", path="vnni")
@@ -185,6 +188,25 @@ def test_vnni_path_is_chosen_from_the_host_and_emits_vpdpbusd():
     assert not re.search(r"\bv\w*(gather|scatter)\w*\b", asm)
 
 
+def test_amx_path_where_the_cpu_and_the_os_allow_it_emits_tdpbusd():
+    """On a CPU with AMX-INT8 (and a Linux that grants the tile state) the AMX path is available
+    and its compiled loop configures the tiles, loads them, multiplies with tdpbusd (16 x 16 int32
+    sums of 64 products u8 x s8 each) and releases them; its epilogue does not gather or
+    scatter."""
+    import llvmlite.binding
+    features = llvmlite.binding.get_host_cpu_features()
+    if not (features.get("amx-int8") and features.get("amx-tile")):
+        assert "amx" not in k8.available_paths()
+        pytest.skip("no AMX-INT8 on this CPU")
+    if "amx" not in k8.available_paths():
+        pytest.skip("the OS did not grant the AMX tile state (Linux 5.16+ needed)")
+    asm = k8.compiled_asm("float32", path="amx")
+    found = set(re.findall(r"\b(ldtilecfg|tileloadd|tdpbusd|tilestored|tilerelease)\b", asm))
+    print("int8 product, AMX path:", sorted(found))
+    assert found == {"ldtilecfg", "tileloadd", "tdpbusd", "tilestored", "tilerelease"}
+    assert not re.search(r"\bv\w*(gather|scatter)\w*\b", asm)
+
+
 def test_packed_weight_layout_and_cache(rng):
     """_pack puts W_q[64 p + c, 4g:4g+4] in the 4 bytes of wp[p, g, c], zeros past O and K,
     64-byte aligned; the packing of a weight is computed once and reused, and a new array (even
@@ -192,7 +214,7 @@ def test_packed_weight_layout_and_cache(rng):
     for O, K in [(1, 1), (17, 5), (130, 67)]:
         w_q = rng.integers(-127, 128, (O, K)).astype(np.int8)
         wp = k8._pack(w_q)
-        K4, P = (K + 3) // 4, (O + k8.PANEL - 1) // k8.PANEL
+        K4, P = (K + 63) // 64 * 16, (O + k8.PANEL - 1) // k8.PANEL     # k in 64-byte steps
         assert wp.shape == (P, K4, k8.PANEL) and wp.dtype == np.int32
         assert wp.ctypes.data % 64 == 0
         b = wp.view(np.int8).reshape(P, K4, k8.PANEL, 4)
@@ -219,9 +241,10 @@ def test_packed_weight_layout_and_cache(rng):
 
 
 PATHS = k8.available_paths()
-# awkward shapes for the VNNI layout: K not a multiple of 4 (the k padding), N not a multiple of
-# the 4-row tile nor of the 64-row job, O not a multiple of the 16-lane vector nor of the
-# 64-channel panel, T = 1 (N = 1), K past one 64-group k-block (256 bytes) and past 1024
+# awkward shapes for the VNNI and AMX layouts: K not a multiple of 4 nor of 64 (the k padding),
+# N not a multiple of the 4-row tile, the 16-row A tile, the 32-row block nor the 64-row job, O not
+# a multiple of the 16-lane vector (16-channel tile) nor of the 64-channel panel, T = 1 (N = 1),
+# K past one 64-group k-block (256 bytes) and past 1024
 VNNI_SHAPES = [(N, K, O) for N in (1, 15, 17) for K in (1, 3, 5, 63, 65, 1031) for O in (1, 15, 17)]
 VNNI_SHAPES += [(67, 260, 65), (130, 513, 130), (4, 4, 64), (64, 256, 128)]
 
@@ -304,7 +327,7 @@ def test_a_cpu_without_vnni_gets_the_portable_path(tmp_path):
         "                      int8_linear_forward.reference(x, W, None)[0])\n"
         "asm = k8.compiled_asm('float32')\n"
         "print(k8._path, k8.available_paths(), same, 'vpmaddwd' in asm, 'vpdpbusd' in asm,\n"
-        "      sorted(k8._product_vnni.dispatchers))\n")
+        "      sorted(k8._product_vnni.dispatchers) + sorted(k8._product_amx.dispatchers))\n")
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_CPU_NAME="haswell",
                NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+bmi,+bmi2,+f16c,+sse4.2,+popcnt")
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
