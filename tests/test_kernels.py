@@ -481,7 +481,8 @@ OPS = ["linear_forward", "linear_backward", "attention_softmax_forward",
        "attention_softmax_backward", "layernorm_forward", "layernorm_backward", "gelu_forward",
        "gelu_backward", "adamw_update", "batched_matmul", "batched_matmul_nt", "batched_matmul_tn",
        "dropout_forward", "embedding_backward", "attention_context_forward",
-       "add_layernorm_forward", "add_bias", "linear_act_forward", "attention_forward"]
+       "add_layernorm_forward", "add_bias", "linear_act_forward", "attention_forward",
+       "feed_forward"]
 
 
 @pytest.fixture

@@ -309,6 +309,66 @@ def test_every_path_saturated_sums_are_exact(path, K):
         np.testing.assert_array_equal(k8.int8_matmul(x_q, w_q), exact)
 
 
+FF_SHAPES = [(1, 1, 1, 1), (5, 3, 7, 2), (31, 65, 70, 17), (33, 130, 129, 66), (70, 64, 200, 33)]
+
+
+@pytest.mark.parametrize("path", [p for p in PATHS if p != "portable"])
+@pytest.mark.parametrize("N,K,I,O", FF_SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_feed_forward_kernel_equals_its_three_passes_bit_for_bit(rng, path, N, K, I, O, dtype):
+    """The int8 feed-forward kernel (first product, its epilogue making GELU(z)'s quantized rows,
+    second product) against the passes it fuses, each the kernel of its own operation:
+    int8_linear_forward, gelu_forward, int8_linear_forward: equal bit for bit, with the awkward
+    rows of awkward_x, N past one and two 32-row jobs, I and K off every tile width; and close to
+    the NumPy reference, whose erf differs from the kernels' by < 5e-7 (a quantized value then
+    moves by at most one step)."""
+    from bert_np.kernels import gelu
+    from bert_np.layers.activations import feed_forward
+    x = awkward_x(rng, N, K, dtype)
+    if N > 1:
+        x[1] = x[1] / dtype(1e27)           # 1e3, not 1e30: rel_error below is relative to max |y|
+    wi = quantize_weight((rng.standard_normal((I, K)) / np.sqrt(K)).astype(dtype))
+    wo = quantize_weight((rng.standard_normal((O, I)) / np.sqrt(I)).astype(dtype))
+    bi, bo = rng.standard_normal(I).astype(dtype), rng.standard_normal(O).astype(dtype)
+    with k8.using_path(path):
+        y, cache = k8.feed_forward(x, wi, bi, wo, bo, "gelu", keep_cache=False)
+        g = gelu.gelu_forward(k8.int8_linear_forward(x, wi, bi)[0])[0]
+        for bias in (bo, None):
+            np.testing.assert_array_equal(
+                k8.feed_forward(x, wi, bi, wo, bias, "gelu", keep_cache=False)[0],
+                k8.int8_linear_forward(g, wo, bias)[0])
+    assert cache is None and y.dtype == dtype
+    with kernels.using_backend("numpy"):
+        y_ref, _ = feed_forward(x, wi, bi, wo, bo, "gelu", keep_cache=False)
+    assert rel_error(y, y_ref) < 1e-3
+
+
+def test_feed_forward_kernel_declines_what_it_does_not_fuse(rng):
+    """The kernel serves inference with two int8 weights and GELU on the AMX and VNNI paths; a
+    cache to keep, another activation, float weights, a missing first bias or the portable path
+    go to the reference (the composition of the two layers)."""
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    wi, wo = (quantize_weight(rng.standard_normal(s).astype(np.float32)) for s in ((6, 8), (5, 6)))
+    bi, bo = np.zeros(6, np.float32), np.zeros(5, np.float32)
+    assert k8.feed_forward(x, wi, bi, wo, bo, "gelu") is NotImplemented        # keep_cache
+    assert k8.feed_forward(x, wi, bi, wo, bo, "relu", keep_cache=False) is NotImplemented
+    assert k8.feed_forward(x, wi, None, wo, bo, "gelu", keep_cache=False) is NotImplemented
+    assert k8.feed_forward(x, wi.dequantize(), bi, wo, bo, "gelu",
+                           keep_cache=False) is NotImplemented
+    with k8.using_path("portable"):
+        assert k8.feed_forward(x, wi, bi, wo, bo, "gelu", keep_cache=False) is NotImplemented
+
+
+def test_quantized_model_runs_the_fused_feed_forward_bit_for_bit(monkeypatch):
+    """A quantized model's forward through the feed-forward kernel equals the same forward with
+    that kernel removed (each layer's two products, GELU and quantization as separate passes)."""
+    q = bert_np.quantize_dynamic(make_model(bert_np.BertForSequenceClassification))
+    with kernels.using_backend("auto"):
+        fused = q.forward(**batch())["logits"]
+        monkeypatch.setattr(kernels, "AUTO_NUMBA", kernels.AUTO_NUMBA - {"feed_forward"})
+        np.testing.assert_array_equal(q.forward(**batch())["logits"], fused)
+
+
 def test_a_cpu_without_vnni_gets_the_portable_path(tmp_path):
     """Compiling for an AVX2-only CPU (NUMBA_CPU_NAME=haswell and its features, in a fresh
     interpreter with its own Numba cache): the process chooses the portable path, whose loop LLVM

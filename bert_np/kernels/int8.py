@@ -68,6 +68,14 @@ sums of 64 products each per instruction (16384 multiply-adds), on tiles of 16 r
   4. A last partial tile of W repeats its last row and stores only the valid columns.
   Not done: an AVX2 u8 x s8 path (vpmaddubsw + vpmaddwd). vpmaddubsw sums its pairs into
   saturating int16 (2 * 255 * 127 > 32767), so it needs x in 0..127 or 7-bit weights.
+
+The feed-forward sublayer (`feed_forward`, inference on the AMX and VNNI paths): its composition
+writes z = x W_i^T + b_i (N x I floats), reads it for the GELU, writes GELU(z), reads that again
+to quantize it for the second product: four passes over the widest activations of the layer
+(12 MB each for MiniLM at B=32, T=64). Here a job of the first product covers 32 rows and every
+channel, and its epilogue takes each row in L1 through the dequantization, the GELU
+(kernels/gelu.py's `gelu_row`) and the quantization: only the uint8 rows are written. Each step
+is the same operations as its pass's, so the result equals the three passes' bit for bit.
 """
 import contextlib
 import ctypes
@@ -84,6 +92,7 @@ from numba.extending import intrinsic
 
 from . import register
 from .common import FLOAT_TYPES, njit_per_dtype, supported
+from .gelu import gelu_constants, gelu_row
 from .vecmath import maxnum
 
 MR = 4       # rows of x per tile
@@ -674,6 +683,102 @@ def int8_linear_forward(x, w, b):
         _run_product(xu, w.q, N, np.empty((0, 0), np.int32), y, s_x, w.scale,
                      np.zeros(0, x2.dtype) if b is None else np.ascontiguousarray(b))
     return y.reshape(*x.shape[:-1], w.shape[0]), (x, w)
+
+
+# ---- the feed-forward sublayer: the first product's epilogue quantizes the GELU for the second --
+
+FF_ROWS = 32     # rows of x per job of the feed-forward's first product (one AMX block row)
+
+
+@njit(cache=True, inline="always")
+def _row_block_sums(x8, x32, wp, start, r0, acc, amx, config):
+    """acc (FF_ROWS, panels * PANEL) = the int32 sums x_q W_q^T of rows r0 .. r0 + FF_ROWS of x
+    with every panel of the packed weights, on the AMX path (x8) or the VNNI path (x32, the same
+    bytes read 4 at a time), each panel's block as those paths' jobs compute it."""
+    for p in range(wp.shape[0]):
+        block = acc[:, p * PANEL:(p + 1) * PANEL]
+        if amx:
+            _amx_configure(config)
+            for c0 in range(0, PANEL, 32):
+                _amx_block(x8, r0, wp, p, c0, x8.shape[1] // AMX_KB, block, 0, start)
+            _amx_release()
+        else:
+            for g0 in range(0, max(x32.shape[1], 1), VNNI_KC):
+                g1 = min(x32.shape[1], g0 + VNNI_KC)
+                for i0 in range(0, FF_ROWS, VNNI_MR):
+                    _vnni_tile(x32, r0 + i0, wp, p, g0, g1, block, i0, start, g0 == 0)
+
+
+def _feed_forward_in_loops(x8, x32, wp, start, n_rows, n_cols, s_x, s_w, bias, gu, s_g, consts,
+                           qmax, amx, config):
+    """gu[n], s_g[n] = quantize_rows(GELU((x_q W_q^T)[n] * s_x[n] * s_w + bias)) for every row n of
+    the feed-forward's first product (n_cols channels), + 128 as the products take it: a job is
+    FF_ROWS rows by every panel (`_row_block_sums`); then, row by row in L1, the dequantization of
+    `_store_job`, the GELU of kernels/gelu.py (`gelu_row`) and the quantization of
+    `_quantize_rows` (each the same operations, so gu and s_g equal those three passes' results).
+    Rows of gu past n_rows, and its columns past n_cols, hold 128 (x_q = 0)."""
+    for job in prange(x8.shape[0] // FF_ROWS):
+        r0 = job * FF_ROWS
+        acc = np.empty((FF_ROWS, wp.shape[0] * PANEL), dtype=np.int32)
+        _row_block_sums(x8, x32, wp, start, r0, acc, amx, config)
+        z = np.empty(n_cols, dtype=s_x.dtype)
+        g = np.empty(n_cols, dtype=s_x.dtype)
+        for i in range(FF_ROWS):
+            q = gu[r0 + i]
+            if r0 + i < n_rows:
+                src = acc[i]
+                for j in range(n_cols):
+                    z[j] = src[j]                             # int32 -> float, as astype does
+                sx = s_x[r0 + i]
+                for j in range(n_cols):
+                    z[j] = z[j] * sx * s_w[j] + bias[j]       # ((acc * s_x) * s_w) + b
+                gelu_row(z, g, consts)
+                s_g[r0 + i] = _quantize_row(g, q[:n_cols], qmax)
+                for k in range(n_cols, q.shape[0]):
+                    q[k] = np.uint8(OFFSET)
+            else:
+                for k in range(q.shape[0]):
+                    q[k] = np.uint8(OFFSET)
+
+
+_feed_forward_in = njit_per_dtype(
+    [f"void(uint8[:, ::1], int32[:, ::1], int32[:, :, ::1], int32[:, ::1], int64, int64, {t}[::1], "
+     f"{t}[::1], {t}[::1], uint8[:, ::1], {t}[::1], UniTuple({t}, 4), {t}, boolean, uint8[::1])"
+     for t in FLOAT_TYPES], cache=True, parallel=True)(_feed_forward_in_loops)
+
+
+def _is_int8_weight(w):
+    return hasattr(w, "q") and hasattr(w, "scale")            # an Int8Weight (or StackedWeight)
+
+
+@register("feed_forward")
+def feed_forward(x, wi, bi, wo, bo, act, *, keep_cache=True):
+    """(y, None) like the reference, in inference (keep_cache off) with int8 weights and GELU, on
+    the AMX or VNNI path: x is quantized, the first product's epilogue makes the second's
+    quantized input (`_feed_forward_in`), the second product runs as int8_linear_forward's."""
+    if (keep_cache or act != "gelu" or bi is None or _active_path() == "portable"
+            or not (_is_int8_weight(wi) and _is_int8_weight(wo))
+            or not supported(x, wi.scale, bi, wo.scale, bo) or x.size == 0
+            or x.shape[-1] != wi.shape[1] or wo.shape[1] != wi.shape[0] or 0 in wo.shape
+            or max(wi.shape[1], wo.shape[1]) > MAX_K or bi.shape != wi.shape[:1]
+            or (bo is not None and bo.shape != wo.shape[:1])):
+        return NotImplemented
+    x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))     # (N, K)
+    N, dtype = x2.shape[0], x2.dtype
+    rows = (N + FF_ROWS - 1) // FF_ROWS * FF_ROWS             # a multiple of every path's rows
+    xu = np.empty((rows, _padded_columns(x2.shape[1])), np.uint8)         # x_q + 128
+    s_x = np.empty(N, dtype)
+    _quantize_rows(x2, xu, s_x, dtype.type(QMAX))
+    gu = np.empty((rows, _padded_columns(wi.shape[0])), np.uint8)         # GELU(z)_q + 128
+    s_g = np.empty(N, dtype)
+    wp, _, start = _packed_weight(wi.q)
+    _feed_forward_in.dispatcher(dtype.name)(
+        xu, xu.view(np.int32), wp, start, N, wi.shape[0], s_x, wi.scale, np.ascontiguousarray(bi),
+        gu, s_g, gelu_constants(dtype), dtype.type(QMAX), _active_path() == "amx", _TILE_CONFIG)
+    y = np.empty((N, wo.shape[0]), dtype)
+    _run_product(gu, wo.q, N, np.empty((0, 0), np.int32), y, s_g, wo.scale,
+                 np.zeros(0, dtype) if bo is None else np.ascontiguousarray(bo))
+    return y.reshape(*x.shape[:-1], wo.shape[0]), None
 
 
 def compiled_asm(dtype="float32", path="portable"):
