@@ -126,20 +126,37 @@ def _quantize_row(x, q, qmax):
     return s
 
 
+@njit(cache=True, inline="always")
+def _quantize_padded_row(x, n, q, s, qmax):
+    """q[n], s[n] = row n of x quantized (+128) and its scale, the columns of q past x's (the k
+    padding) 128; for n past x's rows (a padding row of q), q[n] = 128 (x_q = 0)."""
+    K = x.shape[1]
+    if n < x.shape[0]:
+        s[n] = _quantize_row(x[n], q[n, :K], qmax)
+        for k in range(K, q.shape[1]):
+            q[n, k] = np.uint8(OFFSET)
+    else:
+        for k in range(q.shape[1]):
+            q[n, k] = np.uint8(OFFSET)
+
+
 @njit_per_dtype([f"void({t}[:, ::1], uint8[:, ::1], {t}[::1], {t})" for t in FLOAT_TYPES],
                 cache=True, parallel=True)
 def _quantize_rows(x, q, s, qmax):
-    """q[n], s[n] = quantized row n of x (+128) and its scale; rows of q past x's, and columns
-    past x's (the VNNI path's k padding), hold 128 (x_q = 0)."""
-    K = x.shape[1]
+    """q[n], s[n] = quantized row n of x (+128) and its scale for every row of q (padding rows and
+    columns 128: `_quantize_padded_row`)."""
     for n in prange(q.shape[0]):
-        if n < x.shape[0]:
-            s[n] = _quantize_row(x[n], q[n, :K], qmax)
-            for k in range(K, q.shape[1]):
-                q[n, k] = np.uint8(OFFSET)
-        else:
-            for k in range(q.shape[1]):
-                q[n, k] = np.uint8(OFFSET)
+        _quantize_padded_row(x, n, q, s, qmax)
+
+
+@njit(cache=True, fastmath=False, error_model="numpy")
+def quantize_block(x, q, s, qmax):
+    """`_quantize_rows` on one thread, for a kernel's job (x (n, K) float, q (>= n, >= K) uint8).
+    A function of its own with its flags set: Numba compiles a called function that leaves
+    `fastmath` or `error_model` unset with its caller's (and caches that), so a caller compiled
+    with fast-math flags would otherwise change it."""
+    for n in range(q.shape[0]):
+        _quantize_padded_row(x, n, q, s, qmax)
 
 
 @njit(cache=True, inline="always")
@@ -301,21 +318,34 @@ def _store_job(acc, r0, p, mc, n_rows, n_cols, acc_out, y, s_x, s_w, bias):
             for j in range(nc):
                 dst[j] = src[j]
         return
-    row = np.empty(acc.shape[1], dtype=s_x.dtype)
     sw = s_w[o0:o0 + nc]
-    has_bias = bias.shape[0] > 0
-    b = bias[o0:o0 + nc] if has_bias else bias
+    b = bias[o0:o0 + nc] if bias.shape[0] > 0 else bias
     for i in range(nr):
-        src, dst = acc[i], y[r0 + i, o0:o0 + nc]
-        for j in range(nc):
-            row[j] = src[j]                                   # int32 -> float, as astype does
-        sx = s_x[r0 + i]
-        if has_bias:
-            for j in range(nc):
-                dst[j] = row[j] * sx * sw[j] + b[j]           # ((acc * s_x) * s_w) + b
-        else:
-            for j in range(nc):
-                dst[j] = row[j] * sx * sw[j]
+        _dequantize_row(acc[i], s_x[r0 + i], sw, b, y[r0 + i, o0:o0 + nc])
+
+
+@njit(cache=True, inline="always")
+def _dequantize_row(src, sx, sw, b, dst):
+    """dst = (src * sx) * sw + b for one row: src int32 (>= n), sw, b, dst (n,) (b empty: no
+    bias), each product rounded to dst's dtype as the reference rounds it (compiled without
+    fast math, no fused multiply-add)."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]                                       # int32 -> float, as astype does
+    if b.shape[0] > 0:
+        for j in range(dst.shape[0]):
+            dst[j] = dst[j] * sx * sw[j] + b[j]               # ((acc * s_x) * s_w) + b
+    else:
+        for j in range(dst.shape[0]):
+            dst[j] = dst[j] * sx * sw[j]
+
+
+@njit(cache=True, fastmath=False, error_model="numpy")
+def dequantize_block(acc, n, s_x, s_w, bias, out):
+    """out[i] = (acc[i] * s_x[i]) * s_w + bias for i < n (`_dequantize_row`) on one thread, for a
+    kernel's job; its flags set as `quantize_block`'s, so that a caller compiled with fast-math
+    flags (the attention's contraction) cannot fuse its multiply-adds."""
+    for i in range(n):
+        _dequantize_row(acc[i], s_x[i], s_w, bias, out[i])
 
 
 def _product_vnni_loops(x32, wp, start, n_rows, n_cols, acc_out, y, s_x, s_w, bias):
@@ -726,12 +756,7 @@ def _feed_forward_in_loops(x8, x32, wp, start, n_rows, n_cols, s_x, s_w, bias, g
         for i in range(FF_ROWS):
             q = gu[r0 + i]
             if r0 + i < n_rows:
-                src = acc[i]
-                for j in range(n_cols):
-                    z[j] = src[j]                             # int32 -> float, as astype does
-                sx = s_x[r0 + i]
-                for j in range(n_cols):
-                    z[j] = z[j] * sx * s_w[j] + bias[j]       # ((acc * s_x) * s_w) + b
+                _dequantize_row(acc[i], s_x[r0 + i], s_w, bias, z)
                 gelu_row(z, g, consts)
                 s_g[r0 + i] = _quantize_row(g, q[:n_cols], qmax)
                 for k in range(n_cols, q.shape[0]):
