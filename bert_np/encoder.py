@@ -23,7 +23,7 @@ import numpy as np
 
 from .layers import (add_layernorm_forward, attention_backward, attention_forward,
                      dropout_backward, dropout_forward, embedding_backward, embedding_forward,
-                     layernorm_backward, layernorm_forward, linear_act_backward, linear_act_forward,
+                     feed_forward, layernorm_backward, layernorm_forward, linear_act_backward,
                      linear_backward, linear_forward, tanh_backward, tanh_forward)
 
 
@@ -92,7 +92,7 @@ class LayerCache(NamedTuple):
     attention_dense: tuple      # a = ctx Wo^T + bo
     attention_dropout: object   # a = dropout(a)
     attention_norm: tuple       # h = LayerNorm(a + x)
-    intermediate: tuple         # g = act(h Wi^T + bi)
+    intermediate: tuple         # g = act(h Wi^T + bi)       (feed_forward's two caches)
     output_dense: tuple         # o = g Wo2^T + bo2
     output_dropout: object      # o = dropout(o)
     output_norm: tuple          # y = LayerNorm(o + h)
@@ -119,16 +119,16 @@ def layer_forward(x, mask_bias, params, prefix, cfg, rng, *, keep_cache=True, at
     a, c_attention_dropout = dropout_forward(a, p_drop, rng)
     h, c_attention_norm = add_layernorm_forward(a, x, *w("attention.output.LayerNorm"),
                                                 cfg.layer_norm_eps)                   # LN(a + x)
-    # feed-forward sublayer
-    g, c_intermediate = linear_act_forward(h, *w("intermediate.dense"), cfg.hidden_act)  # (B, T, I)
-    o, c_output_dense = linear_forward(g, *w("output.dense"))                         # (B, T, H)
+    # feed-forward sublayer: o = act(h Wi^T + bi) Wo2^T + bo2, (B, T, I) in between
+    o, c_feed_forward = feed_forward(h, *w("intermediate.dense"), *w("output.dense"),
+                                     cfg.hidden_act, keep_cache=keep_cache)           # (B, T, H)
     o, c_output_dropout = dropout_forward(o, p_drop, rng)
     y, c_output_norm = add_layernorm_forward(o, h, *w("output.LayerNorm"),
                                              cfg.layer_norm_eps)                      # LN(o + h)
     if not keep_cache:
         return y, None
     return y, LayerCache(c_attention, c_attention_dense, c_attention_dropout, c_attention_norm,
-                         c_intermediate, c_output_dense, c_output_dropout, c_output_norm)
+                         *c_feed_forward, c_output_dropout, c_output_norm)
 
 
 def layer_backward(dy, cache: LayerCache, grads, prefix, cfg):

@@ -13,6 +13,7 @@ Tolerances, and why:
   float64 <= 1e-12  the same argument with double precision (~1e-16 per operation).
 A wrong index, a missing term or a stale block gives errors of order 1, so neither hides a bug.
 """
+import numba
 import numpy as np
 import pytest
 
@@ -377,23 +378,37 @@ def test_attention_sublayer_in_inference_matches_reference(B, T, H, A, dtype, rn
                                    keep_cache=False) is NotImplemented
 
 
-@pytest.mark.parametrize("B, T, H, A", [(2, 7, 15, 3), (2, 37, 64, 2)])
-def test_attention_sublayer_int8_equals_three_int8_projections(B, T, H, A, rng):
+INT8_PATHS = __import__("bert_np.kernels.int8", fromlist=["x"]).available_paths()
+
+
+@pytest.mark.parametrize("path", INT8_PATHS)
+@pytest.mark.parametrize("B, T, H, A", [(2, 7, 15, 3), (2, 37, 64, 2), (3, 32, 20, 4),
+                                        (2, 100, 66, 3), (1, 1, 8, 2), (3, 65, 12, 2)])
+def test_attention_sublayer_int8_equals_three_int8_projections(path, B, T, H, A, rng,
+                                                               monkeypatch):
     """With int8 weights the kernel quantizes x once for the stacked [Wq; Wk; Wv]: each output
     channel is the same integer sum and the same epilogue as in its own projection, so the
     context equals the reference composition's (three int8 Linear layers, then the attention
-    core) bit for bit."""
+    core) bit for bit, on every product path; and so does the job per sequence that runs the
+    projection and the heads together (`_attention_int8`, on the AMX and VNNI paths where the
+    padding of T to 32 rows wastes at most a quarter: T = 32, 100 here), which must equal the
+    two-pass kernel it replaces."""
     from bert_np.kernels import attention as fused
+    from bert_np.kernels import int8 as k8
     from bert_np.layers.quantized_linear import quantize_weight
     x = rng.standard_normal((B, T, H)).astype(np.float32)
     params = [p for _ in range(3) for p in (quantize_weight(rng.standard_normal((H, H)).astype(
         np.float32)), rng.standard_normal(H).astype(np.float32))]
     _, mask = scores_and_mask(B, A, T, np.float32, rng)
-    out = fused.attention_forward(x, *params, mask, A, keep_cache=False)[0]
-    np.testing.assert_array_equal(out, attention.attention_forward.reference(
-        x, *params, mask, A, keep_cache=False)[0])
-    from bert_np.kernels.int8 import stacked_weight
-    assert stacked_weight(params[0::2]) is stacked_weight(params[0::2])   # built once
+    assert fused._fuses_int8_projection(B, T) == (T in (32, 100)) or numba.get_num_threads() > 1
+    with k8.using_path(path):
+        out = fused.attention_forward(x, *params, mask, A, keep_cache=False)[0]
+        np.testing.assert_array_equal(out, attention.attention_forward.reference(
+            x, *params, mask, A, keep_cache=False)[0])
+        monkeypatch.setattr(fused, "_fuses_int8_projection", lambda B, T: False)
+        np.testing.assert_array_equal(
+            out, fused.attention_forward(x, *params, mask, A, keep_cache=False)[0])
+    assert k8.stacked_weight(params[0::2]) is k8.stacked_weight(params[0::2])   # built once
 
 
 # ---------------------------------------------------------------- AdamW update
@@ -481,7 +496,8 @@ OPS = ["linear_forward", "linear_backward", "attention_softmax_forward",
        "attention_softmax_backward", "layernorm_forward", "layernorm_backward", "gelu_forward",
        "gelu_backward", "adamw_update", "batched_matmul", "batched_matmul_nt", "batched_matmul_tn",
        "dropout_forward", "embedding_backward", "attention_context_forward",
-       "add_layernorm_forward", "add_bias", "linear_act_forward", "attention_forward"]
+       "add_layernorm_forward", "add_bias", "linear_act_forward", "attention_forward",
+       "feed_forward"]
 
 
 @pytest.fixture

@@ -164,14 +164,18 @@ def test_compiled_product_uses_the_cpus_dot_product_instructions():
 
 def test_vnni_path_is_chosen_from_the_host_and_emits_vpdpbusd():
     """The product's path is chosen once per process from the CPU features Numba compiles for:
-    "vnni" exactly when they include AVX-512 VNNI. On such a CPU the VNNI path's compiled loop
+    "amx" when they include AMX-INT8 and the OS grants the tiles, else "vnni" exactly when they
+    include AVX-512 VNNI. On a CPU with AVX-512 VNNI the VNNI path's compiled loop
     must contain vpdpbusd (u8 x s8, 4 products per int32 lane, 64 per instruction) and no
-    widening (vpmovzxbd / vpmovsxbd) in its inner loop: the intrinsic is the whole point."""
+    widening (vpmovzxbd / vpmovsxbd) in its inner loop: the intrinsic is the whole point. Its
+    epilogue must not gather or scatter (the loads and stores of a 0-based 1-D row)."""
     import llvmlite.binding
     features = llvmlite.binding.get_host_cpu_features()
     vnni = bool(features.get("avx512vnni"))
     assert ("vnni" in k8.available_paths()) == vnni
-    assert k8._path == ("vnni" if vnni else "portable")
+    amx = "amx" in k8.available_paths()
+    assert not amx or (features.get("amx-int8") and features.get("amx-tile"))
+    assert k8._active_path() == ("amx" if amx else "vnni" if vnni else "portable")
     if not vnni:
         pytest.skip("no AVX-512 VNNI on this CPU: the portable path serves")
     asm = k8.compiled_asm("float32", path="vnni")
@@ -181,6 +185,26 @@ def test_vnni_path_is_chosen_from_the_host_and_emits_vpdpbusd():
     assert len(hits) >= k8.VNNI_MR * k8.VNNI_NV                # the unrolled 4 x 4 register tile
     loop = "\n".join(lines[hits[0]:hits[-1] + 1])
     assert not re.search(r"\bvpmov[sz]xbd\b", loop)
+    assert not re.search(r"\bv\w*(gather|scatter)\w*\b", asm)
+
+
+def test_amx_path_where_the_cpu_and_the_os_allow_it_emits_tdpbusd():
+    """On a CPU with AMX-INT8 (and a Linux that grants the tile state) the AMX path is available
+    and its compiled loop configures the tiles, loads them, multiplies with tdpbusd (16 x 16 int32
+    sums of 64 products u8 x s8 each) and releases them; its epilogue does not gather or
+    scatter."""
+    import llvmlite.binding
+    features = llvmlite.binding.get_host_cpu_features()
+    if not (features.get("amx-int8") and features.get("amx-tile")):
+        assert "amx" not in k8.available_paths()
+        pytest.skip("no AMX-INT8 on this CPU")
+    if "amx" not in k8.available_paths():
+        pytest.skip("the OS did not grant the AMX tile state (Linux 5.16+ needed)")
+    asm = k8.compiled_asm("float32", path="amx")
+    found = set(re.findall(r"\b(ldtilecfg|tileloadd|tdpbusd|tilestored|tilerelease)\b", asm))
+    print("int8 product, AMX path:", sorted(found))
+    assert found == {"ldtilecfg", "tileloadd", "tdpbusd", "tilestored", "tilerelease"}
+    assert not re.search(r"\bv\w*(gather|scatter)\w*\b", asm)
 
 
 def test_packed_weight_layout_and_cache(rng):
@@ -190,7 +214,7 @@ def test_packed_weight_layout_and_cache(rng):
     for O, K in [(1, 1), (17, 5), (130, 67)]:
         w_q = rng.integers(-127, 128, (O, K)).astype(np.int8)
         wp = k8._pack(w_q)
-        K4, P = (K + 3) // 4, (O + k8.PANEL - 1) // k8.PANEL
+        K4, P = (K + 63) // 64 * 16, (O + k8.PANEL - 1) // k8.PANEL     # k in 64-byte steps
         assert wp.shape == (P, K4, k8.PANEL) and wp.dtype == np.int32
         assert wp.ctypes.data % 64 == 0
         b = wp.view(np.int8).reshape(P, K4, k8.PANEL, 4)
@@ -204,6 +228,9 @@ def test_packed_weight_layout_and_cache(rng):
     first = k8._packed_weight(w_q)
     assert k8._packed_weight(w_q)[0] is first[0]
     np.testing.assert_array_equal(first[1], w_q.sum(1))
+    start = first[2].ravel()                                  # where the VNNI path's sums start
+    assert first[2].shape == (1, k8.PANEL) and not start[9:].any()
+    np.testing.assert_array_equal(start[:9], -128 * w_q.sum(1))
     other = w_q[::-1].copy()
     np.testing.assert_array_equal(k8._packed_weight(other)[1], other.sum(1))
     key = id(w_q)
@@ -214,9 +241,10 @@ def test_packed_weight_layout_and_cache(rng):
 
 
 PATHS = k8.available_paths()
-# awkward shapes for the VNNI layout: K not a multiple of 4 (the k padding), N not a multiple of
-# the 4-row tile nor of the 64-row job, O not a multiple of the 16-lane vector nor of the
-# 64-channel panel, T = 1 (N = 1), K past one 64-group k-block (256 bytes) and past 1024
+# awkward shapes for the VNNI and AMX layouts: K not a multiple of 4 nor of 64 (the k padding),
+# N not a multiple of the 4-row tile, the 16-row A tile, the 32-row block nor the 64-row job, O not
+# a multiple of the 16-lane vector (16-channel tile) nor of the 64-channel panel, T = 1 (N = 1),
+# K past one 64-group k-block (256 bytes) and past 1024
 VNNI_SHAPES = [(N, K, O) for N in (1, 15, 17) for K in (1, 3, 5, 63, 65, 1031) for O in (1, 15, 17)]
 VNNI_SHAPES += [(67, 260, 65), (130, 513, 130), (4, 4, 64), (64, 256, 128)]
 
@@ -281,6 +309,66 @@ def test_every_path_saturated_sums_are_exact(path, K):
         np.testing.assert_array_equal(k8.int8_matmul(x_q, w_q), exact)
 
 
+FF_SHAPES = [(1, 1, 1, 1), (5, 3, 7, 2), (31, 65, 70, 17), (33, 130, 129, 66), (70, 64, 200, 33)]
+
+
+@pytest.mark.parametrize("path", [p for p in PATHS if p != "portable"])
+@pytest.mark.parametrize("N,K,I,O", FF_SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_feed_forward_kernel_equals_its_three_passes_bit_for_bit(rng, path, N, K, I, O, dtype):
+    """The int8 feed-forward kernel (first product, its epilogue making GELU(z)'s quantized rows,
+    second product) against the passes it fuses, each the kernel of its own operation:
+    int8_linear_forward, gelu_forward, int8_linear_forward: equal bit for bit, with the awkward
+    rows of awkward_x, N past one and two 32-row jobs, I and K off every tile width; and close to
+    the NumPy reference, whose erf differs from the kernels' by < 5e-7 (a quantized value then
+    moves by at most one step)."""
+    from bert_np.kernels import gelu
+    from bert_np.layers.activations import feed_forward
+    x = awkward_x(rng, N, K, dtype)
+    if N > 1:
+        x[1] = x[1] / dtype(1e27)           # 1e3, not 1e30: rel_error below is relative to max |y|
+    wi = quantize_weight((rng.standard_normal((I, K)) / np.sqrt(K)).astype(dtype))
+    wo = quantize_weight((rng.standard_normal((O, I)) / np.sqrt(I)).astype(dtype))
+    bi, bo = rng.standard_normal(I).astype(dtype), rng.standard_normal(O).astype(dtype)
+    with k8.using_path(path):
+        y, cache = k8.feed_forward(x, wi, bi, wo, bo, "gelu", keep_cache=False)
+        g = gelu.gelu_forward(k8.int8_linear_forward(x, wi, bi)[0])[0]
+        for bias in (bo, None):
+            np.testing.assert_array_equal(
+                k8.feed_forward(x, wi, bi, wo, bias, "gelu", keep_cache=False)[0],
+                k8.int8_linear_forward(g, wo, bias)[0])
+    assert cache is None and y.dtype == dtype
+    with kernels.using_backend("numpy"):
+        y_ref, _ = feed_forward(x, wi, bi, wo, bo, "gelu", keep_cache=False)
+    assert rel_error(y, y_ref) < 1e-3
+
+
+def test_feed_forward_kernel_declines_what_it_does_not_fuse(rng):
+    """The kernel serves inference with two int8 weights and GELU on the AMX and VNNI paths; a
+    cache to keep, another activation, float weights, a missing first bias or the portable path
+    go to the reference (the composition of the two layers)."""
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    wi, wo = (quantize_weight(rng.standard_normal(s).astype(np.float32)) for s in ((6, 8), (5, 6)))
+    bi, bo = np.zeros(6, np.float32), np.zeros(5, np.float32)
+    assert k8.feed_forward(x, wi, bi, wo, bo, "gelu") is NotImplemented        # keep_cache
+    assert k8.feed_forward(x, wi, bi, wo, bo, "relu", keep_cache=False) is NotImplemented
+    assert k8.feed_forward(x, wi, None, wo, bo, "gelu", keep_cache=False) is NotImplemented
+    assert k8.feed_forward(x, wi.dequantize(), bi, wo, bo, "gelu",
+                           keep_cache=False) is NotImplemented
+    with k8.using_path("portable"):
+        assert k8.feed_forward(x, wi, bi, wo, bo, "gelu", keep_cache=False) is NotImplemented
+
+
+def test_quantized_model_runs_the_fused_feed_forward_bit_for_bit(monkeypatch):
+    """A quantized model's forward through the feed-forward kernel equals the same forward with
+    that kernel removed (each layer's two products, GELU and quantization as separate passes)."""
+    q = bert_np.quantize_dynamic(make_model(bert_np.BertForSequenceClassification))
+    with kernels.using_backend("auto"):
+        fused = q.forward(**batch())["logits"]
+        monkeypatch.setattr(kernels, "AUTO_NUMBA", kernels.AUTO_NUMBA - {"feed_forward"})
+        np.testing.assert_array_equal(q.forward(**batch())["logits"], fused)
+
+
 def test_a_cpu_without_vnni_gets_the_portable_path(tmp_path):
     """Compiling for an AVX2-only CPU (NUMBA_CPU_NAME=haswell and its features, in a fresh
     interpreter with its own Numba cache): the process chooses the portable path, whose loop LLVM
@@ -299,7 +387,7 @@ def test_a_cpu_without_vnni_gets_the_portable_path(tmp_path):
         "                      int8_linear_forward.reference(x, W, None)[0])\n"
         "asm = k8.compiled_asm('float32')\n"
         "print(k8._path, k8.available_paths(), same, 'vpmaddwd' in asm, 'vpdpbusd' in asm,\n"
-        "      sorted(k8._product_vnni.dispatchers))\n")
+        "      sorted(k8._product_vnni.dispatchers) + sorted(k8._product_amx.dispatchers))\n")
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_CPU_NAME="haswell",
                NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+bmi,+bmi2,+f16c,+sse4.2,+popcnt")
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,

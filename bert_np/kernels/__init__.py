@@ -42,7 +42,8 @@ AUTO_NUMBA: frozenset[str] = frozenset({
     "dropout_forward", "embedding_backward",
     "add_bias",
     "quantize_rows", "int8_matmul", "int8_linear_forward",   # the reference's int32 product is
-})                                                          # not BLAS: ~100x slower
+    "feed_forward",                                         # not BLAS: ~100x slower
+})
 
 # the module of this package that registers each operation's kernel; a run imports (and so
 # compiles, or loads from Numba's cache) only the modules of the operations it calls
@@ -56,6 +57,7 @@ KERNEL_MODULE: dict[str, str] = {
     "adamw_update": "optim", "dropout_forward": "dropout", "embedding_backward": "embeddings",
     "attention_context_forward": "attention", "attention_forward": "attention",
     "quantize_rows": "int8", "int8_matmul": "int8", "int8_linear_forward": "int8",
+    "feed_forward": "int8",
 }
 _kernels: dict[str, Callable] = {}
 _backend = "auto"

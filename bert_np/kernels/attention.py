@@ -17,9 +17,15 @@ the (B, T, H) arrays directly it vectorises (packing measured ~23 -> ~5 us per h
 The block never leaves the cache in inference, where nothing needs P afterwards (keep_probs off).
 For training the block is P itself, in the (B, A, T, T) array the backward reads, and P' and the
 mask are written beside it, as the reference returns them.
+
+An int8 model's sublayer in inference (`attention_forward`, `_attention_int8`): one job per
+sequence quantizes its T rows, runs the stacked Q, K, V product (kernels/int8.py's AMX or VNNI
+blocks), dequantizes into a (T, 3H) buffer and runs the heads on it while it is in L2; the
+two-pass form writes the (B, T, 3H) projection (9 MB for MiniLM at B=32, T=64) and reads it back.
 """
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -28,6 +34,9 @@ from . import register
 from .common import FLOAT_TYPES, njit_per_dtype, supported
 from .dropout import counter_uniform
 from .gemm import MR, NR, _micro_tile, _micro_tile_wide, _pack_panels, _store_tile
+from .int8 import (FF_ROWS, MAX_K, PANEL, QMAX, _TILE_CONFIG, _active_path, _packed_weight,
+                   _padded_columns, _row_block_sums, dequantize_block, int8_linear_forward,
+                   quantize_block, stacked_weight)
 from .softmax import softmax_row
 from .vecmath import exp_constants, exp_constants_type
 
@@ -113,6 +122,29 @@ def _head_product(a, b_panels, n, c, tiles_in_place):
             _store_tile(c, tile, full, jr * NR, M - full, nr, True, no_bias)
 
 
+@njit(cache=True, fastmath={"contract"}, inline="always")
+def _head_probabilities(q, k, q0, k0, b, a, D, mask_row, scale, block, scratch_row, consts):
+    """block (T, T) = softmax(scale Q K^T + mask_row) for head a of batch row b: Q = q[b, :,
+    q0+a*D:q0+(a+1)*D], K likewise (k0). K^T is packed, S = Q K^T written into block, each row
+    of which becomes its softmax in place."""
+    T = block.shape[0]
+    panels_of_kt = np.empty(((T + NR - 1) // NR, D, NR), dtype=q.dtype)       # K^T, packed
+    _pack_rows(k, b, k0 + a * D, D, panels_of_kt)
+    _head_product(q[b, :, q0 + a * D:q0 + (a + 1) * D], panels_of_kt, T, block,
+                  True)                                       # S = Q K^T
+    for i in range(T):
+        softmax_row(block[i], mask_row, scale, block[i], scratch_row, consts)
+
+
+@njit(cache=True, fastmath={"contract"}, inline="always")
+def _head_context(block, v, vb, v0, a, D, context, cb):
+    """context[cb, :, a*D:(a+1)*D] = block (T, T) V, V = v[vb, :, v0+a*D:v0+(a+1)*D] packed."""
+    T = block.shape[0]
+    panels_of_v = np.empty(((D + NR - 1) // NR, T, NR), dtype=v.dtype)        # V, packed
+    _pack_columns(v, vb, v0 + a * D, D, panels_of_v)
+    _head_product(block, panels_of_v, D, context[cb, :, a * D:(a + 1) * D], False)  # C = P'V
+
+
 @njit_per_dtype(_SIGNATURES, cache=True, fastmath={"contract"}, parallel=True)
 def _attention_heads(q, k, v, q0, k0, v0, num_heads, mask, scale, dropout, key, first, p,
                      keep_scale, context, probs, probs_dropped, keep_scaled, scratch, consts):
@@ -132,12 +164,7 @@ def _attention_heads(q, k, v, q0, k0, v0, num_heads, mask, scale, dropout, key, 
     for task in prange(B * A):
         b, a = task // A, task % A
         block = probs[b, a] if keep_probs else np.empty((T, T), dtype=q.dtype)   # (T, T)
-        panels_of_kt = np.empty(((T + NR - 1) // NR, D, NR), dtype=q.dtype)   # K^T, packed
-        _pack_rows(k, b, k0 + a * D, D, panels_of_kt)
-        _head_product(q[b, :, q0 + a * D:q0 + (a + 1) * D], panels_of_kt, T, block,
-                      True)                                   # S = Q K^T
-        for i in range(T):
-            softmax_row(block[i], mask[b], scale, block[i], scratch[task], consts)
+        _head_probabilities(q, k, q0, k0, b, a, D, mask[b], scale, block, scratch[task], consts)
         if dropout:
             for i in range(T):
                 row0 = first + (task * T + i) * T              # index of P[b, a, i, 0] in the stack
@@ -148,9 +175,51 @@ def _attention_heads(q, k, v, q0, k0, v0, num_heads, mask, scale, dropout, key, 
                     m[j] = keep
                     pd[j] = pr[j] * keep
             block = probs_dropped[b, a]
-        panels_of_v = np.empty(((D + NR - 1) // NR, T, NR), dtype=q.dtype)    # V, packed
-        _pack_columns(v, b, v0 + a * D, D, panels_of_v)
-        _head_product(block, panels_of_v, D, context[b, :, a * D:(a + 1) * D], False)  # C = P'V
+        _head_context(block, v, b, v0, a, D, context, b)
+
+
+def _attention_int8_loops(x, wp, start, s_w, bias, num_heads, mask, scale, context, scratch,
+                          consts, qmax, amx, config, x_columns):
+    """context[b] for every sequence b as `_attention_heads` computes it (inference), with Q, K, V
+    the int8 projection of x[b] (T, K) by the stacked [Wq; Wk; Wv] (packed wp, start) and its
+    scales s_w and bias (3H,): one job per sequence quantizes its rows (`quantize_block`), sums
+    them 32 rows at a time with every panel (`_row_block_sums`, AMX or VNNI), dequantizes into
+    qkv (1, T, 3H) (`dequantize_block`), the same operations as int8_linear_forward, then runs
+    every head on it. qkv stays in L2 (300 KB at T = 64, H = 384) from the product to the heads,
+    where the unfused path writes the (B, T, 3H) projection to memory and reads it back."""
+    B, T, H = context.shape
+    A, D = num_heads, H // num_heads
+    rows = (T + FF_ROWS - 1) // FF_ROWS * FF_ROWS
+    for b in prange(B):
+        x32 = np.empty((rows, x_columns // 4), dtype=np.int32)
+        x8 = x32.view(np.uint8)                               # x_q + 128, rows and k padded
+        s_x = np.empty(rows, dtype=x.dtype)
+        quantize_block(x[b], x8, s_x, qmax)
+        acc = np.empty((rows, wp.shape[0] * PANEL), dtype=np.int32)
+        for r0 in range(0, rows, FF_ROWS):
+            _row_block_sums(x8, x32, wp, start, r0, acc[r0:r0 + FF_ROWS], amx, config)
+        qkv = np.empty((1, T, s_w.shape[0]), dtype=x.dtype)
+        dequantize_block(acc, T, s_x, s_w, bias, qkv[0])     # Q, K, V at columns 0, H, 2H
+        block = np.empty((T, T), dtype=x.dtype)
+        for a in range(A):
+            _head_probabilities(qkv, qkv, 0, H, 0, a, D, mask[b], scale, block, scratch[b], consts)
+            _head_context(block, qkv, 0, 2 * H, a, D, context, b)
+
+
+_attention_int8 = njit_per_dtype(
+    [f"void({t}[:, :, ::1], int32[:, :, ::1], int32[:, ::1], {t}[::1], {t}[::1], int64, "
+     f"{t}[:, ::1], {t}, {t}[:, :, ::1], {t}[:, ::1], {exp_constants_type(t)}, {t}, boolean, "
+     f"uint8[::1], int64)" for t in FLOAT_TYPES],
+    cache=True, fastmath={"contract"}, parallel=True)(_attention_int8_loops)
+
+
+def _fuses_int8_projection(B, T):
+    """True where one job per sequence (`_attention_int8`) suits the shape: the product and
+    heads keep every thread busy (one thread, or 2 sequences per thread), and padding T to
+    32-row blocks wastes at most a quarter of the product."""
+    rows = (T + FF_ROWS - 1) // FF_ROWS * FF_ROWS
+    threads = numba.get_num_threads()
+    return (threads == 1 or B >= 2 * threads) and 4 * (rows - T) <= rows
 
 
 @register("attention_context_forward")
@@ -194,6 +263,8 @@ def attention_forward(x, wq, bq, wk, bk, wv, bv, mask_bias, num_heads, dropout_p
     int8 model one quantization of x instead of three (the stacked int8 weight is built once per
     triple of weights, kernels/int8.py). Float weights are stacked at every call (3 H^2 values,
     ~1% of the product at H = 128), so weights updated in place between calls are always seen.
+    An int8 model on the AMX or VNNI path runs the projection and the heads of each sequence in
+    one job where the shape suits it (`_attention_int8`, `_fuses_int8_projection`).
     """
     if (keep_cache or (dropout_p != 0.0 and rng is not None) or x.ndim != 3
             or any(b is None for b in (bq, bk, bv))):
@@ -204,8 +275,19 @@ def attention_forward(x, wq, bq, wk, bk, wv, bv, mask_bias, num_heads, dropout_p
     x2 = x.reshape(-1, H)                                     # (N, H)
     b = np.concatenate((bq, bk, bv))                          # (3H,)
     if all(hasattr(w, "q") and hasattr(w, "scale") for w in (wq, wk, wv)):   # Int8Weight
-        from .int8 import int8_linear_forward, stacked_weight
-        out = int8_linear_forward(x2, stacked_weight((wq, wk, wv)), b)
+        w = stacked_weight((wq, wk, wv))
+        if (_active_path() != "portable" and _fuses_int8_projection(B, T) and H <= MAX_K
+                and supported(x, w.scale, b, mask_bias) and mask_bias.size == B * T):
+            context = np.empty((B, T, H), x.dtype)
+            wp, _, start = _packed_weight(w.q)
+            dtype = x.dtype
+            _attention_int8(np.ascontiguousarray(x), wp, start, w.scale, b, num_heads,
+                            np.ascontiguousarray(mask_bias).reshape(B, T),
+                            dtype.type(1.0 / math.sqrt(H // num_heads)), context,
+                            np.empty((B, T), dtype), exp_constants(dtype), dtype.type(QMAX),
+                            _active_path() == "amx", _TILE_CONFIG, _padded_columns(H))
+            return context, None
+        out = int8_linear_forward(x2, w, b)
         if out is NotImplemented:
             return NotImplemented
         qkv = out[0]

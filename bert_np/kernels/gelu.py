@@ -91,20 +91,31 @@ _BACKWARD_SIGNATURES = [
     f"{exp_constants_type(t)}, {_CONSTANTS[t]})" for t in FLOAT_TYPES]
 
 
+@njit(cache=True, fastmath=True, error_model="numpy")
+def gelu_row(z, y, consts):
+    """y = z * Phi(z) for one row z (I,), y (I,) distinct; consts = gelu_constants(dtype). A
+    function of its own, compiled with fast math wherever it is called from (kernels/int8.py's
+    feed-forward calls it from code compiled without), so every caller computes the same values.
+    NumPy's error model: with Python's, each division of erf_rational tests for a zero divisor
+    (to raise ZeroDivisionError), and that branch keeps LLVM from vectorising the loop (a
+    `parallel=True` kernel gets NumPy's model anyway)."""
+    half, one, inv_sqrt_2 = consts[0], consts[1], consts[2]
+    for i in range(z.shape[0]):
+        zi = z[i]
+        y[i] = zi * half * (one + erf_of(zi * inv_sqrt_2))
+
+
 @njit_per_dtype(_FORWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
 def _gelu(z, b, y, consts):
     """z[n] += b (when b has entries) and y[n] = z[n] * Phi(z[n]) for every row n; z, y (N, I),
     b (I,) or empty; consts = gelu_constants(dtype)."""
-    half, one, inv_sqrt_2 = consts[0], consts[1], consts[2]
     add_bias = b.shape[0] > 0
     for n in prange(z.shape[0]):
         zr, yr = z[n], y[n]                                   # see "Indexing" in the docstring
         if add_bias:
             for i in range(zr.shape[0]):
                 zr[i] += b[i]
-        for i in range(zr.shape[0]):
-            zi = zr[i]
-            yr[i] = zi * half * (one + erf_of(zi * inv_sqrt_2))
+        gelu_row(zr, yr, consts)
 
 
 @njit_per_dtype(_BACKWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)

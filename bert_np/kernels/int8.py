@@ -4,12 +4,12 @@ reference's, in bert_np/layers/quantized_linear.py; every result here is equal t
 bit for bit (integer sums are exact, and the float steps are the same operations in the same order,
 with no fused multiply-add: the epilogue is compiled without fastmath).
 
-Two paths compute the product C[n, o] = sum_k x_q[n, k] W_q[o, k]; one is chosen once per process
-from the CPU features Numba compiles for (`_compiles_for_vnni`; `using_path` forces one, for tests
-and benchmarks). Both share:
+Three paths compute the product C[n, o] = sum_k x_q[n, k] W_q[o, k]; the first the process can
+run is chosen at its first product, from the CPU features Numba compiles for (and, for AMX, the
+OS's grant: `_amx_permitted`); `using_path` forces one, for tests and benchmarks. All share:
   - Offset. The quantization pass writes x_q + 128 as uint8 (0..254), and the product subtracts
-    128 * sum_k W_q[o, k] afterwards: (x_q + 128) W_q^T - 128 W_q^T = x_q W_q^T, exactly. An
-    unsigned operand is what the CPU's u8 x s8 dot-product instructions take.
+    128 * sum_k W_q[o, k]: (x_q + 128) W_q^T - 128 W_q^T = x_q W_q^T, exactly. An unsigned
+    operand is what the CPU's u8 x s8 dot-product instructions take.
   - Edges: rows of x past N are padding rows of the quantized copy (x_q = 0, never stored).
   - Epilogue: int32 -> float, (acc * s_x) * s_w (+ b), the reference's operations in its order.
 
@@ -28,6 +28,29 @@ and benchmarks). Both share:
      W, 4 broadcasts of x and 16 vpdpbusd (checked in the assembly by tests/test_quantize.py).
   4. Blocking: a parallel job is 64 rows of x by one panel; for each block of 64 k-groups the
      panel's 16 KiB slice stays in L1 while the job's 16 row tiles pass it.
+  5. The sums start at -128 sum_k W_q[o, k] (packed beside the panels), so the offset costs
+     nothing after the product, and the epilogue reads each row of the job's int32 block with
+     0-based loops over 1-D rows, which LLVM vectorises with plain loads and stores. Indexed as
+     y[r0 + i, o0 + j], the same loops compile to gathers and scatters (checked in the tests),
+     which hold a product with K = 384 to ~290 GOP/s on one core, against ~450 this way.
+
+"amx" (`_product_amx`, CPUs with AMX-INT8: Sapphire Rapids and later): tdpbusd, 16 x 16 int32
+sums of 64 products each per instruction (16384 multiply-adds), on tiles of 16 rows x 64 bytes.
+  1. The intrinsics `llvm.x86.ldtilecfg`, `tileloadd64`, `tdpbusd`, `tilestored64` and
+     `tilerelease` take tile numbers as immediates; `_amx_block` writes one 32-row x 32-channel
+     block in LLVM IR with them: tiles 0-3 the 2 x 2 int32 sums, 4-5 two 16-row slices of x, 6-7
+     two 16-channel slices of the weights, four tdpbusd per 64 k.
+  2. The weights are the VNNI path's packed panels: 16 consecutive 256-byte rows of a panel,
+     16 channels wide, are the B tile tdpbusd takes, loaded with the panel's row stride. K is
+     padded to a multiple of 64 (zero weights, x = 128), the rows of x to a multiple of 32.
+  3. A parallel job is 64 rows of x by one panel, as on the VNNI path: it configures the tiles
+     (the configuration is per thread), runs its 2 x 2 blocks, releases the tiles, and shares the
+     VNNI path's epilogue. The sums start at -128 sum_k W_q[o, k], loaded as a tile with row
+     stride 0. One core, N = 2048: K x O = 384 x 1536 ~800 GOP/s, 1536 x 384 ~1700, against
+     ~450 and ~590 for the VNNI path (the epilogue's writes of y bound the first).
+  4. Linux gives a process the tiles' 8 KiB of register state only on request (arch_prctl
+     ARCH_REQ_XCOMP_PERM, Linux 5.16+), made at the first product, never on import; where it is
+     refused the VNNI path serves.
 
 "portable" (`_product`, every CPU): a plain loop that LLVM vectorises for what the CPU has.
   1. The reduction over k is a loop on int32-widened values, accumulated in int32
@@ -45,8 +68,18 @@ and benchmarks). Both share:
   4. A last partial tile of W repeats its last row and stores only the valid columns.
   Not done: an AVX2 u8 x s8 path (vpmaddubsw + vpmaddwd). vpmaddubsw sums its pairs into
   saturating int16 (2 * 255 * 127 > 32767), so it needs x in 0..127 or 7-bit weights.
+
+The feed-forward sublayer (`feed_forward`, inference on the AMX and VNNI paths): its composition
+writes z = x W_i^T + b_i (N x I floats), reads it for the GELU, writes GELU(z), reads that again
+to quantize it for the second product: four passes over the widest activations of the layer
+(12 MB each for MiniLM at B=32, T=64). Here a job of the first product covers 32 rows and every
+channel, and its epilogue takes each row in L1 through the dequantization, the GELU
+(kernels/gelu.py's `gelu_row`) and the quantization: only the uint8 rows are written. Each step
+is the same operations as its pass's, so the result equals the three passes' bit for bit.
 """
 import contextlib
+import ctypes
+import platform
 import weakref
 
 import llvmlite.binding
@@ -59,6 +92,7 @@ from numba.extending import intrinsic
 
 from . import register
 from .common import FLOAT_TYPES, njit_per_dtype, supported
+from .gelu import gelu_constants, gelu_row
 from .vecmath import maxnum
 
 MR = 4       # rows of x per tile
@@ -92,20 +126,37 @@ def _quantize_row(x, q, qmax):
     return s
 
 
+@njit(cache=True, inline="always")
+def _quantize_padded_row(x, n, q, s, qmax):
+    """q[n], s[n] = row n of x quantized (+128) and its scale, the columns of q past x's (the k
+    padding) 128; for n past x's rows (a padding row of q), q[n] = 128 (x_q = 0)."""
+    K = x.shape[1]
+    if n < x.shape[0]:
+        s[n] = _quantize_row(x[n], q[n, :K], qmax)
+        for k in range(K, q.shape[1]):
+            q[n, k] = np.uint8(OFFSET)
+    else:
+        for k in range(q.shape[1]):
+            q[n, k] = np.uint8(OFFSET)
+
+
 @njit_per_dtype([f"void({t}[:, ::1], uint8[:, ::1], {t}[::1], {t})" for t in FLOAT_TYPES],
                 cache=True, parallel=True)
 def _quantize_rows(x, q, s, qmax):
-    """q[n], s[n] = quantized row n of x (+128) and its scale; rows of q past x's, and columns
-    past x's (the VNNI path's k padding), hold 128 (x_q = 0)."""
-    K = x.shape[1]
+    """q[n], s[n] = quantized row n of x (+128) and its scale for every row of q (padding rows and
+    columns 128: `_quantize_padded_row`)."""
     for n in prange(q.shape[0]):
-        if n < x.shape[0]:
-            s[n] = _quantize_row(x[n], q[n, :K], qmax)
-            for k in range(K, q.shape[1]):
-                q[n, k] = np.uint8(OFFSET)
-        else:
-            for k in range(q.shape[1]):
-                q[n, k] = np.uint8(OFFSET)
+        _quantize_padded_row(x, n, q, s, qmax)
+
+
+@njit(cache=True, fastmath=False, error_model="numpy")
+def quantize_block(x, q, s, qmax):
+    """`_quantize_rows` on one thread, for a kernel's job (x (n, K) float, q (>= n, >= K) uint8).
+    A function of its own with its flags set: Numba compiles a called function that leaves
+    `fastmath` or `error_model` unset with its caller's (and caches that), so a caller compiled
+    with fast-math flags would otherwise change it."""
+    for n in range(q.shape[0]):
+        _quantize_padded_row(x, n, q, s, qmax)
 
 
 @njit(cache=True, inline="always")
@@ -187,9 +238,10 @@ VNNI_KC = 64            # 4-byte k-groups per block: a 64 x 256-byte slice of a 
 
 
 @intrinsic
-def _vnni_tile(typingctx, x32, r0, w32, p, g0, g1, acc, i0):
-    """acc[i0 + i, c] += sum_{g0 <= g < g1} dot4(x32[r0 + i, g], w32[p, g, c]) for i < VNNI_MR,
-    c < PANEL: the register tile of the VNNI path, written in LLVM IR.
+def _vnni_tile(typingctx, x32, r0, w32, p, g0, g1, acc, i0, start, fresh):
+    """acc[i0 + i, c] = a[i, c] + sum_{g0 <= g < g1} dot4(x32[r0 + i, g], w32[p, g, c]) for
+    i < VNNI_MR, c < PANEL, where a is start[p, c] (the same for every row) when `fresh`, else
+    acc[i0 + i, c] itself: the register tile of the VNNI path, written in LLVM IR.
 
     x32 (rows, K/4) int32 is the uint8 matrix x_q + 128 read 4 bytes at a time; w32 (panels, K/4,
     PANEL) int32 the packed weights, each int32 4 consecutive int8 W[o, 4g:4g+4] of one channel o.
@@ -198,14 +250,15 @@ def _vnni_tile(typingctx, x32, r0, w32, p, g0, g1, acc, i0):
     of 16 int32 lanes, 4 products u8 x s8 summed into the lane, exactly: 4 * 255 * 127 < 2^31).
     The accumulators are stack slots that LLVM promotes to 16 zmm registers for the whole loop."""
     intp = types.intp
-    sig = types.none(x32, intp, w32, intp, intp, intp, acc, intp)
+    sig = types.none(x32, intp, w32, intp, intp, intp, acc, intp, start, types.boolean)
 
     def codegen(context, builder, signature, args):
-        xty, _, wty, _, _, _, aty, _ = signature.args
-        x, r0, w, p, g0, g1, a, i0 = args
+        xty, _, wty, _, _, _, aty, _, sty, _ = signature.args
+        x, r0, w, p, g0, g1, a, i0, st, fresh = args
         xa = context.make_array(xty)(context, builder, x)
         wa = context.make_array(wty)(context, builder, w)
         aa = context.make_array(aty)(context, builder, a)
+        sa = context.make_array(sty)(context, builder, st)
         i32, n = ir.IntType(32), context.get_value_type(intp)
         vec, byte_vec = ir.VectorType(i32, 16), ir.VectorType(ir.IntType(8), 64)
         vpdpbusd = cgutils.get_or_insert_function(
@@ -221,11 +274,13 @@ def _vnni_tile(typingctx, x32, r0, w32, p, g0, g1, acc, i0):
         rows = [builder.add(i0, n(i)) for i in range(VNNI_MR)]
         acc_ptrs = [[vec_pointer(aty, aa, rows[i], n(16 * v)) for v in range(VNNI_NV)]
                     for i in range(VNNI_MR)]
+        start_ptrs = [vec_pointer(sty, sa, p, n(16 * v)) for v in range(VNNI_NV)]
         slots = [[cgutils.alloca_once(builder, vec) for _ in range(VNNI_NV)]
                  for _ in range(VNNI_MR)]
         for i in range(VNNI_MR):
             for v in range(VNNI_NV):
-                builder.store(builder.load(acc_ptrs[i][v], align=4), slots[i][v])
+                first = builder.select(fresh, start_ptrs[v], acc_ptrs[i][v])
+                builder.store(builder.load(first, align=4), slots[i][v])
         x_rows = [builder.add(r0, n(i)) for i in range(VNNI_MR)]
         zeros = ir.Constant(ir.VectorType(i32, 16), None)          # the broadcast's mask
         with cgutils.for_range_slice(builder, g0, g1, n(1)) as (g, _):
@@ -247,70 +302,254 @@ def _vnni_tile(typingctx, x32, r0, w32, p, g0, g1, acc, i0):
     return sig, codegen
 
 
-def _product_vnni_loops(x32, wp, w_sums, n_rows, n_cols, acc_out, y, s_x, s_w, bias):
+@njit(cache=True, inline="always")
+def _store_job(acc, r0, p, mc, n_rows, n_cols, acc_out, y, s_x, s_w, bias):
+    """The epilogue of a job of the VNNI and AMX paths (mc rows from r0, panel p): its int32 sums
+    acc[:nr, :nc] (the job's part of the valid n_rows x n_cols, rows r0.., channels o0 = 64 p..)
+    go to acc_out when y has no rows, else y = (acc * s_x) * s_w (+ bias), each
+    product rounded to y's dtype as the reference rounds it (no fused multiply-add). One row at a
+    time, every loop 0-based over 1-D rows (see kernels/gelu.py, "Indexing": an index LLVM cannot
+    prove >= 0 turns the loop into gathers and scatters)."""
+    o0 = p * PANEL
+    nr, nc = min(mc, n_rows - r0), min(PANEL, n_cols - o0)
+    if y.shape[0] == 0:
+        for i in range(nr):
+            src, dst = acc[i], acc_out[r0 + i, o0:o0 + nc]
+            for j in range(nc):
+                dst[j] = src[j]
+        return
+    sw = s_w[o0:o0 + nc]
+    b = bias[o0:o0 + nc] if bias.shape[0] > 0 else bias
+    for i in range(nr):
+        _dequantize_row(acc[i], s_x[r0 + i], sw, b, y[r0 + i, o0:o0 + nc])
+
+
+@njit(cache=True, inline="always")
+def _dequantize_row(src, sx, sw, b, dst):
+    """dst = (src * sx) * sw + b for one row: src int32 (>= n), sw, b, dst (n,) (b empty: no
+    bias), each product rounded to dst's dtype as the reference rounds it (compiled without
+    fast math, no fused multiply-add)."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]                                       # int32 -> float, as astype does
+    if b.shape[0] > 0:
+        for j in range(dst.shape[0]):
+            dst[j] = dst[j] * sx * sw[j] + b[j]               # ((acc * s_x) * s_w) + b
+    else:
+        for j in range(dst.shape[0]):
+            dst[j] = dst[j] * sx * sw[j]
+
+
+@njit(cache=True, fastmath=False, error_model="numpy")
+def dequantize_block(acc, n, s_x, s_w, bias, out):
+    """out[i] = (acc[i] * s_x[i]) * s_w + bias for i < n (`_dequantize_row`) on one thread, for a
+    kernel's job; its flags set as `quantize_block`'s, so that a caller compiled with fast-math
+    flags (the attention's contraction) cannot fuse its multiply-adds."""
+    for i in range(n):
+        _dequantize_row(acc[i], s_x[i], s_w, bias, out[i])
+
+
+def _product_vnni_loops(x32, wp, start, n_rows, n_cols, acc_out, y, s_x, s_w, bias):
     """The product of `_product_loops` on the VNNI path: x32 (N padded to VNNI_MR, K/4) int32 is
     x_q + 128 as uint8 with k padded to a multiple of 4 (the padding multiplies zero weights);
-    wp (panels, K/4, PANEL) the packed weights (`_packed_weight`); n_rows x n_cols the valid part.
+    wp (panels, K/4, PANEL) the packed weights and start (panels, PANEL) = -128 sum_k W_q[o, k]
+    (`_packed_weight`); n_rows x n_cols the valid part.
     A job is VNNI_MC rows of x by one panel (64 channels): for each VNNI_KC-group block of k, the
-    panel's slice stays in L1 while the job's 4-row tiles pass it; then the epilogue of
-    `_product_loops` (offset correction, dequantization, bias) on the job's int32 block."""
+    panel's slice stays in L1 while the job's 4-row tiles pass it. The first block starts its sums
+    at `start`, which takes the offset's 128 W_q off while the sums run (int32 sums wrap modulo
+    2^32, and the final one, x_q W_q^T, fits). Then the epilogue on the job's int32 block
+    (`_store_job`)."""
     panels = wp.shape[0]
     row_blocks = (x32.shape[0] + VNNI_MC - 1) // VNNI_MC
     K4 = x32.shape[1]
-    dequantize = y.shape[0] > 0
     for job in prange(row_blocks * panels):
-        r0 = (job // panels) * VNNI_MC
-        p = job % panels
+        r0, p = (job // panels) * VNNI_MC, job % panels
         mc = min(VNNI_MC, x32.shape[0] - r0)                  # a multiple of VNNI_MR
-        acc = np.zeros((VNNI_MC, PANEL), dtype=np.int32)
-        for g0 in range(0, K4, VNNI_KC):
+        acc = np.empty((VNNI_MC, PANEL), dtype=np.int32)
+        for g0 in range(0, max(K4, 1), VNNI_KC):              # K4 = 0: the sums are `start`
             g1 = min(K4, g0 + VNNI_KC)
             for i0 in range(0, mc, VNNI_MR):
-                _vnni_tile(x32, r0 + i0, wp, p, g0, g1, acc, i0)
-        o0 = p * PANEL
-        nc = min(PANEL, n_cols - o0)
-        nr = min(mc, n_rows - r0)
-        for i in range(nr):
-            for j in range(nc):
-                acc[i, j] -= OFFSET * w_sums[o0 + j]          # (x_q + 128) W_q - 128 W_q
-        if not dequantize:
-            for i in range(nr):
-                for j in range(nc):
-                    acc_out[r0 + i, o0 + j] = acc[i, j]
-            continue
-        row = np.empty(PANEL, dtype=s_x.dtype)
-        for i in range(nr):
-            for j in range(nc):
-                row[j] = acc[i, j]                            # int32 -> float, as astype does
-            sx = s_x[r0 + i]
-            for j in range(nc):
-                v = row[j] * sx
-                v = v * s_w[o0 + j]
-                if bias.shape[0] > 0:
-                    v = v + bias[o0 + j]
-                y[r0 + i, o0 + j] = v
+                _vnni_tile(x32, r0 + i0, wp, p, g0, g1, acc, i0, start, g0 == 0)
+        _store_job(acc, r0, p, mc, n_rows, n_cols, acc_out, y, s_x, s_w, bias)
 
 
-_product_vnni = njit_per_dtype(
-    [f"void(int32[:, ::1], int32[:, :, ::1], int32[::1], int64, int64, int32[:, ::1], "
-     f"{t}[:, ::1], {t}[::1], {t}[::1], {t}[::1])" for t in FLOAT_TYPES],
-    cache=True, parallel=True)(_product_vnni_loops)
+def _panel_signatures(x_type, extra=""):
+    """The signatures of a panel product (VNNI, AMX) for each float dtype: x of `x_type`, then
+    wp, start, n_rows, n_cols, acc_out, y, s_x, s_w, bias, and `extra` arguments."""
+    return [f"void({x_type}[:, ::1], int32[:, :, ::1], int32[:, ::1], int64, int64, int32[:, ::1], "
+            f"{t}[:, ::1], {t}[::1], {t}[::1], {t}[::1]{extra})" for t in FLOAT_TYPES]
+
+
+_product_vnni = njit_per_dtype(_panel_signatures("int32"), cache=True,
+                               parallel=True)(_product_vnni_loops)
+
+
+# ---- the AMX path: tdpbusd on tiles of the same packed panels --------------------------------
+
+AMX_MR = 32             # rows of x per AMX block: two A tiles of 16 rows
+AMX_KB = 64             # bytes of k per tile step (16 k-groups)
+AMX_MC = 64             # rows of x per parallel job (a job: these rows x one panel)
+# the tile configuration (palette 1) ldtilecfg loads: tiles 0-7 all 16 rows x 64 bytes
+_TILE_CONFIG = np.zeros(64, np.uint8)
+_TILE_CONFIG[0] = 1
+_TILE_CONFIG[16:32].view(np.uint16)[:] = 64                 # bytes per row, tiles 0-7
+_TILE_CONFIG[48:56] = 16                                    # rows, tiles 0-7
+
+
+def _void_function(builder, name, argument_types):
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), argument_types), name)
+
+
+@intrinsic
+def _amx_configure(typingctx, config):
+    """ldtilecfg: this thread's tiles take the shapes in `config` (64 bytes, `_TILE_CONFIG`)."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        byte_pointer = ir.IntType(8).as_pointer()
+        builder.call(_void_function(builder, "llvm.x86.ldtilecfg", [byte_pointer]),
+                     [builder.bitcast(data, byte_pointer)])
+        return context.get_dummy_value()
+    return types.none(config), codegen
+
+
+@intrinsic
+def _amx_release(typingctx):
+    """tilerelease: the tiles go back to their initial state (the OS then saves none of them)."""
+    def codegen(context, builder, signature, args):
+        builder.call(_void_function(builder, "llvm.x86.tilerelease", []), [])
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
+@intrinsic
+def _amx_block(typingctx, x8, r0, w32, p, c0, steps, acc, i0, start):
+    """acc[i0 + i, c0 + c] = start[p, c0 + c] + sum_{k < 64 steps} x8[r0 + i, k] W[64 p + c0 + c, k]
+    for i < 32, c < 32: one block of the AMX path, written in LLVM IR.
+
+    x8 (rows, K padded to 64) uint8 is x_q + 128; w32 (panels, K/4, PANEL) the packed weights of
+    the VNNI path, whose rows g .. g + 15, 16 channels wide, are exactly the B operand tdpbusd
+    takes (16 rows of 16 int32 lanes, each lane 4 consecutive k of one channel): a tile loads
+    them with the panel's row stride (256 bytes). Tiles 0-3 hold the 2 x 2 int32 sums (16 rows x
+    16 channels each), loaded from `start` with stride 0 (every row the same); per step of 64 k,
+    tiles 4-5 take two 16-row slices of x, 6-7 two 16-channel slices of the panel, and four
+    `llvm.x86.tdpbusd` (each 16 x 16 lanes x 64 products u8 x s8, exact, added to the int32 sums
+    modulo 2^32) update the sums; they are stored into acc (rows of 64 int32, 256 bytes)."""
+    intp = types.intp
+    sig = types.none(x8, intp, w32, intp, intp, intp, acc, intp, start)
+
+    def codegen(context, builder, signature, args):
+        xty, _, wty, _, _, _, aty, _, sty = signature.args
+        x, r0, w, p, c0, steps, a, i0, st = args
+        xa = context.make_array(xty)(context, builder, x)
+        wa = context.make_array(wty)(context, builder, w)
+        aa = context.make_array(aty)(context, builder, a)
+        sa = context.make_array(sty)(context, builder, st)
+        i8, i64, n = ir.IntType(8), ir.IntType(64), context.get_value_type(intp)
+        byte_pointer = i8.as_pointer()
+        load = _void_function(builder, "llvm.x86.tileloadd64", [i8, byte_pointer, i64])
+        store = _void_function(builder, "llvm.x86.tilestored64", [i8, byte_pointer, i64])
+        tdpbusd = _void_function(builder, "llvm.x86.tdpbusd", [i8, i8, i8])
+
+        def pointer(aryty, ary, *inds):
+            return builder.bitcast(
+                cgutils.get_item_pointer(context, builder, aryty, ary, list(inds)), byte_pointer)
+
+        x_stride = cgutils.unpack_tuple(builder, xa.strides, 2)[0]
+        w_stride = cgutils.unpack_tuple(builder, wa.strides, 3)[1]
+        acc_stride = cgutils.unpack_tuple(builder, aa.strides, 2)[0]
+        r1, c1, i1 = builder.add(r0, n(16)), builder.add(c0, n(16)), builder.add(i0, n(16))
+        sums = [(i8(0), c0), (i8(1), c1), (i8(2), c0), (i8(3), c1)]   # (tile, channel) by row
+        for tile, c in sums:
+            builder.call(load, [tile, pointer(sty, sa, p, c), i64(0)])
+        with cgutils.for_range(builder, steps) as loop:
+            k = builder.mul(loop.index, n(AMX_KB))
+            g = builder.mul(loop.index, n(AMX_KB // 4))
+            builder.call(load, [i8(4), pointer(xty, xa, r0, k), x_stride])
+            builder.call(load, [i8(5), pointer(xty, xa, r1, k), x_stride])
+            builder.call(load, [i8(6), pointer(wty, wa, p, g, c0), w_stride])
+            builder.call(load, [i8(7), pointer(wty, wa, p, g, c1), w_stride])
+            for (tile, _), a_tile, b_tile in zip(sums, (4, 4, 5, 5), (6, 7, 6, 7)):
+                builder.call(tdpbusd, [tile, i8(a_tile), i8(b_tile)])
+        for (tile, c), row in zip(sums, (i0, i0, i1, i1)):
+            builder.call(store, [tile, pointer(aty, aa, row, c), acc_stride])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+def _product_amx_loops(x8, wp, start, n_rows, n_cols, acc_out, y, s_x, s_w, bias, config):
+    """The product of `_product_vnni_loops` with AMX tiles: x8 (N padded to AMX_MR, K padded to
+    AMX_KB) uint8 x_q + 128, wp and start as there (wp's k-groups cover x8's K). A job is AMX_MC
+    rows of x by one panel: it configures the tiles, runs the 2 x 2 blocks of 32 rows x 32
+    channels (`_amx_block`) into its int32 block, releases the tiles, then the epilogue
+    (`_store_job`)."""
+    panels = wp.shape[0]
+    row_blocks = (x8.shape[0] + AMX_MC - 1) // AMX_MC
+    steps = x8.shape[1] // AMX_KB
+    for job in prange(row_blocks * panels):
+        r0, p = (job // panels) * AMX_MC, job % panels
+        mc = min(AMX_MC, x8.shape[0] - r0)                    # a multiple of AMX_MR
+        acc = np.empty((AMX_MC, PANEL), dtype=np.int32)
+        _amx_configure(config)
+        for i0 in range(0, mc, AMX_MR):
+            for c0 in range(0, PANEL, 32):
+                _amx_block(x8, r0 + i0, wp, p, c0, steps, acc, i0, start)
+        _amx_release()
+        _store_job(acc, r0, p, mc, n_rows, n_cols, acc_out, y, s_x, s_w, bias)
+
+
+_product_amx = njit_per_dtype(_panel_signatures("uint8", ", uint8[::1]"), cache=True,
+                              parallel=True)(_product_amx_loops)
+
+
+def _compiles_for(*flags) -> bool:
+    """True if Numba compiles for a CPU with these features: its feature string (the host's, set in
+    kernels/common.py, or the user's NUMBA_CPU_FEATURES) names each of them (+avx512vnni, ...)."""
+    features = numba.config.CPU_FEATURES or llvmlite.binding.get_host_cpu_features().flatten()
+    return all(f in features.split(",") for f in flags)
 
 
 def _compiles_for_vnni() -> bool:
-    """True if Numba compiles for a CPU with AVX-512 VNNI: its feature string (the host's, set in
-    kernels/common.py, or the user's NUMBA_CPU_FEATURES) names +avx512vnni."""
-    features = numba.config.CPU_FEATURES or llvmlite.binding.get_host_cpu_features().flatten()
-    return "+avx512vnni" in features.split(",")
+    return _compiles_for("+avx512vnni")
 
 
-PATHS = ("vnni", "portable")
-_path = "vnni" if _compiles_for_vnni() else "portable"   # chosen once per process
+_amx_permission = None
+
+
+def _amx_permitted() -> bool:
+    """True if Numba compiles for AMX (amx-tile, amx-int8) and Linux lets this process use the
+    tiles: their 8 KiB of register state must be requested once per process (arch_prctl
+    ARCH_REQ_XCOMP_PERM for XTILEDATA, Linux 5.16+; ONNX Runtime and oneDNN make the same
+    request). Asked at the first call that needs the answer, never on import."""
+    global _amx_permission
+    if _amx_permission is None:
+        _amx_permission = False
+        if _compiles_for("+amx-tile", "+amx-int8") and platform.machine() == "x86_64":
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                _amx_permission = libc.syscall(ctypes.c_long(158), ctypes.c_long(0x1023),
+                                               ctypes.c_long(18)) == 0  # arch_prctl(REQ, 18)
+            except (OSError, AttributeError):
+                pass
+    return _amx_permission
+
+
+PATHS = ("amx", "vnni", "portable")
+_path = None   # chosen once per process, at the first product (`_active_path`)
 
 
 def available_paths() -> tuple[str, ...]:
-    """The product's paths this process can run: "portable" always, "vnni" with AVX-512 VNNI."""
-    return PATHS if _compiles_for_vnni() else ("portable",)
+    """The product's paths this process can run: "portable" always, "vnni" with AVX-512 VNNI,
+    "amx" with AMX-INT8 where the OS allows it."""
+    return tuple(p for p, ok in zip(PATHS, (_amx_permitted, _compiles_for_vnni, lambda: True))
+                 if ok())
+
+
+def _active_path() -> str:
+    """The path of this process: the first of PATHS it can run (or the one `using_path` set)."""
+    global _path
+    if _path is None:
+        _path = available_paths()[0]
+    return _path
 
 
 @contextlib.contextmanager
@@ -330,11 +569,13 @@ _packed = {}   # id(W_q) -> (W_q's shape and address, packed panels, row sums)
 
 
 def _pack(w_q):
-    """W_q (O, K) int8 -> (panels, K4, PANEL) int32, K4 = ceil(K / 4): panel p, group g, lane c
+    """W_q (O, K) int8 -> (panels, K4, PANEL) int32, K4 = 16 ceil(K / 64): panel p, group g, lane c
     holds W_q[64 p + c, 4g:4g+4] (zero past O and K), each 64-byte row of a panel 16 channels x
-    4 k, the layout vpdpbusd reads. The buffer is 64-byte aligned (one cache line per vector)."""
+    4 k, the layout vpdpbusd reads, and 16 rows of it the B tile tdpbusd reads (the VNNI path
+    reads the first ceil(K / 4) groups). The buffer is 64-byte aligned (one cache line per
+    vector)."""
     O, K = w_q.shape
-    K4, panels = (K + 3) // 4, (O + PANEL - 1) // PANEL
+    K4, panels = (K + AMX_KB - 1) // AMX_KB * (AMX_KB // 4), (O + PANEL - 1) // PANEL
     padded = np.zeros((panels * PANEL, K4 * 4), np.int8)
     padded[:O, :K] = w_q
     raw = np.empty(padded.size + 64, np.uint8)
@@ -344,17 +585,27 @@ def _pack(w_q):
     return out.view(np.int32).reshape(panels, K4, PANEL)
 
 
+def _start_sums(sums):
+    """(panels, PANEL) int32: -128 sums[o] at panel o // PANEL, lane o % PANEL (0 past O), where
+    the VNNI and AMX paths' sums start (`_product_vnni_loops`)."""
+    start = np.zeros(((sums.shape[0] + PANEL - 1) // PANEL) * PANEL, np.int32)
+    start[:sums.shape[0]] = -OFFSET * sums
+    return start.reshape(-1, PANEL)
+
+
 def _packed_weight(w_q):
-    """(packed panels, row sums) of W_q, computed once per weight array and kept while it lives
-    (a weight is not written after quantization; an in-place edit of W_q's values is not seen)."""
+    """(packed panels, row sums, start sums) of W_q, computed once per weight array and kept while
+    it lives (a weight is not written after quantization; an in-place edit of W_q's values is not
+    seen)."""
     key = id(w_q)
     entry = _packed.get(key)
     if entry is None or entry[0] != (w_q.shape, w_q.ctypes.data):
-        entry = ((w_q.shape, w_q.ctypes.data), _pack(w_q), _row_sums(w_q))
+        sums = _row_sums(w_q)
+        entry = ((w_q.shape, w_q.ctypes.data), _pack(w_q), sums, _start_sums(sums))
         if key not in _packed:
             weakref.finalize(w_q, _packed.pop, key, None)
         _packed[key] = entry
-    return entry[1], entry[2]
+    return entry[1:]
 
 
 class StackedWeight:
@@ -383,24 +634,32 @@ def stacked_weight(weights):
 
 
 def _run_product(xu, w_q, n_rows, acc_out, y, s_x, s_w, bias):
-    """The product on the process's path: xu (N padded to 4, K padded to 4) uint8 x_q + 128."""
+    """The product on the process's path: xu (`_padded_rows(N)`, `_padded_columns(K)`) uint8
+    x_q + 128."""
     dtype = y.dtype.name if y.shape[0] > 0 else "float32"
-    if _path == "vnni":
-        wp, sums = _packed_weight(w_q)
-        _product_vnni.dispatcher(dtype)(xu.view(np.int32), wp, sums, n_rows, w_q.shape[0],
-                                        acc_out, y, s_x, s_w, bias)
-    else:
+    path = _active_path()
+    if path == "portable":
         _product.dispatcher(dtype)(xu, w_q, _row_sums(w_q), n_rows, acc_out, y, s_x, s_w, bias)
+        return
+    wp, _, start = _packed_weight(w_q)
+    if path == "amx":
+        _product_amx.dispatcher(dtype)(xu, wp, start, n_rows, w_q.shape[0], acc_out, y, s_x, s_w,
+                                       bias, _TILE_CONFIG)
+    else:
+        _product_vnni.dispatcher(dtype)(xu.view(np.int32), wp, start, n_rows, w_q.shape[0],
+                                        acc_out, y, s_x, s_w, bias)
 
 
 def _padded_columns(k):
-    """The columns of the quantized copy of x: k, rounded up to a multiple of 4 on the VNNI path."""
-    return (k + 3) // 4 * 4 if _path == "vnni" else k
+    """The columns of the quantized copy of x: k, rounded up to a multiple of 4 on the VNNI path,
+    of 64 on the AMX path."""
+    step = {"amx": AMX_KB, "vnni": 4, "portable": 1}[_active_path()]
+    return (k + step - 1) // step * step
 
 
 def _padded_rows(n):
     """The rows of the quantized copy of x: n, rounded up to a multiple of the path's tile rows."""
-    rows = VNNI_MR if _path == "vnni" else MR
+    rows = {"amx": AMX_MR, "vnni": VNNI_MR, "portable": MR}[_active_path()]
     return (n + rows - 1) // rows * rows
 
 
@@ -456,10 +715,102 @@ def int8_linear_forward(x, w, b):
     return y.reshape(*x.shape[:-1], w.shape[0]), (x, w)
 
 
+# ---- the feed-forward sublayer: the first product's epilogue quantizes the GELU for the second --
+
+FF_ROWS = 32     # rows of x per job of the feed-forward's first product (one AMX block row)
+
+
+@njit(cache=True, inline="always")
+def _row_block_sums(x8, x32, wp, start, r0, acc, amx, config):
+    """acc (FF_ROWS, panels * PANEL) = the int32 sums x_q W_q^T of rows r0 .. r0 + FF_ROWS of x
+    with every panel of the packed weights, on the AMX path (x8) or the VNNI path (x32, the same
+    bytes read 4 at a time), each panel's block as those paths' jobs compute it."""
+    for p in range(wp.shape[0]):
+        block = acc[:, p * PANEL:(p + 1) * PANEL]
+        if amx:
+            _amx_configure(config)
+            for c0 in range(0, PANEL, 32):
+                _amx_block(x8, r0, wp, p, c0, x8.shape[1] // AMX_KB, block, 0, start)
+            _amx_release()
+        else:
+            for g0 in range(0, max(x32.shape[1], 1), VNNI_KC):
+                g1 = min(x32.shape[1], g0 + VNNI_KC)
+                for i0 in range(0, FF_ROWS, VNNI_MR):
+                    _vnni_tile(x32, r0 + i0, wp, p, g0, g1, block, i0, start, g0 == 0)
+
+
+def _feed_forward_in_loops(x8, x32, wp, start, n_rows, n_cols, s_x, s_w, bias, gu, s_g, consts,
+                           qmax, amx, config):
+    """gu[n], s_g[n] = quantize_rows(GELU((x_q W_q^T)[n] * s_x[n] * s_w + bias)) for every row n of
+    the feed-forward's first product (n_cols channels), + 128 as the products take it: a job is
+    FF_ROWS rows by every panel (`_row_block_sums`); then, row by row in L1, the dequantization of
+    `_store_job`, the GELU of kernels/gelu.py (`gelu_row`) and the quantization of
+    `_quantize_rows` (each the same operations, so gu and s_g equal those three passes' results).
+    Rows of gu past n_rows, and its columns past n_cols, hold 128 (x_q = 0)."""
+    for job in prange(x8.shape[0] // FF_ROWS):
+        r0 = job * FF_ROWS
+        acc = np.empty((FF_ROWS, wp.shape[0] * PANEL), dtype=np.int32)
+        _row_block_sums(x8, x32, wp, start, r0, acc, amx, config)
+        z = np.empty(n_cols, dtype=s_x.dtype)
+        g = np.empty(n_cols, dtype=s_x.dtype)
+        for i in range(FF_ROWS):
+            q = gu[r0 + i]
+            if r0 + i < n_rows:
+                _dequantize_row(acc[i], s_x[r0 + i], s_w, bias, z)
+                gelu_row(z, g, consts)
+                s_g[r0 + i] = _quantize_row(g, q[:n_cols], qmax)
+                for k in range(n_cols, q.shape[0]):
+                    q[k] = np.uint8(OFFSET)
+            else:
+                for k in range(q.shape[0]):
+                    q[k] = np.uint8(OFFSET)
+
+
+_feed_forward_in = njit_per_dtype(
+    [f"void(uint8[:, ::1], int32[:, ::1], int32[:, :, ::1], int32[:, ::1], int64, int64, {t}[::1], "
+     f"{t}[::1], {t}[::1], uint8[:, ::1], {t}[::1], UniTuple({t}, 4), {t}, boolean, uint8[::1])"
+     for t in FLOAT_TYPES], cache=True, parallel=True)(_feed_forward_in_loops)
+
+
+def _is_int8_weight(w):
+    return hasattr(w, "q") and hasattr(w, "scale")            # an Int8Weight (or StackedWeight)
+
+
+@register("feed_forward")
+def feed_forward(x, wi, bi, wo, bo, act, *, keep_cache=True):
+    """(y, None) like the reference, in inference (keep_cache off) with int8 weights and GELU, on
+    the AMX or VNNI path: x is quantized, the first product's epilogue makes the second's
+    quantized input (`_feed_forward_in`), the second product runs as int8_linear_forward's."""
+    if (keep_cache or act != "gelu" or bi is None or _active_path() == "portable"
+            or not (_is_int8_weight(wi) and _is_int8_weight(wo))
+            or not supported(x, wi.scale, bi, wo.scale, bo) or x.size == 0
+            or x.shape[-1] != wi.shape[1] or wo.shape[1] != wi.shape[0] or 0 in wo.shape
+            or max(wi.shape[1], wo.shape[1]) > MAX_K or bi.shape != wi.shape[:1]
+            or (bo is not None and bo.shape != wo.shape[:1])):
+        return NotImplemented
+    x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))     # (N, K)
+    N, dtype = x2.shape[0], x2.dtype
+    rows = (N + FF_ROWS - 1) // FF_ROWS * FF_ROWS             # a multiple of every path's rows
+    xu = np.empty((rows, _padded_columns(x2.shape[1])), np.uint8)         # x_q + 128
+    s_x = np.empty(N, dtype)
+    _quantize_rows(x2, xu, s_x, dtype.type(QMAX))
+    gu = np.empty((rows, _padded_columns(wi.shape[0])), np.uint8)         # GELU(z)_q + 128
+    s_g = np.empty(N, dtype)
+    wp, _, start = _packed_weight(wi.q)
+    _feed_forward_in.dispatcher(dtype.name)(
+        xu, xu.view(np.int32), wp, start, N, wi.shape[0], s_x, wi.scale, np.ascontiguousarray(bi),
+        gu, s_g, gelu_constants(dtype), dtype.type(QMAX), _active_path() == "amx", _TILE_CONFIG)
+    y = np.empty((N, wo.shape[0]), dtype)
+    _run_product(gu, wo.q, N, np.empty((0, 0), np.int32), y, s_g, wo.scale,
+                 np.zeros(0, dtype) if bo is None else np.ascontiguousarray(bo))
+    return y.reshape(*x.shape[:-1], wo.shape[0]), None
+
+
 def compiled_asm(dtype="float32", path="portable"):
     """The assembly of the product's loops for `dtype` on `path`, compiled on one thread (the code
     of a parallel kernel's loop body is not in its dispatcher's assembly, nor in a cached one's)."""
     kernel, loops = {"portable": (_product, _product_loops),
-                     "vnni": (_product_vnni, _product_vnni_loops)}[path]
+                     "vnni": (_product_vnni, _product_vnni_loops),
+                     "amx": (_product_amx, _product_amx_loops)}[path]
     serial = njit(kernel.signatures[dtype])(loops)
     return serial.inspect_asm(serial.signatures[0])

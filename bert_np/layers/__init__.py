@@ -1,8 +1,8 @@
 """One file per layer, each a pair of pure functions: `X_forward` returns (output, cache) and
 `X_backward` takes the upstream gradient and that cache and returns the input gradient (and the
 parameter gradients). The forward and backward formulas are in each module's docstring."""
-from .activations import (ACTIVATIONS, gelu_backward, gelu_forward, linear_act_backward,
-                          linear_act_forward, tanh_backward, tanh_forward)
+from .activations import (ACTIVATIONS, feed_forward, gelu_backward, gelu_forward,
+                          linear_act_backward, linear_act_forward, tanh_backward, tanh_forward)
 from .attention import attention_backward, attention_forward, padding_mask_bias
 from .dropout import dropout_backward, dropout_forward
 from .embeddings import embedding_backward, embedding_forward

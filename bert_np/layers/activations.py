@@ -13,6 +13,11 @@ linear_act (the feed-forward's intermediate layer, `intermediate.dense` + `hidde
     z = x W^T + b,  y = act(z)           backward:  dz = act'(z) * dy,  then Linear's backward
 Its reference is exactly that composition; its kernel (kernels/gelu.py) adds b and applies the
 GELU in one pass over z.
+feed_forward (the feed-forward sublayer's two Linear layers, `intermediate` then `output.dense`):
+    y = act(x Wi^T + bi) Wo^T + bo       its backward is the two layers' backward, in reverse
+Its reference is linear_act then Linear; its kernel (kernels/int8.py, inference with int8 weights)
+quantizes act(z) for the second product row by row as the first product's epilogue makes it, so
+neither z nor act(z) is written to memory as floats.
 """
 import math
 
@@ -99,3 +104,12 @@ def linear_act_backward(dy, cache):
     _, act_backward = ACTIVATIONS[act]
     dz = act_backward(dy, cache_act)                          # y = act(z)
     return linear_backward(dz, cache_linear)                  # z = x W^T + b
+
+
+@accelerated("feed_forward")
+def feed_forward(x, wi, bi, wo, bo, act, *, keep_cache=True):
+    """y = act(x Wi^T + bi) Wo^T + bo; returns (y, (linear_act's cache, Linear's cache)), or
+    (y, None) with keep_cache=False."""
+    g, cache_intermediate = linear_act_forward(x, wi, bi, act)   # g = act(x Wi^T + bi)
+    y, cache_output = linear_forward(g, wo, bo)                  # y = g Wo^T + bo
+    return y, ((cache_intermediate, cache_output) if keep_cache else None)

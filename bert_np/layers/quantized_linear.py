@@ -14,7 +14,7 @@ negation of a quantized value is still an int8.
 Why symmetric int8 x int8 (and not unsigned activations with a zero point): it needs no
 zero-point correction in the formula, and the kernels can still use the CPU's unsigned x signed
 dot products exactly: kernels/int8.py stores x_q + 128 as unsigned bytes and subtracts
-128 * sum_k W_q[o, k] afterwards (vpdpbusd on AVX-512 VNNI; a portable loop elsewhere). AVX2's
+128 * sum_k W_q[o, k] (tdpbusd on AMX, vpdpbusd on AVX-512 VNNI; a portable loop elsewhere). AVX2's
 vpmaddubsw sums its pairs into *saturating* int16 (255 * 127 * 2 > 32767), so it is not used. The
 cost of symmetry: a row that is mostly positive (GELU's output) uses about half of the 255 levels;
 with a scale per row instead of per tensor that costs little (tests/test_quantize.py measures the
