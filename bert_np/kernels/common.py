@@ -31,15 +31,22 @@ preference (measured: 8 x 16 float32 micro-kernel 81 -> 160 GFLOP/s on one core)
 before Numba compiles or loads its first function in the process; the choice is also written to
 the environment, where Numba re-reads its configuration, and Numba's cache keeps a separate entry
 per feature string.
+
+Cache. Numba's cache stamps a kernel with its own file only; cache.py clears the package's cached
+kernels when any of their source files changed, before the first one loads.
 """
 import os
 import sys
 import time
+from pathlib import Path
 
 import llvmlite.binding
 import numba
 import numpy as np
 from numba.core import event
+from numba.core.caching import FunctionCache
+
+from . import cache
 
 SPIN_COUNT = "10000"   # GOMP_SPINCOUNT: iterations a libgomp thread spins before it sleeps
 
@@ -70,6 +77,16 @@ def _features_without_256_bit_preference() -> str | None:
 
 if "NUMBA_CPU_FEATURES" not in os.environ and (_wide := _features_without_256_bit_preference()):
     os.environ["NUMBA_CPU_FEATURES"] = numba.config.CPU_FEATURES = _wide
+
+
+def _refresh_cache() -> None:
+    """Clear Numba's cached kernels if any source file they are built from changed (cache.py)."""
+    here = Path(__file__).resolve().parent
+    cache_dir = FunctionCache(_refresh_cache).cache_path      # where this package's kernels go
+    cache.refresh(cache_dir, [*here.glob("*.py"), here.parent / "rng.py"])
+
+
+_refresh_cache()
 
 FLOAT_TYPES = ("float32", "float64")
 _FLOAT_DTYPES = frozenset(np.dtype(t) for t in FLOAT_TYPES)
