@@ -311,6 +311,7 @@ def run_cli(files, capsys, *extra, **options):
 
 @pytest.mark.parametrize("case, option", [
     ("teacher with 3 labels", "--teacher"),
+    ("teacher fine-tuned for another task", "--teacher"),
     ("transfer row without text_a", "--transfer"),
     ("student with another vocabulary", "--student"),
     ("missing transfer file", "--transfer"),
@@ -324,6 +325,12 @@ def test_bad_input_is_one_line_naming_the_argument(files, capsys, data_dir, case
         save_teacher(files / "teacher3", data_dir / "vocab" / "bert-base-uncased" / "vocab.txt",
                      num_labels=3)
         options["teacher"] = files / "teacher3"
+    elif case == "teacher fine-tuned for another task":      # an MRPC model as an SST-2 teacher
+        teacher = save_teacher(files / "teacher_mrpc",
+                               data_dir / "vocab" / "bert-base-uncased" / "vocab.txt")
+        teacher.config.id2label = {0: "not_equivalent", 1: "equivalent"}
+        teacher.save_pretrained(files / "teacher_mrpc")
+        options["teacher"] = files / "teacher_mrpc"
     elif case == "student with another vocabulary":
         chinese = data_dir / "vocab" / "bert-base-chinese" / "vocab.txt"
         tokenizer = BertTokenizer.from_vocab(chinese, lowercase=False)

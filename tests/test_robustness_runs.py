@@ -258,6 +258,27 @@ def test_evaluate_refuses_a_model_with_another_number_of_labels(saved_classifier
                r"\S*clf has 2 labels, task tnews has 15")
 
 
+def test_evaluate_refuses_a_model_fine_tuned_for_another_task(saved_classifier, tmp_path,
+                                                              capsys):
+    """Two labels each, so the count alone let an SST-2 model be scored on MRPC pairs; its saved
+    label names say what it was fine-tuned for. Sentiment models stay usable on both sentiment
+    tasks (sst2, imdb and zh_sentiment share negative/positive)."""
+    config = json.loads((saved_classifier / "config.json").read_text())
+    config["id2label"] = {"0": "negative", "1": "positive"}
+    config["label2id"] = {"negative": 0, "positive": 1}
+    (saved_classifier / "config.json").write_text(json.dumps(config))
+    rows = [{"text_a": "the cat sat", "text_b": "a cat sat", "label": k} for k in (0, 1)]
+    (tmp_path / "mrpc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    user_error(["evaluate", "--model", str(saved_classifier), "--task", "mrpc",
+                "--file", str(tmp_path / "mrpc.jsonl")], capsys,
+               r"\S*clf has the labels of sst2, imdb, zh_sentiment \(negative, positive\), not "
+               r"those of mrpc \(not_equivalent, equivalent\): it was not fine-tuned on this task")
+    rows = [{"text_a": "a fine film", "label": k} for k in (0, 1)]
+    (tmp_path / "imdb.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli.main(["evaluate", "--model", str(saved_classifier), "--task", "imdb",
+                     "--file", str(tmp_path / "imdb.jsonl")]) == 0
+
+
 # ================================================================ item 3: output directories
 
 def test_pretraining_into_a_used_out_is_refused_unless_resume_or_overwrite(pretrain_args,

@@ -63,11 +63,11 @@ from ..hf import (CONFIG_NAME, PYTORCH_INDEX_NAME, PYTORCH_NAME, SAFETENSORS_IND
 from ..optim import AdamW, linear_warmup_decay
 from ..tokenization import BertTokenizer
 from .checkpoints import latest_state, prepare_output_dir, save_model_directory
-from .finetune import (FinetuneCallbacks, FinetuneSettings, _fmt, check_training_settings,
-                       encode_examples, epoch_loop_settings, evaluate_classifier, label_map,
-                       load_classifier, load_for_inference, metrics_before, open_log,
-                       predict_logits, run_summary, subset, training_batches,
-                       warmup_and_total_steps)
+from .finetune import (FinetuneCallbacks, FinetuneSettings, _fmt, check_labels_match,
+                       check_training_settings, encode_examples, epoch_loop_settings,
+                       evaluate_classifier, label_map, load_classifier, load_for_inference,
+                       metrics_before, open_log, predict_logits, run_summary, subset,
+                       training_batches, warmup_and_total_steps)
 from .loop import LoopState, run_loop
 from .parallel import is_main_process, world
 from .plots import plot_training_curves
@@ -170,9 +170,10 @@ def load_teacher(settings: DistillSettings, task: Task):
     if teacher.config.problem_type == "multi_label_classification":
         raise ValueError(f"--teacher: {settings.teacher} is a multi-label classifier; its logits "
                          "are not one softmax over the labels, which distillation learns")
-    if n != task.num_labels:
-        raise ValueError(f"--teacher: {settings.teacher} has num_labels {n}, task {task.name} "
-                         f"has {task.num_labels}")
+    try:
+        check_labels_match(teacher, task, str(settings.teacher))
+    except ValueError as e:
+        raise ValueError(f"--teacher: {e}") from None
     if settings.max_seq_length > teacher.config.max_position_embeddings:
         raise ValueError(f"--max-seq-length {settings.max_seq_length} exceeds the teacher's "
                          f"max_position_embeddings {teacher.config.max_position_embeddings}")

@@ -227,11 +227,21 @@ def predict_logits(model: BertForSequenceClassification, split: EncodedSplit, pa
 
 
 def check_labels_match(model, task: Task, where="the model") -> None:
-    """Refuse a classifier whose number of labels is not the task's (its scores would mean
-    nothing)."""
+    """Refuse a classifier whose number of labels is not the task's, or whose label names are
+    those of another registered task (an SST-2 model scored on MRPC): its scores would mean
+    nothing. Other names (LABEL_0, a checkpoint's own) are accepted."""
     if model.config.num_labels != task.num_labels:
         raise ValueError(f"{where} has {model.config.num_labels} labels, task {task.name} has "
                          f"{task.num_labels}: it was not fine-tuned on this task")
+    id2label = model.config.id2label or {}
+    names = tuple(id2label.get(i) for i in range(model.config.num_labels))
+    if names == task.label_names:
+        return
+    fitted = [t.name for t in TASKS.values() if t.label_names == names]
+    if fitted:
+        raise ValueError(f"{where} has the labels of {', '.join(fitted)} ({', '.join(names)}), "
+                         f"not those of {task.name} ({', '.join(task.label_names)}): it was not "
+                         "fine-tuned on this task")
 
 
 def evaluate_classifier(model, split: EncodedSplit, task, pad_id: int, batch_size=64,
