@@ -224,10 +224,17 @@ def _add_predict(sub):
 
 
 def _run_predict(args):
-    from .train.finetune import load_for_inference, predict_texts
+    from .train.finetune import load_for_inference, predict_texts, tasks_with_labels_of
     if args.text_b is not None and len(args.text) != 1:
         raise ValueError("--text-b goes with exactly one text")
     model, tokenizer = load_for_inference(args.model)
+    tasks = tasks_with_labels_of(model)
+    if tasks and all(t.is_pair for t in tasks) and args.text_b is None:
+        raise ValueError(f"--text-b: {args.model} was fine-tuned on text pairs "
+                         f"({', '.join(t.name for t in tasks)}); give the second text with --text-b")
+    if tasks and not any(t.is_pair for t in tasks) and args.text_b is not None:
+        raise ValueError(f"--text-b: {args.model} was fine-tuned on single texts "
+                         f"({', '.join(t.name for t in tasks)}); it takes no second text")
     scores = predict_texts(model, tokenizer, args.text,
                            None if args.text_b is None else [args.text_b], args.max_seq_length,
                            args.truncation)

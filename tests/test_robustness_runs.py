@@ -279,6 +279,27 @@ def test_evaluate_refuses_a_model_fine_tuned_for_another_task(saved_classifier, 
                      "--file", str(tmp_path / "imdb.jsonl")]) == 0
 
 
+@pytest.mark.parametrize("names, text_b, message", [
+    (["not_equivalent", "equivalent"], None,
+     r"--text-b: \S*clf was fine-tuned on text pairs \(mrpc\); give the second text with --text-b"),
+    (["negative", "positive"], "a second text",
+     r"--text-b: \S*clf was fine-tuned on single texts \(sst2, imdb, zh_sentiment\); it takes "
+     r"no second text"),
+])
+def test_predict_refuses_one_text_for_a_pair_model_and_a_pair_for_a_single_text_model(
+        names, text_b, message, saved_classifier, capsys):
+    """The tokenizer makes a batch of either shape, so an MRPC model given one sentence printed
+    a confident "equivalent"; the saved label names say which shape the model was trained on."""
+    config = json.loads((saved_classifier / "config.json").read_text())
+    config["id2label"] = dict(enumerate(names))
+    config["label2id"] = {name: k for k, name in enumerate(names)}
+    (saved_classifier / "config.json").write_text(json.dumps(config))
+    argv = ["predict", "--model", str(saved_classifier), "the cat sat"]
+    user_error(argv + ([] if text_b is None else ["--text-b", text_b]), capsys, message)
+    ok = argv + (["--text-b", "a cat sat"] if text_b is None else [])
+    assert cli.main(ok) == 0
+
+
 # ================================================================ item 3: output directories
 
 def test_pretraining_into_a_used_out_is_refused_unless_resume_or_overwrite(pretrain_args,

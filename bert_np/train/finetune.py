@@ -233,15 +233,19 @@ def check_labels_match(model, task: Task, where="the model") -> None:
     if model.config.num_labels != task.num_labels:
         raise ValueError(f"{where} has {model.config.num_labels} labels, task {task.name} has "
                          f"{task.num_labels}: it was not fine-tuned on this task")
+    fitted = tasks_with_labels_of(model)
+    if fitted and task not in fitted:
+        raise ValueError(f"{where} has the labels of {', '.join(t.name for t in fitted)} "
+                         f"({', '.join(fitted[0].label_names)}), not those of {task.name} "
+                         f"({', '.join(task.label_names)}): it was not fine-tuned on this task")
+
+
+def tasks_with_labels_of(model) -> list[Task]:
+    """The registered tasks whose label names are the model's saved ones: what it was fine-tuned
+    for, as far as its config tells (none for LABEL_0, ... or a checkpoint's own names)."""
     id2label = model.config.id2label or {}
     names = tuple(id2label.get(i) for i in range(model.config.num_labels))
-    if names == task.label_names:
-        return
-    fitted = [t.name for t in TASKS.values() if t.label_names == names]
-    if fitted:
-        raise ValueError(f"{where} has the labels of {', '.join(fitted)} ({', '.join(names)}), "
-                         f"not those of {task.name} ({', '.join(task.label_names)}): it was not "
-                         "fine-tuned on this task")
+    return [t for t in TASKS.values() if t.label_names and t.label_names == names]
 
 
 def evaluate_classifier(model, split: EncodedSplit, task, pad_id: int, batch_size=64,
