@@ -14,6 +14,14 @@ Same weights: for a preset the parent saves one bert_np model (seed 0, perturbed
 and biases are not trivial) with save_pretrained; with --models each directory (a float
 BertForSequenceClassification as `bert-np finetune` writes it, every weight present) is used as it
 is, its ONNX graphs written to a temporary directory. Every engine starts from that directory.
+Each int8 engine loads its model as someone serving int8 would: ONNX Runtime opens the quantized
+.onnx file, and bert_np-int8 loads the checkpoint `bert_np.quantize_dynamic(model).save_pretrained`
+wrote (int8 weights and their scales, read straight into the model, as `bert-np quantize` writes
+them), both files made by the parent; PyTorch has no int8 file format of its own for
+transformers' models, so torch-int8 loads the float model and quantizes it. The float32 model
+is then never built in the bert_np-int8 and ort-int8 processes, whose peak memory is the
+serving process's: its imports, the weights, the forward's activations. The child of an ONNX
+Runtime or PyTorch engine reads the config with json and does not import bert_np.
 Measurement: each engine in a subprocess of its own, `--threads` threads each (NumPy/OpenBLAS,
 Numba, torch.set_num_threads, ORT intra_op_num_threads), all engines of a preset (with --models:
 all engines of all the models) alive at once and taking turns of ~--turn-seconds in rotation (the
@@ -83,19 +91,32 @@ def prepare(preset, directory, opset=17):
     for k, v in model.params.items():
         model.params[k] = (v + rng.normal(0.0, 0.02, v.shape)).astype(v.dtype)
     model.save_pretrained(directory)
-    return dict(directory=directory, **export_onnx(directory, directory, opset))
+    return dict(directory=directory, int8=save_int8(model, directory),
+                **export_onnx(directory, directory, opset))
+
+
+def save_int8(model, out_dir):
+    """bert_np.quantize_dynamic of the float model, saved to out_dir/int8 (what bert_np-int8
+    loads). Returns the directory."""
+    import bert_np
+    int8_dir = os.path.join(out_dir, "int8")
+    bert_np.quantize_dynamic(model).save_pretrained(int8_dir)
+    return int8_dir
 
 
 def prepare_model(model_dir, out_dir, opset=17):
     """A saved classifier as it is: its ONNX graphs go to `out_dir`. Returns paths, config and
     parameter count."""
-    config, n_params = check_model(model_dir)
-    return dict(directory=model_dir, **export_onnx(model_dir, out_dir, opset)), config, n_params
+    model = check_model(model_dir)
+    n_params = sum(v.size for v in model.params.values())
+    paths = dict(directory=model_dir, int8=save_int8(model, out_dir),
+                 **export_onnx(model_dir, out_dir, opset))
+    return paths, model.config, n_params
 
 
 def check_model(model_dir):
-    """The config and parameter count of a saved float BertForSequenceClassification with every
-    weight present (nothing may be initialised: every engine runs the directory's weights)."""
+    """The saved float BertForSequenceClassification, with every weight present (nothing may be
+    initialised: every engine runs the directory's weights)."""
     import bert_np
     from bert_np.quantize import quantization_of
     try:
@@ -104,8 +125,8 @@ def check_model(model_dir):
         sys.exit(f"--models {model_dir}: not a complete BertForSequenceClassification: {e}")
     if quantization_of(model.config) is not None:
         sys.exit(f"--models {model_dir} is quantized: give the float model (the int8 engines "
-                 "quantize it themselves)")
-    return model.config, sum(v.size for v in model.params.values())
+                 "run its quantized copies)")
+    return model
 
 
 def model_labels(directories):
@@ -177,13 +198,12 @@ def ort_session(path, threads):
 
 def engine_forward(engine, paths, B, T, threads):
     """(forward(), logits()) for one engine; forward runs one batch, logits returns its logits."""
-    import bert_np
-    cfg = bert_np.BertConfig.from_json_file(os.path.join(paths["directory"], "config.json"))
-    inputs = make_inputs(cfg.vocab_size, B, T)
+    with open(os.path.join(paths["directory"], "config.json")) as f:
+        inputs = make_inputs(json.load(f)["vocab_size"], B, T)
     if engine.startswith("bert_np"):
-        model = bert_np.BertForSequenceClassification.from_pretrained(paths["directory"])
-        if engine == "bert_np-int8":
-            model = bert_np.quantize_dynamic(model)
+        import bert_np
+        directory = paths["int8"] if engine == "bert_np-int8" else paths["directory"]
+        model = bert_np.BertForSequenceClassification.from_pretrained(directory)
         run = lambda: model.forward(**inputs)["logits"]                       # noqa: E731
         return run, run
     if engine.startswith("torch"):

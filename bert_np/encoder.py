@@ -105,10 +105,26 @@ def layer_forward(x, mask_bias, params, prefix, cfg, rng, *, keep_cache=True, at
     A list passed as `attentions` receives this layer's attention probabilities (B, A, T, T)
     after dropout (P', equal to P without dropout), as transformers' output_attentions: in
     inference the attention then keeps its probabilities for this one call."""
-    def w(name):
-        return params[prefix + name + ".weight"], params[prefix + name + ".bias"]
-    p_drop = cfg.hidden_dropout_prob
-    # self-attention sublayer
+    h, c_attention = attention_sublayer_forward(x, mask_bias, params, prefix, cfg, rng,
+                                                keep_cache=keep_cache, attentions=attentions)
+    y, c_feed_forward = feed_forward_sublayer_forward(h, params, prefix, cfg, rng,
+                                                      keep_cache=keep_cache)
+    if not keep_cache:
+        return y, None
+    return y, LayerCache(*c_attention, *c_feed_forward)
+
+
+def _weight_and_bias(params, prefix):
+    """w("attention.output.dense") -> (its weight, its bias) in the layer named by `prefix`."""
+    return lambda name: (params[prefix + name + ".weight"], params[prefix + name + ".bias"])
+
+
+def attention_sublayer_forward(x, mask_bias, params, prefix, cfg, rng, *, keep_cache=True,
+                               attentions=None):
+    """h = LayerNorm(dropout(Attention(x) Wo^T + bo) + x): (B, T, H) -> (B, T, H), and its four
+    caches (None with keep_cache=False: the context and the projection are then freed when it
+    returns, before the feed-forward sublayer allocates its own activations)."""
+    w = _weight_and_bias(params, prefix)
     ctx, c_attention = attention_forward(
         x, *w("attention.self.query"), *w("attention.self.key"), *w("attention.self.value"),
         mask_bias, cfg.num_attention_heads, cfg.attention_probs_dropout_prob, rng,
@@ -116,19 +132,27 @@ def layer_forward(x, mask_bias, params, prefix, cfg, rng, *, keep_cache=True, at
     if attentions is not None:
         attentions.append(c_attention.probs_dropped)                                  # P' (B, A, T, T)
     a, c_attention_dense = linear_forward(ctx, *w("attention.output.dense"))          # (B, T, H)
-    a, c_attention_dropout = dropout_forward(a, p_drop, rng)
+    a, c_attention_dropout = dropout_forward(a, cfg.hidden_dropout_prob, rng)
     h, c_attention_norm = add_layernorm_forward(a, x, *w("attention.output.LayerNorm"),
                                                 cfg.layer_norm_eps)                   # LN(a + x)
-    # feed-forward sublayer: o = act(h Wi^T + bi) Wo2^T + bo2, (B, T, I) in between
+    if not keep_cache:
+        return h, None
+    return h, (c_attention, c_attention_dense, c_attention_dropout, c_attention_norm)
+
+
+def feed_forward_sublayer_forward(h, params, prefix, cfg, rng, *, keep_cache=True):
+    """y = LayerNorm(dropout(act(h Wi^T + bi) Wo2^T + bo2) + h): (B, T, H) -> (B, T, H), (B, T, I)
+    in between, and its caches (feed_forward's two, dropout's, LayerNorm's; None with
+    keep_cache=False)."""
+    w = _weight_and_bias(params, prefix)
     o, c_feed_forward = feed_forward(h, *w("intermediate.dense"), *w("output.dense"),
                                      cfg.hidden_act, keep_cache=keep_cache)           # (B, T, H)
-    o, c_output_dropout = dropout_forward(o, p_drop, rng)
+    o, c_output_dropout = dropout_forward(o, cfg.hidden_dropout_prob, rng)
     y, c_output_norm = add_layernorm_forward(o, h, *w("output.LayerNorm"),
                                              cfg.layer_norm_eps)                      # LN(o + h)
     if not keep_cache:
         return y, None
-    return y, LayerCache(c_attention, c_attention_dense, c_attention_dropout, c_attention_norm,
-                         *c_feed_forward, c_output_dropout, c_output_norm)
+    return y, (*c_feed_forward, c_output_dropout, c_output_norm)
 
 
 def layer_backward(dy, cache: LayerCache, grads, prefix, cfg):

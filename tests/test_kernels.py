@@ -409,6 +409,9 @@ def test_attention_sublayer_int8_equals_three_int8_projections(path, B, T, H, A,
         np.testing.assert_array_equal(
             out, fused.attention_forward(x, *params, mask, A, keep_cache=False)[0])
     assert k8.stacked_weight(params[0::2]) is k8.stacked_weight(params[0::2])   # built once
+    with k8.using_path(path):                  # one copy of the stack: panels or W_q, not both
+        stacked = k8.stacked_weight(params[0::2])
+        assert (stacked.q is None) == (path != "portable") == (stacked.packed is not None)
 
 
 # ---------------------------------------------------------------- AdamW update

@@ -129,3 +129,11 @@ def test_tune_process_sets_the_idle_timeout_and_products_stay_correct():
 @openblas_only
 def test_a_timeout_set_by_the_user_is_kept():
     assert run_openblas_probe("tune", OPENBLAS_THREAD_TIMEOUT="20") == ["20", "20", "True"]
+
+
+def test_importing_bert_np_loads_neither_scipy_nor_numba():
+    """An inference process pays for what it runs: SciPy (the reference GELU's erf, ~26 MB
+    resident) is imported at the reference's first call, Numba with the first kernel."""
+    code = "import sys, bert_np; print(sorted({'scipy', 'numba'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

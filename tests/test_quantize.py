@@ -22,6 +22,7 @@ from safetensors.numpy import load_file
 
 import bert_np
 from bert_np import kernels
+from bert_np.kernels import feed_forward as kff
 from bert_np.kernels import int8 as k8
 from bert_np.layers.quantized_linear import (Int8Weight, int8_linear_forward, int8_matmul,
                                              quantize_rows, quantize_weight)
@@ -175,7 +176,7 @@ def test_vnni_path_is_chosen_from_the_host_and_emits_vpdpbusd():
     assert ("vnni" in k8.available_paths()) == vnni
     amx = "amx" in k8.available_paths()
     assert not amx or (features.get("amx-int8") and features.get("amx-tile"))
-    assert k8._active_path() == ("amx" if amx else "vnni" if vnni else "portable")
+    assert k8.active_path() == ("amx" if amx else "vnni" if vnni else "portable")
     if not vnni:
         pytest.skip("no AVX-512 VNNI on this CPU: the portable path serves")
     asm = k8.compiled_asm("float32", path="vnni")
@@ -225,14 +226,14 @@ def test_packed_weight_layout_and_cache(rng):
                 np.testing.assert_array_equal(b[p, g], full[p * k8.PANEL:(p + 1) * k8.PANEL,
                                                             4 * g:4 * g + 4])
     w_q = rng.integers(-127, 128, (9, 13)).astype(np.int8)
-    first = k8._packed_weight(w_q)
-    assert k8._packed_weight(w_q)[0] is first[0]
+    first = k8.packed_weight(w_q)
+    assert k8.packed_weight(w_q)[0] is first[0]
     np.testing.assert_array_equal(first[1], w_q.sum(1))
     start = first[2].ravel()                                  # where the VNNI path's sums start
     assert first[2].shape == (1, k8.PANEL) and not start[9:].any()
     np.testing.assert_array_equal(start[:9], -128 * w_q.sum(1))
     other = w_q[::-1].copy()
-    np.testing.assert_array_equal(k8._packed_weight(other)[1], other.sum(1))
+    np.testing.assert_array_equal(k8.packed_weight(other)[1], other.sum(1))
     key = id(w_q)
     del w_q, first
     import gc
@@ -331,11 +332,11 @@ def test_feed_forward_kernel_equals_its_three_passes_bit_for_bit(rng, path, N, K
     wo = quantize_weight((rng.standard_normal((O, I)) / np.sqrt(I)).astype(dtype))
     bi, bo = rng.standard_normal(I).astype(dtype), rng.standard_normal(O).astype(dtype)
     with k8.using_path(path):
-        y, cache = k8.feed_forward(x, wi, bi, wo, bo, "gelu", keep_cache=False)
+        y, cache = kff.feed_forward(x, wi, bi, wo, bo, "gelu", keep_cache=False)
         g = gelu.gelu_forward(k8.int8_linear_forward(x, wi, bi)[0])[0]
         for bias in (bo, None):
             np.testing.assert_array_equal(
-                k8.feed_forward(x, wi, bi, wo, bias, "gelu", keep_cache=False)[0],
+                kff.feed_forward(x, wi, bi, wo, bias, "gelu", keep_cache=False)[0],
                 k8.int8_linear_forward(g, wo, bias)[0])
     assert cache is None and y.dtype == dtype
     with kernels.using_backend("numpy"):
@@ -350,13 +351,13 @@ def test_feed_forward_kernel_declines_what_it_does_not_fuse(rng):
     x = rng.standard_normal((4, 8)).astype(np.float32)
     wi, wo = (quantize_weight(rng.standard_normal(s).astype(np.float32)) for s in ((6, 8), (5, 6)))
     bi, bo = np.zeros(6, np.float32), np.zeros(5, np.float32)
-    assert k8.feed_forward(x, wi, bi, wo, bo, "gelu") is NotImplemented        # keep_cache
-    assert k8.feed_forward(x, wi, bi, wo, bo, "relu", keep_cache=False) is NotImplemented
-    assert k8.feed_forward(x, wi, None, wo, bo, "gelu", keep_cache=False) is NotImplemented
-    assert k8.feed_forward(x, wi.dequantize(), bi, wo, bo, "gelu",
+    assert kff.feed_forward(x, wi, bi, wo, bo, "gelu") is NotImplemented        # keep_cache
+    assert kff.feed_forward(x, wi, bi, wo, bo, "relu", keep_cache=False) is NotImplemented
+    assert kff.feed_forward(x, wi, None, wo, bo, "gelu", keep_cache=False) is NotImplemented
+    assert kff.feed_forward(x, wi.dequantize(), bi, wo, bo, "gelu",
                            keep_cache=False) is NotImplemented
     with k8.using_path("portable"):
-        assert k8.feed_forward(x, wi, bi, wo, bo, "gelu", keep_cache=False) is NotImplemented
+        assert kff.feed_forward(x, wi, bi, wo, bo, "gelu", keep_cache=False) is NotImplemented
 
 
 def test_quantized_model_runs_the_fused_feed_forward_bit_for_bit(monkeypatch):

@@ -57,7 +57,7 @@ KERNEL_MODULE: dict[str, str] = {
     "adamw_update": "optim", "dropout_forward": "dropout", "embedding_backward": "embeddings",
     "attention_context_forward": "attention", "attention_forward": "attention",
     "quantize_rows": "int8", "int8_matmul": "int8", "int8_linear_forward": "int8",
-    "feed_forward": "int8",
+    "feed_forward": "feed_forward",
 }
 _kernels: dict[str, Callable] = {}
 _backend = "auto"

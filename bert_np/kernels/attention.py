@@ -11,7 +11,7 @@ heads. At T = 128 one head's S is 64 KB, which fits in L2. So here each task tak
   3. under dropout, each row is multiplied by its mask, drawn from the same counter-based
      generator as the reference (bert_np.rng.counter_uniform), at the same element index,
   4. C = P' V is written straight into columns a*D .. (a+1)*D of the (B, T, H) context.
-K and V are packed by two loops of their own rather than gemm._pack_panels: that routine takes any
+K and V are packed by two loops of their own rather than gemm.pack_panels: that routine takes any
 strides, so on a head's view Numba cannot see the unit stride and the copy stays scalar; indexing
 the (B, T, H) arrays directly it vectorises (packing measured ~23 -> ~5 us per head at T = 128).
 The block never leaves the cache in inference, where nothing needs P afterwards (keep_probs off).
@@ -33,10 +33,10 @@ from ..rng import UNIFORM_BITS, draw_key, first_element
 from . import register
 from .common import FLOAT_TYPES, njit_per_dtype, supported
 from .dropout import counter_uniform
-from .gemm import MR, NR, _micro_tile, _micro_tile_wide, _pack_panels, _store_tile
-from .int8 import (FF_ROWS, MAX_K, PANEL, QMAX, _TILE_CONFIG, _active_path, _packed_weight,
-                   _padded_columns, _row_block_sums, dequantize_block, int8_linear_forward,
-                   quantize_block, stacked_weight)
+from .gemm import MR, NR, micro_tile, micro_tile_wide, pack_panels, store_tile
+from .int8 import (FF_ROWS, MAX_K, PANEL, QMAX, TILE_CONFIG, active_path, dequantize_block,
+                   int8_linear_forward, is_int8_weight, packed_weight, padded_columns,
+                   quantize_block, row_block_sums, stacked_weight)
 from .softmax import softmax_row
 from .vecmath import exp_constants, exp_constants_type
 
@@ -85,7 +85,7 @@ def _head_product(a, b_panels, n, c, tiles_in_place):
     Unlike the Linear layer's GEMM, K (D or T) fits one panel depth, and A is not packed: the
     micro-kernel reads its 8 values per k straight from 8 rows of `a` (scalar loads, any strides);
     only rows past the last multiple of 8 are copied into a zero-padded panel.
-    Pairs of full panels go through the 8 x 32 tile (`_micro_tile_wide`), which reads those 8
+    Pairs of full panels go through the 8 x 32 tile (`micro_tile_wide`), which reads those 8
     values once for two panels (BERT-tiny's attention core, B = 32, one thread: 1.10-1.22x the
     8 x 16 tile alone, alternating in one process); a last odd or partial panel, and the edge
     rows, through the 8 x 16 one.
@@ -103,23 +103,23 @@ def _head_product(a, b_panels, n, c, tiles_in_place):
         j0 = 2 * NR * jp
         for i0 in range(0, full, MR):
             if tiles_in_place:
-                _micro_tile_wide(a[i0:i0 + MR].T, b_panels[2 * jp], b_panels[2 * jp + 1], K,
+                micro_tile_wide(a[i0:i0 + MR].T, b_panels[2 * jp], b_panels[2 * jp + 1], K,
                                  c[i0:i0 + MR, j0:j0 + 2 * NR])
             else:
-                _micro_tile_wide(a[i0:i0 + MR].T, b_panels[2 * jp], b_panels[2 * jp + 1], K, tile)
-                _store_tile(c, tile, i0, j0, MR, 2 * NR, True, no_bias)
+                micro_tile_wide(a[i0:i0 + MR].T, b_panels[2 * jp], b_panels[2 * jp + 1], K, tile)
+                store_tile(c, tile, i0, j0, MR, 2 * NR, True, no_bias)
     for jr in range(b_panels.shape[0]):
         nr = min(NR, n - jr * NR)
         for i0 in range(0, full if jr >= 2 * pairs else 0, MR):
             if tiles_in_place and nr == NR:
-                _micro_tile(a[i0:i0 + MR].T, b_panels[jr], K, c[i0:i0 + MR, jr * NR:jr * NR + NR])
+                micro_tile(a[i0:i0 + MR].T, b_panels[jr], K, c[i0:i0 + MR, jr * NR:jr * NR + NR])
             else:
-                _micro_tile(a[i0:i0 + MR].T, b_panels[jr], K, tile)   # a panel (K, 8), in place
-                _store_tile(c, tile, i0, jr * NR, MR, nr, True, no_bias)
+                micro_tile(a[i0:i0 + MR].T, b_panels[jr], K, tile)   # a panel (K, 8), in place
+                store_tile(c, tile, i0, jr * NR, MR, nr, True, no_bias)
         if full < M:
-            _pack_panels(a, full, M - full, 0, K, edge)
-            _micro_tile(edge[0], b_panels[jr], K, tile)
-            _store_tile(c, tile, full, jr * NR, M - full, nr, True, no_bias)
+            pack_panels(a, full, M - full, 0, K, edge)
+            micro_tile(edge[0], b_panels[jr], K, tile)
+            store_tile(c, tile, full, jr * NR, M - full, nr, True, no_bias)
 
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
@@ -183,7 +183,7 @@ def _attention_int8_loops(x, wp, start, s_w, bias, num_heads, mask, scale, conte
     """context[b] for every sequence b as `_attention_heads` computes it (inference), with Q, K, V
     the int8 projection of x[b] (T, K) by the stacked [Wq; Wk; Wv] (packed wp, start) and its
     scales s_w and bias (3H,): one job per sequence quantizes its rows (`quantize_block`), sums
-    them 32 rows at a time with every panel (`_row_block_sums`, AMX or VNNI), dequantizes into
+    them 32 rows at a time with every panel (`row_block_sums`, AMX or VNNI), dequantizes into
     qkv (1, T, 3H) (`dequantize_block`), the same operations as int8_linear_forward, then runs
     every head on it. qkv stays in L2 (300 KB at T = 64, H = 384) from the product to the heads,
     where the unfused path writes the (B, T, 3H) projection to memory and reads it back."""
@@ -197,7 +197,7 @@ def _attention_int8_loops(x, wp, start, s_w, bias, num_heads, mask, scale, conte
         quantize_block(x[b], x8, s_x, qmax)
         acc = np.empty((rows, wp.shape[0] * PANEL), dtype=np.int32)
         for r0 in range(0, rows, FF_ROWS):
-            _row_block_sums(x8, x32, wp, start, r0, acc[r0:r0 + FF_ROWS], amx, config)
+            row_block_sums(x8, x32, wp, start, r0, acc[r0:r0 + FF_ROWS], amx, config)
         qkv = np.empty((1, T, s_w.shape[0]), dtype=x.dtype)
         dequantize_block(acc, T, s_x, s_w, bias, qkv[0])     # Q, K, V at columns 0, H, 2H
         block = np.empty((T, T), dtype=x.dtype)
@@ -274,18 +274,18 @@ def attention_forward(x, wq, bq, wk, bk, wv, bv, mask_bias, num_heads, dropout_p
         return NotImplemented
     x2 = x.reshape(-1, H)                                     # (N, H)
     b = np.concatenate((bq, bk, bv))                          # (3H,)
-    if all(hasattr(w, "q") and hasattr(w, "scale") for w in (wq, wk, wv)):   # Int8Weight
+    if all(is_int8_weight(w) for w in (wq, wk, wv)):
         w = stacked_weight((wq, wk, wv))
-        if (_active_path() != "portable" and _fuses_int8_projection(B, T) and H <= MAX_K
+        if (active_path() != "portable" and _fuses_int8_projection(B, T) and H <= MAX_K
                 and supported(x, w.scale, b, mask_bias) and mask_bias.size == B * T):
             context = np.empty((B, T, H), x.dtype)
-            wp, _, start = _packed_weight(w.q)
+            wp, _, start = packed_weight(w)
             dtype = x.dtype
             _attention_int8(np.ascontiguousarray(x), wp, start, w.scale, b, num_heads,
                             np.ascontiguousarray(mask_bias).reshape(B, T),
                             dtype.type(1.0 / math.sqrt(H // num_heads)), context,
                             np.empty((B, T), dtype), exp_constants(dtype), dtype.type(QMAX),
-                            _active_path() == "amx", _TILE_CONFIG, _padded_columns(H))
+                            active_path() == "amx", TILE_CONFIG, padded_columns(H))
             return context, None
         out = int8_linear_forward(x2, w, b)
         if out is NotImplemented:

@@ -28,6 +28,9 @@ Epilogue: the bias is added as the first k-block is written, so y = x W^T + b co
 
 fastmath is limited to "contract" (fused multiply-add) in the micro-kernel: allowing reassociation
 would let LLVM vectorise over k instead, turning the 128 accumulators into horizontal sums.
+
+The pieces other kernels build on (kernels/attention.py's per-head products): `pack_panels`,
+`micro_tile` (8 x 16), `micro_tile_wide` (8 x 32), `store_tile` (the epilogue), `MR` and `NR`.
 """
 import numpy as np
 from numba import carray, njit, prange, types
@@ -62,7 +65,7 @@ def _register_row(dtype):
 
 
 @njit(cache=True)
-def _pack_panels(src, r0, rows, k0, kc, out):
+def pack_panels(src, r0, rows, k0, kc, out):
     """out[p, k, i] = src[r0 + w*p + i, k0 + k], w = out.shape[2]: rows of src cut into panels of
     w rows, each stored k-major so the micro-kernel reads one contiguous run of w values per k.
 
@@ -91,7 +94,7 @@ def _pack_panels(src, r0, rows, k0, kc, out):
 
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
-def _micro_tile(ap, bp, kc, tile):
+def micro_tile(ap, bp, kc, tile):
     """tile = sum_k ap[k, i] * bp[k, j], the 8 x 16 register tile; ap (KC, 8), bp (KC, 16) panels.
 
     Rows c0..c7 of the tile live in registers for the whole k loop; they are written to `tile`
@@ -116,8 +119,8 @@ def _micro_tile(ap, bp, kc, tile):
 
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
-def _micro_tile_wide(ap, bp0, bp1, kc, tile):
-    """tile (8, 32) = sum_k ap[k, i] * [bp0[k, :], bp1[k, :]]: the 8 x 16 tile of `_micro_tile`
+def micro_tile_wide(ap, bp0, bp1, kc, tile):
+    """tile (8, 32) = sum_k ap[k, i] * [bp0[k, :], bp1[k, :]]: the 8 x 16 tile of `micro_tile`
     over two adjacent B panels at once, 16 rows of registers.
 
     Each step loads the 8 values of A once for 16 vector FMAs instead of 8, so the loads (8
@@ -155,7 +158,7 @@ def _micro_tile_wide(ap, bp0, bp1, kc, tile):
 
 
 @njit(cache=True, inline="always")
-def _store_tile(c, tile, i0, j0, mr, nr, first_block, bias):
+def store_tile(c, tile, i0, j0, mr, nr, first_block, bias):
     """C[i0:i0+mr, j0:j0+nr] = tile (+ bias) on the first k-block, += tile on the later ones.
 
     The test sits outside the loops so that each row is one vectorised load-add-store.
@@ -187,8 +190,8 @@ def _multiply_block(apk, bpk, mc, nc, kc, c, ic, jc, first_block, bias):
         nr = min(NR, nc - jr * NR)
         for ir in range(apk.shape[0]):
             mr = min(MR, mc - ir * MR)
-            _micro_tile(apk[ir], bpk[jr], kc, tile)
-            _store_tile(c, tile, ic + ir * MR, jc + jr * NR, mr, nr, first_block, bias)
+            micro_tile(apk[ir], bpk[jr], kc, tile)
+            store_tile(c, tile, ic + ir * MR, jc + jr * NR, mr, nr, first_block, bias)
 
 
 def _gemm_loops(a, b, bias, c):
@@ -215,12 +218,12 @@ def _gemm_loops(a, b, bias, c):
             bpk = np.empty(((nc + NR - 1) // NR, depth, NR), dtype=c.dtype)
             for jp in prange(bpk.shape[0]):
                 rows = min(NR, nc - jp * NR)
-                _pack_panels(bt, jc + jp * NR, rows, pc, kc, bpk[jp:jp + 1])
+                pack_panels(bt, jc + jp * NR, rows, pc, kc, bpk[jp:jp + 1])
             for ib in prange((M + MC - 1) // MC):
                 ic = ib * MC
                 mc = min(MC, M - ic)
                 apk = np.empty(((mc + MR - 1) // MR, depth, MR), dtype=c.dtype)
-                _pack_panels(a, ic, mc, pc, kc, apk)
+                pack_panels(a, ic, mc, pc, kc, apk)
                 _multiply_block(apk, bpk, mc, nc, kc, c, ic, jc, pc == 0, bias)
 
 

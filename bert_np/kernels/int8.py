@@ -23,7 +23,7 @@ OS's grant: `_amx_permitted`); `using_path` forces one, for tests and benchmarks
      consecutive k, one 256-byte row = 4 vectors of 16 channels x 4 k. x is read 4 bytes at a time
      (its uint8 rows viewed as int32) and broadcast to the 16 lanes. K is padded to a multiple of 4
      with zero weights (and x = 128 there), channels past O are zero weights. The packing is done
-     once per weight array and kept while it lives (`_packed_weight`); files keep [out, in].
+     once per weight array and kept while it lives (`packed_weight`); files keep [out, in].
   3. Register tile: 4 rows of x by 64 channels, 16 zmm accumulators; per k-group 4 vector loads of
      W, 4 broadcasts of x and 16 vpdpbusd (checked in the assembly by tests/test_quantize.py).
   4. Blocking: a parallel job is 64 rows of x by one panel; for each block of 64 k-groups the
@@ -69,16 +69,26 @@ sums of 64 products each per instruction (16384 multiply-adds), on tiles of 16 r
   Not done: an AVX2 u8 x s8 path (vpmaddubsw + vpmaddwd). vpmaddubsw sums its pairs into
   saturating int16 (2 * 255 * 127 > 32767), so it needs x in 0..127 or 7-bit weights.
 
-The feed-forward sublayer (`feed_forward`, inference on the AMX and VNNI paths): its composition
-writes z = x W_i^T + b_i (N x I floats), reads it for the GELU, writes GELU(z), reads that again
-to quantize it for the second product: four passes over the widest activations of the layer
-(12 MB each for MiniLM at B=32, T=64). Here a job of the first product covers 32 rows and every
-channel, and its epilogue takes each row in L1 through the dequantization, the GELU
-(kernels/gelu.py's `gelu_row`) and the quantization: only the uint8 rows are written. Each step
-is the same operations as its pass's, so the result equals the three passes' bit for bit.
+The block API, for kernels that fuse an int8 product with the work around it (kernels/attention.py:
+the Q, K, V projection and the heads of one sequence; kernels/feed_forward.py: the feed-forward
+sublayer). Host side:
+  active_path()            the process's path, "amx", "vnni" or "portable" (fused kernels decline
+                           "portable": they are built on the panels)
+  padded_columns(k)        the columns of a quantized copy of x on that path (k rounded up)
+  packed_weight(w)         (panels, row sums, start sums) of an int8 weight, packed once and kept
+  stacked_weight(ws)       Int8Weights stacked along the output channels (the Q, K, V triple)
+  is_int8_weight(w)        an Int8Weight or a StackedWeight
+  quantize_into(x, q, s, qmax)   every row of x quantized (+128) into q, its scales into s, parallel
+  run_product(xu, w, ...)        the product and epilogue on the process's path
+  TILE_CONFIG              the AMX tile configuration the Numba functions below take
+Inside a Numba kernel (one thread, a job of its own):
+  quantize_row, dequantize_row   one row, inlined (the reference's operations, in its order)
+  quantize_block, dequantize_block   rows of a job, compiled without fast math whatever the caller
+  row_block_sums(...)      the int32 sums of FF_ROWS rows of x by every panel (AMX or VNNI)
 """
 import contextlib
 import ctypes
+import mmap
 import platform
 import weakref
 
@@ -92,7 +102,6 @@ from numba.extending import intrinsic
 
 from . import register
 from .common import FLOAT_TYPES, njit_per_dtype, supported
-from .gelu import gelu_constants, gelu_row
 from .vecmath import maxnum
 
 MR = 4       # rows of x per tile
@@ -104,7 +113,7 @@ MAX_K = 66_000 # K * 255 * 127 < 2^31: the int32 sums cannot overflow
 
 
 @njit(cache=True, inline="always")
-def _quantize_row(x, q, qmax):
+def quantize_row(x, q, qmax):
     """q = rint(x / s) + 128 as uint8, with s = max|x| / 127 (0 for an all-zero row, whose q is
     128); returns s. qmax is 127 in x's dtype, so each step is the reference's float operation;
     the clamp and the offset are done on the integer rint gives (|x / s| <= 254 even when s is
@@ -132,7 +141,7 @@ def _quantize_padded_row(x, n, q, s, qmax):
     padding) 128; for n past x's rows (a padding row of q), q[n] = 128 (x_q = 0)."""
     K = x.shape[1]
     if n < x.shape[0]:
-        s[n] = _quantize_row(x[n], q[n, :K], qmax)
+        s[n] = quantize_row(x[n], q[n, :K], qmax)
         for k in range(K, q.shape[1]):
             q[n, k] = np.uint8(OFFSET)
     else:
@@ -142,7 +151,7 @@ def _quantize_padded_row(x, n, q, s, qmax):
 
 @njit_per_dtype([f"void({t}[:, ::1], uint8[:, ::1], {t}[::1], {t})" for t in FLOAT_TYPES],
                 cache=True, parallel=True)
-def _quantize_rows(x, q, s, qmax):
+def quantize_into(x, q, s, qmax):
     """q[n], s[n] = quantized row n of x (+128) and its scale for every row of q (padding rows and
     columns 128: `_quantize_padded_row`)."""
     for n in prange(q.shape[0]):
@@ -151,7 +160,7 @@ def _quantize_rows(x, q, s, qmax):
 
 @njit(cache=True, fastmath=False, error_model="numpy")
 def quantize_block(x, q, s, qmax):
-    """`_quantize_rows` on one thread, for a kernel's job (x (n, K) float, q (>= n, >= K) uint8).
+    """`quantize_into` on one thread, for a kernel's job (x (n, K) float, q (>= n, >= K) uint8).
     A function of its own with its flags set: Numba compiles a called function that leaves
     `fastmath` or `error_model` unset with its caller's (and caches that), so a caller compiled
     with fast-math flags would otherwise change it."""
@@ -321,11 +330,11 @@ def _store_job(acc, r0, p, mc, n_rows, n_cols, acc_out, y, s_x, s_w, bias):
     sw = s_w[o0:o0 + nc]
     b = bias[o0:o0 + nc] if bias.shape[0] > 0 else bias
     for i in range(nr):
-        _dequantize_row(acc[i], s_x[r0 + i], sw, b, y[r0 + i, o0:o0 + nc])
+        dequantize_row(acc[i], s_x[r0 + i], sw, b, y[r0 + i, o0:o0 + nc])
 
 
 @njit(cache=True, inline="always")
-def _dequantize_row(src, sx, sw, b, dst):
+def dequantize_row(src, sx, sw, b, dst):
     """dst = (src * sx) * sw + b for one row: src int32 (>= n), sw, b, dst (n,) (b empty: no
     bias), each product rounded to dst's dtype as the reference rounds it (compiled without
     fast math, no fused multiply-add)."""
@@ -341,18 +350,18 @@ def _dequantize_row(src, sx, sw, b, dst):
 
 @njit(cache=True, fastmath=False, error_model="numpy")
 def dequantize_block(acc, n, s_x, s_w, bias, out):
-    """out[i] = (acc[i] * s_x[i]) * s_w + bias for i < n (`_dequantize_row`) on one thread, for a
+    """out[i] = (acc[i] * s_x[i]) * s_w + bias for i < n (`dequantize_row`) on one thread, for a
     kernel's job; its flags set as `quantize_block`'s, so that a caller compiled with fast-math
     flags (the attention's contraction) cannot fuse its multiply-adds."""
     for i in range(n):
-        _dequantize_row(acc[i], s_x[i], s_w, bias, out[i])
+        dequantize_row(acc[i], s_x[i], s_w, bias, out[i])
 
 
 def _product_vnni_loops(x32, wp, start, n_rows, n_cols, acc_out, y, s_x, s_w, bias):
     """The product of `_product_loops` on the VNNI path: x32 (N padded to VNNI_MR, K/4) int32 is
     x_q + 128 as uint8 with k padded to a multiple of 4 (the padding multiplies zero weights);
     wp (panels, K/4, PANEL) the packed weights and start (panels, PANEL) = -128 sum_k W_q[o, k]
-    (`_packed_weight`); n_rows x n_cols the valid part.
+    (`packed_weight`); n_rows x n_cols the valid part.
     A job is VNNI_MC rows of x by one panel (64 channels): for each VNNI_KC-group block of k, the
     panel's slice stays in L1 while the job's 4-row tiles pass it. The first block starts its sums
     at `start`, which takes the offset's 128 W_q off while the sums run (int32 sums wrap modulo
@@ -389,10 +398,10 @@ AMX_MR = 32             # rows of x per AMX block: two A tiles of 16 rows
 AMX_KB = 64             # bytes of k per tile step (16 k-groups)
 AMX_MC = 64             # rows of x per parallel job (a job: these rows x one panel)
 # the tile configuration (palette 1) ldtilecfg loads: tiles 0-7 all 16 rows x 64 bytes
-_TILE_CONFIG = np.zeros(64, np.uint8)
-_TILE_CONFIG[0] = 1
-_TILE_CONFIG[16:32].view(np.uint16)[:] = 64                 # bytes per row, tiles 0-7
-_TILE_CONFIG[48:56] = 16                                    # rows, tiles 0-7
+TILE_CONFIG = np.zeros(64, np.uint8)
+TILE_CONFIG[0] = 1
+TILE_CONFIG[16:32].view(np.uint16)[:] = 64                 # bytes per row, tiles 0-7
+TILE_CONFIG[48:56] = 16                                    # rows, tiles 0-7
 
 
 def _void_function(builder, name, argument_types):
@@ -402,7 +411,7 @@ def _void_function(builder, name, argument_types):
 
 @intrinsic
 def _amx_configure(typingctx, config):
-    """ldtilecfg: this thread's tiles take the shapes in `config` (64 bytes, `_TILE_CONFIG`)."""
+    """ldtilecfg: this thread's tiles take the shapes in `config` (64 bytes, `TILE_CONFIG`)."""
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
         byte_pointer = ir.IntType(8).as_pointer()
@@ -534,7 +543,7 @@ def _amx_permitted() -> bool:
 
 
 PATHS = ("amx", "vnni", "portable")
-_path = None   # chosen once per process, at the first product (`_active_path`)
+_path = None   # chosen once per process, at the first product (`active_path`)
 
 
 def available_paths() -> tuple[str, ...]:
@@ -544,7 +553,7 @@ def available_paths() -> tuple[str, ...]:
                  if ok())
 
 
-def _active_path() -> str:
+def active_path() -> str:
     """The path of this process: the first of PATHS it can run (or the one `using_path` set)."""
     global _path
     if _path is None:
@@ -572,15 +581,16 @@ def _pack(w_q):
     """W_q (O, K) int8 -> (panels, K4, PANEL) int32, K4 = 16 ceil(K / 64): panel p, group g, lane c
     holds W_q[64 p + c, 4g:4g+4] (zero past O and K), each 64-byte row of a panel 16 channels x
     4 k, the layout vpdpbusd reads, and 16 rows of it the B tile tdpbusd reads (the VNNI path
-    reads the first ceil(K / 4) groups). The buffer is 64-byte aligned (one cache line per
-    vector)."""
+    reads the first ceil(K / 4) groups). The buffer is an anonymous mapping of its own, page-
+    aligned (so one cache line per vector): the panels live as long as their weight, and in the
+    heap, which `tune_process` keeps from shrinking, the panels packed during a first forward
+    would sit above that forward's transient arrays and keep the heap at its peak size."""
     O, K = w_q.shape
     K4, panels = (K + AMX_KB - 1) // AMX_KB * (AMX_KB // 4), (O + PANEL - 1) // PANEL
     padded = np.zeros((panels * PANEL, K4 * 4), np.int8)
     padded[:O, :K] = w_q
-    raw = np.empty(padded.size + 64, np.uint8)
-    start = -raw.ctypes.data % 64
-    out = raw[start:start + padded.size].view(np.int8).reshape(panels, K4, PANEL, 4)
+    raw = np.frombuffer(mmap.mmap(-1, padded.size), np.uint8)      # freed with the array
+    out = raw.view(np.int8).reshape(panels, K4, PANEL, 4)
     out[...] = padded.reshape(panels, PANEL, K4, 4).transpose(0, 2, 1, 3)
     return out.view(np.int32).reshape(panels, K4, PANEL)
 
@@ -593,73 +603,91 @@ def _start_sums(sums):
     return start.reshape(-1, PANEL)
 
 
-def _packed_weight(w_q):
-    """(packed panels, row sums, start sums) of W_q, computed once per weight array and kept while
-    it lives (a weight is not written after quantization; an in-place edit of W_q's values is not
-    seen)."""
+def _packed_entry(w_q):
+    """(packed panels, row sums, start sums) of W_q (O, K) int8."""
+    sums = _row_sums(w_q)
+    return _pack(w_q), sums, _start_sums(sums)
+
+
+def packed_weight(w):
+    """(packed panels, row sums, start sums) of an int8 weight: a StackedWeight's own, or those of
+    W_q (an int8 array, or an Int8Weight's q) computed once per array and kept while it lives (a
+    weight is not written after quantization; an in-place edit of W_q's values is not seen)."""
+    if isinstance(w, StackedWeight):
+        return w.packed
+    w_q = getattr(w, "q", w)
     key = id(w_q)
     entry = _packed.get(key)
     if entry is None or entry[0] != (w_q.shape, w_q.ctypes.data):
-        sums = _row_sums(w_q)
-        entry = ((w_q.shape, w_q.ctypes.data), _pack(w_q), sums, _start_sums(sums))
+        entry = ((w_q.shape, w_q.ctypes.data), *_packed_entry(w_q))
         if key not in _packed:
             weakref.finalize(w_q, _packed.pop, key, None)
         _packed[key] = entry
     return entry[1:]
 
 
+def is_int8_weight(w) -> bool:
+    return hasattr(w, "q") and hasattr(w, "scale")            # an Int8Weight (or StackedWeight)
+
+
 class StackedWeight:
     """Int8 weights stacked along the output channels, read by int8_linear_forward like one
-    Int8Weight (q, scale, shape, dtype): the fused Q, K, V projection (kernels/attention.py)."""
+    Int8Weight (q, scale, shape, dtype): the fused Q, K, V projection (kernels/attention.py).
+    Built for one path: on the portable path it holds the stacked W_q, on the AMX and VNNI paths
+    only the stack's packed panels (`packed`, `q` None): the weights it stacks are kept by the
+    model anyway, and a stacked copy beside the panels would be a third copy of each."""
 
-    def __init__(self, weights):
-        self.q = np.concatenate([w.q for w in weights])           # (sum O, K) int8
+    def __init__(self, weights, packed: bool):
+        q = np.concatenate([w.q for w in weights])                # (sum O, K) int8
         self.scale = np.concatenate([w.scale for w in weights])   # (sum O,)
-        self.shape, self.dtype = self.q.shape, self.q.dtype
+        self.shape, self.dtype = q.shape, q.dtype
+        self.q, self.packed = (None, _packed_entry(q)) if packed else (q, None)
 
 
-_stacked = {}  # ids of the stacked W_q arrays -> StackedWeight
+_stacked = {}  # (path, ids of the stacked W_q arrays) -> StackedWeight
 
 
 def stacked_weight(weights):
-    """The StackedWeight of `weights` (Int8Weights with equal K), built once and kept while all
-    of their W_q live (its packed panels are then cached too, `_packed_weight`)."""
-    key = tuple(id(w.q) for w in weights)
+    """The StackedWeight of `weights` (Int8Weights with equal K) for the process's path, built once
+    and kept while all of their W_q live."""
+    path = active_path()
+    key = (path, *(id(w.q) for w in weights))
     entry = _stacked.get(key)
     if entry is None:
-        entry = _stacked[key] = StackedWeight(weights)
+        entry = _stacked[key] = StackedWeight(weights, packed=path != "portable")
         for w in weights:
             weakref.finalize(w.q, _stacked.pop, key, None)
     return entry
 
 
-def _run_product(xu, w_q, n_rows, acc_out, y, s_x, s_w, bias):
-    """The product on the process's path: xu (`_padded_rows(N)`, `_padded_columns(K)`) uint8
-    x_q + 128."""
+def run_product(xu, w, n_rows, acc_out, y, s_x, s_w, bias):
+    """The product on the process's path: xu (`padded_rows(N)`, `padded_columns(K)`) uint8
+    x_q + 128, w an int8 array W_q (O, K), an Int8Weight or a StackedWeight."""
     dtype = y.dtype.name if y.shape[0] > 0 else "float32"
-    path = _active_path()
+    path = active_path()
     if path == "portable":
+        w_q = getattr(w, "q", w)
         _product.dispatcher(dtype)(xu, w_q, _row_sums(w_q), n_rows, acc_out, y, s_x, s_w, bias)
         return
-    wp, _, start = _packed_weight(w_q)
+    wp, _, start = packed_weight(w)
     if path == "amx":
-        _product_amx.dispatcher(dtype)(xu, wp, start, n_rows, w_q.shape[0], acc_out, y, s_x, s_w,
-                                       bias, _TILE_CONFIG)
+        _product_amx.dispatcher(dtype)(xu, wp, start, n_rows, w.shape[0], acc_out, y, s_x, s_w,
+                                       bias, TILE_CONFIG)
     else:
-        _product_vnni.dispatcher(dtype)(xu.view(np.int32), wp, start, n_rows, w_q.shape[0],
+        _product_vnni.dispatcher(dtype)(xu.view(np.int32), wp, start, n_rows, w.shape[0],
                                         acc_out, y, s_x, s_w, bias)
 
 
-def _padded_columns(k):
+def padded_columns(k):
     """The columns of the quantized copy of x: k, rounded up to a multiple of 4 on the VNNI path,
     of 64 on the AMX path."""
-    step = {"amx": AMX_KB, "vnni": 4, "portable": 1}[_active_path()]
+    step = {"amx": AMX_KB, "vnni": 4, "portable": 1}[active_path()]
     return (k + step - 1) // step * step
 
 
-def _padded_rows(n):
+def padded_rows(n):
     """The rows of the quantized copy of x: n, rounded up to a multiple of the path's tile rows."""
-    rows = {"amx": AMX_MR, "vnni": VNNI_MR, "portable": MR}[_active_path()]
+    rows = {"amx": AMX_MR, "vnni": VNNI_MR, "portable": MR}[active_path()]
     return (n + rows - 1) // rows * rows
 
 
@@ -675,7 +703,7 @@ def quantize_rows(x):
     x = np.ascontiguousarray(x)
     xu = np.empty(x.shape, np.uint8)
     s = np.empty(x.shape[0], x.dtype)
-    _quantize_rows(x, xu, s, x.dtype.type(QMAX))
+    quantize_into(x, xu, s, x.dtype.type(QMAX))
     return (xu ^ np.uint8(OFFSET)).view(np.int8), s           # x_q + 128 -> x_q (flip the top bit)
 
 
@@ -688,10 +716,10 @@ def int8_matmul(x_q, w_q):
     N, K = x_q.shape
     out = np.empty((N, w_q.shape[0]), np.int32)
     if out.size:
-        xu = np.full((_padded_rows(N), _padded_columns(K)), OFFSET, np.uint8)
+        xu = np.full((padded_rows(N), padded_columns(K)), OFFSET, np.uint8)
         xu[:N, :K] = x_q.view(np.uint8) ^ np.uint8(OFFSET)    # x_q + 128 (flip the top bit)
         none = np.zeros(0, np.float32)
-        _run_product(xu, np.ascontiguousarray(w_q), N, out, np.zeros((0, 0), np.float32), none,
+        run_product(xu, np.ascontiguousarray(w_q), N, out, np.zeros((0, 0), np.float32), none,
                      none, none)
     return out
 
@@ -705,23 +733,23 @@ def int8_linear_forward(x, w, b):
         return NotImplemented
     x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))     # (N, K)
     N = x2.shape[0]
-    xu = np.empty((_padded_rows(N), _padded_columns(x2.shape[1])), np.uint8)   # x_q + 128
+    xu = np.empty((padded_rows(N), padded_columns(x2.shape[1])), np.uint8)   # x_q + 128
     s_x = np.empty(N, x2.dtype)
     y = np.empty((N, w.shape[0]), x2.dtype)
     if y.size:
-        _quantize_rows(x2, xu, s_x, x2.dtype.type(QMAX))
-        _run_product(xu, w.q, N, np.empty((0, 0), np.int32), y, s_x, w.scale,
+        quantize_into(x2, xu, s_x, x2.dtype.type(QMAX))
+        run_product(xu, w, N, np.empty((0, 0), np.int32), y, s_x, w.scale,
                      np.zeros(0, x2.dtype) if b is None else np.ascontiguousarray(b))
     return y.reshape(*x.shape[:-1], w.shape[0]), (x, w)
 
 
-# ---- the feed-forward sublayer: the first product's epilogue quantizes the GELU for the second --
+# ---- blocks of 32 rows by every panel (the fused kernels' jobs) ------------------------------
 
 FF_ROWS = 32     # rows of x per job of the feed-forward's first product (one AMX block row)
 
 
 @njit(cache=True, inline="always")
-def _row_block_sums(x8, x32, wp, start, r0, acc, amx, config):
+def row_block_sums(x8, x32, wp, start, r0, acc, amx, config):
     """acc (FF_ROWS, panels * PANEL) = the int32 sums x_q W_q^T of rows r0 .. r0 + FF_ROWS of x
     with every panel of the packed weights, on the AMX path (x8) or the VNNI path (x32, the same
     bytes read 4 at a time), each panel's block as those paths' jobs compute it."""
@@ -737,73 +765,6 @@ def _row_block_sums(x8, x32, wp, start, r0, acc, amx, config):
                 g1 = min(x32.shape[1], g0 + VNNI_KC)
                 for i0 in range(0, FF_ROWS, VNNI_MR):
                     _vnni_tile(x32, r0 + i0, wp, p, g0, g1, block, i0, start, g0 == 0)
-
-
-def _feed_forward_in_loops(x8, x32, wp, start, n_rows, n_cols, s_x, s_w, bias, gu, s_g, consts,
-                           qmax, amx, config):
-    """gu[n], s_g[n] = quantize_rows(GELU((x_q W_q^T)[n] * s_x[n] * s_w + bias)) for every row n of
-    the feed-forward's first product (n_cols channels), + 128 as the products take it: a job is
-    FF_ROWS rows by every panel (`_row_block_sums`); then, row by row in L1, the dequantization of
-    `_store_job`, the GELU of kernels/gelu.py (`gelu_row`) and the quantization of
-    `_quantize_rows` (each the same operations, so gu and s_g equal those three passes' results).
-    Rows of gu past n_rows, and its columns past n_cols, hold 128 (x_q = 0)."""
-    for job in prange(x8.shape[0] // FF_ROWS):
-        r0 = job * FF_ROWS
-        acc = np.empty((FF_ROWS, wp.shape[0] * PANEL), dtype=np.int32)
-        _row_block_sums(x8, x32, wp, start, r0, acc, amx, config)
-        z = np.empty(n_cols, dtype=s_x.dtype)
-        g = np.empty(n_cols, dtype=s_x.dtype)
-        for i in range(FF_ROWS):
-            q = gu[r0 + i]
-            if r0 + i < n_rows:
-                _dequantize_row(acc[i], s_x[r0 + i], s_w, bias, z)
-                gelu_row(z, g, consts)
-                s_g[r0 + i] = _quantize_row(g, q[:n_cols], qmax)
-                for k in range(n_cols, q.shape[0]):
-                    q[k] = np.uint8(OFFSET)
-            else:
-                for k in range(q.shape[0]):
-                    q[k] = np.uint8(OFFSET)
-
-
-_feed_forward_in = njit_per_dtype(
-    [f"void(uint8[:, ::1], int32[:, ::1], int32[:, :, ::1], int32[:, ::1], int64, int64, {t}[::1], "
-     f"{t}[::1], {t}[::1], uint8[:, ::1], {t}[::1], UniTuple({t}, 4), {t}, boolean, uint8[::1])"
-     for t in FLOAT_TYPES], cache=True, parallel=True)(_feed_forward_in_loops)
-
-
-def _is_int8_weight(w):
-    return hasattr(w, "q") and hasattr(w, "scale")            # an Int8Weight (or StackedWeight)
-
-
-@register("feed_forward")
-def feed_forward(x, wi, bi, wo, bo, act, *, keep_cache=True):
-    """(y, None) like the reference, in inference (keep_cache off) with int8 weights and GELU, on
-    the AMX or VNNI path: x is quantized, the first product's epilogue makes the second's
-    quantized input (`_feed_forward_in`), the second product runs as int8_linear_forward's."""
-    if (keep_cache or act != "gelu" or bi is None or _active_path() == "portable"
-            or not (_is_int8_weight(wi) and _is_int8_weight(wo))
-            or not supported(x, wi.scale, bi, wo.scale, bo) or x.size == 0
-            or x.shape[-1] != wi.shape[1] or wo.shape[1] != wi.shape[0] or 0 in wo.shape
-            or max(wi.shape[1], wo.shape[1]) > MAX_K or bi.shape != wi.shape[:1]
-            or (bo is not None and bo.shape != wo.shape[:1])):
-        return NotImplemented
-    x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))     # (N, K)
-    N, dtype = x2.shape[0], x2.dtype
-    rows = (N + FF_ROWS - 1) // FF_ROWS * FF_ROWS             # a multiple of every path's rows
-    xu = np.empty((rows, _padded_columns(x2.shape[1])), np.uint8)         # x_q + 128
-    s_x = np.empty(N, dtype)
-    _quantize_rows(x2, xu, s_x, dtype.type(QMAX))
-    gu = np.empty((rows, _padded_columns(wi.shape[0])), np.uint8)         # GELU(z)_q + 128
-    s_g = np.empty(N, dtype)
-    wp, _, start = _packed_weight(wi.q)
-    _feed_forward_in.dispatcher(dtype.name)(
-        xu, xu.view(np.int32), wp, start, N, wi.shape[0], s_x, wi.scale, np.ascontiguousarray(bi),
-        gu, s_g, gelu_constants(dtype), dtype.type(QMAX), _active_path() == "amx", _TILE_CONFIG)
-    y = np.empty((N, wo.shape[0]), dtype)
-    _run_product(gu, wo.q, N, np.empty((0, 0), np.int32), y, s_g, wo.scale,
-                 np.zeros(0, dtype) if bo is None else np.ascontiguousarray(bo))
-    return y.reshape(*x.shape[:-1], wo.shape[0]), None
 
 
 def compiled_asm(dtype="float32", path="portable"):

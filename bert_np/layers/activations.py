@@ -15,14 +15,13 @@ Its reference is exactly that composition; its kernel (kernels/gelu.py) adds b a
 GELU in one pass over z.
 feed_forward (the feed-forward sublayer's two Linear layers, `intermediate` then `output.dense`):
     y = act(x Wi^T + bi) Wo^T + bo       its backward is the two layers' backward, in reverse
-Its reference is linear_act then Linear; its kernel (kernels/int8.py, inference with int8 weights)
-quantizes act(z) for the second product row by row as the first product's epilogue makes it, so
-neither z nor act(z) is written to memory as floats.
+Its reference is linear_act then Linear; its kernel (kernels/feed_forward.py, inference with int8
+weights) quantizes act(z) for the second product row by row as the first product's epilogue makes
+it, so neither z nor act(z) is written to memory as floats.
 """
 import math
 
 import numpy as np
-from scipy.special import erf as _erf
 
 from ..kernels import accelerated
 from .linear import linear_backward, linear_forward
@@ -30,6 +29,13 @@ from .linear import linear_backward, linear_forward
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _erf(x):
+    """scipy.special.erf, imported at the first call: importing SciPy costs ~26 MB of resident
+    memory, which a run on the kernels (whose GELU computes its own erf) never needs."""
+    from scipy.special import erf
+    return erf(x)
 
 
 @accelerated("gelu_forward")
