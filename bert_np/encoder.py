@@ -156,9 +156,13 @@ def feed_forward_sublayer_forward(h, params, prefix, cfg, rng, *, keep_cache=Tru
 
 
 def layer_backward(dy, cache: LayerCache, grads, prefix, cfg):
-    """Reverse of layer_forward, line by line; returns dx."""
-    c = cache
-    # feed-forward sublayer
+    """Reverse of layer_forward: the feed-forward sublayer, then the attention sublayer; dx."""
+    dh = feed_forward_sublayer_backward(dy, cache, grads, prefix)
+    return attention_sublayer_backward(dh, cache, grads, prefix)
+
+
+def feed_forward_sublayer_backward(dy, c: LayerCache, grads, prefix):
+    """Reverse of feed_forward_sublayer_forward, line by line; returns dh."""
     d_sum, dw, db = layernorm_backward(dy, c.output_norm)       # y = LN(o + h)
     add_grads(grads, prefix + "output.LayerNorm", dw, db)
     do = dropout_backward(d_sum, c.output_dropout)              # o = dropout(o)
@@ -167,7 +171,11 @@ def layer_backward(dy, cache: LayerCache, grads, prefix, cfg):
     dh, dw, db = linear_act_backward(dg, c.intermediate)        # g = act(h Wi^T + bi)
     add_grads(grads, prefix + "intermediate.dense", dw, db)
     dh += d_sum                                                 # residual: y = LN(o + h)
-    # self-attention sublayer
+    return dh
+
+
+def attention_sublayer_backward(dh, c: LayerCache, grads, prefix):
+    """Reverse of attention_sublayer_forward, line by line; returns dx."""
     d_sum, dw, db = layernorm_backward(dh, c.attention_norm)    # h = LN(a + x)
     add_grads(grads, prefix + "attention.output.LayerNorm", dw, db)
     da = dropout_backward(d_sum, c.attention_dropout)           # a = dropout(a)
