@@ -22,9 +22,10 @@ from typing import NamedTuple
 import numpy as np
 
 from .layers import (add_layernorm_forward, attention_backward, attention_forward,
-                     dropout_backward, dropout_forward, embedding_backward, embedding_forward,
-                     feed_forward, layernorm_backward, layernorm_forward, linear_act_backward,
-                     linear_backward, linear_forward, tanh_backward, tanh_forward)
+                     dropout_backward, dropout_forward, embedding_backward,
+                     embeddings_layernorm_forward, feed_forward, layernorm_backward,
+                     linear_act_backward, linear_backward, linear_forward, tanh_backward,
+                     tanh_forward)
 
 
 def add_grad(grads, name, g):
@@ -60,12 +61,10 @@ class EmbeddingsCache(NamedTuple):
 def embeddings_forward(input_ids, token_type_ids, params, prefix, cfg, rng):
     """input_ids, token_type_ids (B, T) -> (x (B, T, H), cache)."""
     p = prefix + "embeddings."
-    T = input_ids.shape[1]
-    x = embedding_forward(input_ids, params[p + "word_embeddings.weight"])            # (B, T, H)
-    x = x + params[p + "position_embeddings.weight"][:T]                               # (B, T, H)
-    x += embedding_forward(token_type_ids, params[p + "token_type_embeddings.weight"])
-    x, cache_ln = layernorm_forward(x, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"],
-                                    cfg.layer_norm_eps)
+    x, cache_ln = embeddings_layernorm_forward(    # LayerNorm(E_word[ids] + E_pos[t] + E_type[types])
+        input_ids, token_type_ids, params[p + "word_embeddings.weight"],
+        params[p + "position_embeddings.weight"], params[p + "token_type_embeddings.weight"],
+        params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], cfg.layer_norm_eps)  # (B, T, H)
     x, cache_drop = dropout_forward(x, cfg.hidden_dropout_prob, rng)
     return x, EmbeddingsCache(input_ids, token_type_ids, cache_ln, cache_drop)
 

@@ -361,8 +361,8 @@ def test_attention_context_matches_reference(B, A, T, D, dtype, dropout_p, rng):
                                         (2, 20, 80, 2)])
 def test_attention_sublayer_in_inference_matches_reference(B, T, H, A, dtype, rng):
     """The inference kernel of attention_forward (Q, K, V as one product into a (B, T, 3H) array
-    read at column offsets) against the reference's three Linear layers, split_heads and attention
-    core, with fully masked and half-padded rows; D = H / A odd, below and above the 16-column
+    read at column offsets, the biases added by each head's task to its own columns) against the
+    reference's three Linear layers, split_heads and attention core, with random biases, with fully masked and half-padded rows; D = H / A odd, below and above the 16-column
     tile. Training calls (a cache, or dropout) are declined."""
     from bert_np.kernels import attention as fused
     x = rng.standard_normal((B, T, H)).astype(dtype)
@@ -486,6 +486,39 @@ def test_embedding_backward_equals_np_add_at(dtype, padding_id, rng):
     np.testing.assert_array_equal(ours, ref)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B, T, H, V", [(1, 1, 1, 1), (2, 7, 13, 11), (3, 37, 769, 50),
+                                        (4, 128, 128, 300)])
+def test_embeddings_layernorm_equals_reference_bit_for_bit(B, T, H, V, dtype, rng):
+    """LayerNorm(E_word[ids] + E_pos[t] + E_type[types]) in one pass per token: y and the cache
+    (xhat, rstd, w) equal the reference's (three lookups, then the LayerNorm kernel) bit for bit,
+    since the sum is formed in the reference's order without fast math and the row is normalised
+    by the LayerNorm kernel's own code; T below the position table's length, repeated ids, ids
+    given as int32. Ids outside a table, a negative id, or T past the position table are
+    declined, and the reference then raises or counts from the end as NumPy does."""
+    from bert_np.kernels import embeddings
+    from bert_np.layers import embeddings as embeddings_ref
+    word, position, token_type = (rng.standard_normal((n, H)).astype(dtype) for n in (V, T + 3, 2))
+    w, b = rng.standard_normal(H).astype(dtype), rng.standard_normal(H).astype(dtype)
+    ids, types = rng.integers(0, V, (B, T)).astype(np.int32), rng.integers(0, 2, (B, T))
+    tables = (word, position, token_type, w, b, 1e-12)
+    y, cache = embeddings.embeddings_layernorm_forward(ids, types, *tables)
+    with kernels.using_backend("numba"):
+        y_ref, cache_ref = embeddings_ref.embeddings_layernorm_forward.reference(ids, types, *tables)
+    for ours, ref in zip([y, *cache], [y_ref, *cache_ref], strict=True):
+        assert ours.dtype == ref.dtype and ours.shape == ref.shape
+        np.testing.assert_array_equal(ours, ref)
+    assert cache[2] is w
+    bad_ids, bad_types = ids.copy(), types.copy()
+    bad_ids[-1, -1], bad_types[0, 0] = V, -1
+    for args in [(bad_ids, types), (ids, bad_types)]:
+        assert embeddings.embeddings_layernorm_forward(*args, *tables) is NotImplemented
+    assert embeddings.embeddings_layernorm_forward(ids, types, word, position[:T - 1],
+                                                   *tables[2:]) is NotImplemented
+    with pytest.raises(IndexError):
+        under_numba(embeddings_ref.embeddings_layernorm_forward)(bad_ids, types, *tables)
+
+
 def test_embedding_backward_rejects_ids_outside_the_table(rng):
     from bert_np.layers import embeddings as embeddings_ref
     table = np.zeros((6, 5), np.float32)
@@ -500,7 +533,7 @@ OPS = ["linear_forward", "linear_backward", "attention_softmax_forward",
        "gelu_backward", "adamw_update", "batched_matmul", "batched_matmul_nt", "batched_matmul_tn",
        "dropout_forward", "embedding_backward", "attention_context_forward",
        "add_layernorm_forward", "add_bias", "linear_act_forward", "attention_forward",
-       "feed_forward"]
+       "feed_forward", "embeddings_layernorm_forward"]
 
 
 @pytest.fixture

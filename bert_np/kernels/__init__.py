@@ -39,7 +39,7 @@ AUTO_NUMBA: frozenset[str] = frozenset({
     "layernorm_forward", "add_layernorm_forward", "layernorm_backward",
     "gelu_forward", "gelu_backward", "linear_act_forward",
     "adamw_update",
-    "dropout_forward", "embedding_backward",
+    "dropout_forward", "embedding_backward", "embeddings_layernorm_forward",
     "add_bias",
     "quantize_rows", "int8_matmul", "int8_linear_forward",   # the reference's int32 product is
     "feed_forward",                                         # not BLAS: ~100x slower
@@ -55,6 +55,7 @@ KERNEL_MODULE: dict[str, str] = {
     "layernorm_backward": "layernorm",
     "gelu_forward": "gelu", "gelu_backward": "gelu", "linear_act_forward": "gelu",
     "adamw_update": "optim", "dropout_forward": "dropout", "embedding_backward": "embeddings",
+    "embeddings_layernorm_forward": "embeddings",
     "attention_context_forward": "attention", "attention_forward": "attention",
     "quantize_rows": "int8", "int8_matmul": "int8", "int8_linear_forward": "int8",
     "feed_forward": "feed_forward",

@@ -41,7 +41,7 @@ from .softmax import softmax_row
 from .vecmath import exp_constants, exp_constants_type
 
 _SIGNATURES = [
-    f"void({t}[:, :, ::1], {t}[:, :, ::1], {t}[:, :, ::1], int64, int64, int64, int64, "
+    f"void({t}[:, :, ::1], {t}[:, :, ::1], {t}[:, :, ::1], int64, int64, int64, {t}[::1], int64, "
     f"{t}[:, ::1], {t}, "
     f"boolean, uint64, int64, {t}, {t}, {t}[:, :, ::1], {t}[:, :, :, ::1], {t}[:, :, :, ::1], "
     f"{t}[:, :, :, ::1], {t}[:, ::1], {exp_constants_type(t)})" for t in FLOAT_TYPES]
@@ -145,12 +145,30 @@ def _head_context(block, v, vb, v0, a, D, context, cb):
     _head_product(block, panels_of_v, D, context[cb, :, a * D:(a + 1) * D], False)  # C = P'V
 
 
+@njit(cache=True, inline="always")
+def _add_head_bias(q, k, v, q0, k0, v0, bias, b, c0, D, H):
+    """Q, K, V of sequence b += their bias in columns c0 .. c0 + D of the head (bias (3H,) holds
+    [bq; bk; bv]); every row a 0-based slice, so the loop vectorises."""
+    bq, bk, bv = bias[c0:c0 + D], bias[H + c0:H + c0 + D], bias[2 * H + c0:2 * H + c0 + D]
+    for t in range(q.shape[1]):
+        qr, kr, vr = (q[b, t, q0 + c0:q0 + c0 + D], k[b, t, k0 + c0:k0 + c0 + D],
+                      v[b, t, v0 + c0:v0 + c0 + D])
+        for d in range(D):
+            qr[d] += bq[d]
+            kr[d] += bk[d]
+            vr[d] += bv[d]
+
+
 @njit_per_dtype(_SIGNATURES, cache=True, fastmath={"contract"}, parallel=True)
-def _attention_heads(q, k, v, q0, k0, v0, num_heads, mask, scale, dropout, key, first, p,
+def _attention_heads(q, k, v, q0, k0, v0, bias, num_heads, mask, scale, dropout, key, first, p,
                      keep_scale, context, probs, probs_dropped, keep_scaled, scratch, consts):
     """context[b, :, a*D:(a+1)*D] = dropout(softmax(scale Q K^T + mask[b])) V for each batch row b
     and head a, where Q = q[b, :, q0+a*D:q0+(a+1)*D] and likewise K (k0) and V (v0); q, k, v
     (B, T, >= H), context (B, T, H): the three may be one (B, T, 3H) array of the fused projection.
+
+    bias (3H,) or empty: [bq; bk; bv], added in place to the head's columns of Q, K and V by the
+    task that then reads them (`_add_head_bias`): no task touches another's columns, and the
+    projection x [Wq; Wk; Wv]^T needs no bias pass of its own over the (B, T, 3H) array.
 
     probs, probs_dropped, keep_scaled (B, A, T, T) receive P, P' and the mask m / (1 - p) when
     their first axis is B; with a first axis of 0 each task works in a block of its own.
@@ -163,6 +181,8 @@ def _attention_heads(q, k, v, q0, k0, v0, num_heads, mask, scale, dropout, key, 
     grid = scale - scale + 2.0 ** -UNIFORM_BITS               # 2^-24 in the dtype of q
     for task in prange(B * A):
         b, a = task // A, task % A
+        if bias.shape[0] > 0:
+            _add_head_bias(q, k, v, q0, k0, v0, bias, b, a * D, D, H)
         block = probs[b, a] if keep_probs else np.empty((T, T), dtype=q.dtype)   # (T, T)
         _head_probabilities(q, k, q0, k0, b, a, D, mask[b], scale, block, scratch[task], consts)
         if dropout:
@@ -241,7 +261,8 @@ def attention_context_forward(q, k, v, mask_bias, scale, dropout_p=0.0, rng=None
     scratch = np.empty((B * A, T), dtype)
     q, k, v = (np.ascontiguousarray(t.transpose(0, 2, 1, 3)).reshape(B, T, A * D)
                for t in (q, k, v))                            # (B, T, H), heads merged
-    _attention_heads(q, k, v, 0, 0, 0, A, np.ascontiguousarray(mask_bias).reshape(B, T),
+    _attention_heads(q, k, v, 0, 0, 0, np.empty(0, dtype), A,
+                     np.ascontiguousarray(mask_bias).reshape(B, T),
                      dtype.type(scale),
                      dropout, key, first, dtype.type(dropout_p),
                      dtype.type(1.0 / (1.0 - dropout_p)),
@@ -259,7 +280,9 @@ def attention_forward(x, wq, bq, wk, bk, wv, bv, mask_bias, num_heads, dropout_p
     projections are one product x [Wq; Wk; Wv]^T + [bq; bk; bv] into a (B, T, 3H) array that
     the heads read in place at column offsets 0, H, 2H.
 
-    One product of N = 3H instead of three of N = H, one bias pass instead of three, and for an
+    One product of N = 3H instead of three of N = H; for float weights the bias [bq; bk; bv] is
+    added by each head's task to the columns it is about to read (`_add_head_bias`), so no pass
+    over the (B, T, 3H) array runs on one core between the product and the heads; for an
     int8 model one quantization of x instead of three (the stacked int8 weight is built once per
     triple of weights, kernels/int8.py). Float weights are stacked at every call (3 H^2 values,
     ~1% of the product at H = 128), so weights updated in place between calls are always seen.
@@ -291,9 +314,10 @@ def attention_forward(x, wq, bq, wk, bk, wv, bv, mask_bias, num_heads, dropout_p
         if out is NotImplemented:
             return NotImplemented
         qkv = out[0]
+        bias = np.empty(0, x.dtype)                           # added by int8_linear_forward
     elif supported(x, wq, bq, wk, bk, wv, bv, mask_bias):
-        qkv = np.matmul(x2, np.concatenate((wq, wk, wv)).T)  # (N, 3H)
-        qkv += b
+        qkv = np.matmul(x2, np.concatenate((wq, wk, wv)).T)  # (N, 3H); + b in the heads' tasks
+        bias = b
     else:
         return NotImplemented
     if not (supported(qkv, mask_bias) and mask_bias.size == B * T):
@@ -302,7 +326,7 @@ def attention_forward(x, wq, bq, wk, bk, wv, bv, mask_bias, num_heads, dropout_p
     qkv = qkv.reshape(B, T, 3 * H)
     context = np.empty((B, T, H), dtype)
     none = np.empty((0, 0, 0, 0), dtype)
-    _attention_heads(qkv, qkv, qkv, 0, H, 2 * H, num_heads,
+    _attention_heads(qkv, qkv, qkv, 0, H, 2 * H, bias, num_heads,
                      np.ascontiguousarray(mask_bias).reshape(B, T),
                      dtype.type(1.0 / math.sqrt(H // num_heads)), False, np.uint64(0), 0,
                      dtype.type(0.0), dtype.type(1.0), context, none, none, none,

@@ -28,6 +28,27 @@ _BACKWARD_SIGNATURES = [f"void({t}[:, ::1], {t}[:, ::1], {t}[:, ::1], {t}[::1], 
                         for t in FLOAT_TYPES]
 
 
+@njit(cache=True, inline="always")
+def normalise_row(s, w, b, eps, y, xhat):
+    """xhat = (s - mean(s)) * rstd and y = w * xhat + b for one row s (H,), which may be y itself
+    (the caller forms the row in y, where it stays in L1); returns rstd = 1 / sqrt(var(s) + eps).
+    Inlined, so it runs with the fast-math flags of the kernel that calls it."""
+    H = s.shape[0]
+    mu = 0.0
+    for h in range(H):
+        mu += s[h]
+    mu /= H
+    var = 0.0
+    for h in range(H):
+        var += (s[h] - mu) ** 2                               # two passes: no cancellation
+    r = 1.0 / np.sqrt(var / H + eps)
+    for h in range(H):
+        xh = (s[h] - mu) * r
+        xhat[h] = xh
+        y[h] = w[h] * xh + b[h]
+    return r
+
+
 @njit_per_dtype(_FORWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)
 def _layernorm_rows(x, residual, w, b, eps, y, xhat, rstd):
     """Per row n of s = x + residual (N, H), or of s = x when residual has no rows:
@@ -42,19 +63,7 @@ def _layernorm_rows(x, residual, w, b, eps, y, xhat, rstd):
         else:
             for h in range(H):
                 s[h] = x[n, h]
-        mu = 0.0
-        for h in range(H):
-            mu += s[h]
-        mu /= H
-        var = 0.0
-        for h in range(H):
-            var += (s[h] - mu) ** 2                           # two passes: no cancellation
-        r = 1.0 / np.sqrt(var / H + eps)
-        rstd[n, 0] = r
-        for h in range(H):
-            xh = (s[h] - mu) * r
-            xhat[n, h] = xh
-            y[n, h] = w[h] * xh + b[h]
+        rstd[n, 0] = normalise_row(s, w, b, eps, s, xhat[n])
 
 
 @njit_per_dtype(_BACKWARD_SIGNATURES, cache=True, fastmath=True, parallel=True)

@@ -5,7 +5,7 @@ from .activations import (ACTIVATIONS, feed_forward, gelu_backward, gelu_forward
                           linear_act_backward, linear_act_forward, tanh_backward, tanh_forward)
 from .attention import attention_backward, attention_forward, padding_mask_bias
 from .dropout import dropout_backward, dropout_forward
-from .embeddings import embedding_backward, embedding_forward
+from .embeddings import embedding_backward, embedding_forward, embeddings_layernorm_forward
 from .layernorm import add_layernorm_forward, layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .losses import (IGNORE_INDEX, bce_with_logits_backward, bce_with_logits_forward,
