@@ -460,7 +460,19 @@ def main():
                                for row in table_rows(preset, results, logits, tokens, 7)]
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu": cpu_description(), **record}, f, indent=1)
+            json.dump({"cpu": cpu_description(), **measured_code(), "argv": sys.argv[1:],
+                       **record}, f, indent=1)
+
+
+def measured_code() -> dict:
+    """The commit of the code measured, and whether tracked files differed from it."""
+    repo = os.path.dirname(_HERE)
+    status = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+                            capture_output=True, text=True)
+    commit = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    return {"commit": commit or None,
+            "uncommitted_changes": bool(status.stdout.strip()) if commit else None}
 
 
 if __name__ == "__main__":
