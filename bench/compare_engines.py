@@ -442,6 +442,7 @@ def main():
                 f"{', '.join(model_labels(args.models))}")
     import onnxruntime
     import torch
+    code = measured_code()                # before anything is written, the record included
     tokens = args.batch_size * args.seq_len
     print(f"CPU: {cpu_description()}")
     print(f"B={args.batch_size} T={args.seq_len}, {args.threads} threads per engine, engines take "
@@ -460,12 +461,13 @@ def main():
                                for row in table_rows(preset, results, logits, tokens, 7)]
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu": cpu_description(), **measured_code(), "argv": sys.argv[1:],
+            json.dump({"cpu": cpu_description(), **code, "argv": sys.argv[1:],
                        **record}, f, indent=1)
 
 
 def measured_code() -> dict:
-    """The commit of the code measured, and whether tracked files differed from it."""
+    """The commit of the code measured, and whether tracked files differed from it (taken at the
+    start: the JSON record written at the end is itself often a tracked file)."""
     repo = os.path.dirname(_HERE)
     status = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
                             capture_output=True, text=True)
