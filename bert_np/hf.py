@@ -237,6 +237,29 @@ def read_index(index_path: Path) -> dict[str, str]:
     return _read_index(index_path)[0]
 
 
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_files(directory: Path) -> list[str]:
+    """The files of a checkpoint directory a loaded model depends on: config.json and every
+    weight file from_pretrained may read (single files, sharded indexes and the shards they
+    name)."""
+    directory = Path(directory)
+    names = [CONFIG_NAME]
+    for name in (SAFETENSORS_NAME, SAFETENSORS_INDEX_NAME, PYTORCH_NAME, PYTORCH_INDEX_NAME):
+        if (directory / name).is_file():
+            names.append(name)
+            if name.endswith(".index.json"):
+                names += sorted(set(read_index(directory / name).values()))
+    return [name for name in names if (directory / name).is_file()]
+
+
 def _read_index(index_path: Path) -> tuple[dict[str, str], dict[str, str] | None]:
     """read_index, and the shard checksums bert_np's index records (None in others' indexes)."""
     try:

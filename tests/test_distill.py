@@ -14,6 +14,7 @@ import pytest
 
 import bert_np
 from bert_np import cli
+from bert_np.hf import checkpoint_files
 from bert_np.tokenization import BertTokenizer
 from bert_np.train import distill as distill_module
 from bert_np.train.checkpoints import latest_checkpoint
@@ -397,7 +398,7 @@ def test_cache_key_covers_sharded_teachers(files):
     sharded = files / "teacher_sharded"
     teacher.save_pretrained(sharded, max_shard_size=200_000)
     BertTokenizer.from_pretrained(files / "teacher").save(sharded)
-    names = distill_module.teacher_files(sharded)
+    names = checkpoint_files(sharded)
     shards = [n for n in names if n.startswith("model-")]
     assert "model.safetensors.index.json" in names and len(shards) > 1
     tokenizer = BertTokenizer.from_pretrained(sharded)

@@ -106,16 +106,68 @@ def test_resume_refuses_changed_settings(settings):
 
 
 def test_resume_of_a_checkpoint_written_before_a_setting_existed(settings):
-    """A setting added later (here `nsp`, default True) is absent from an older checkpoint's saved
+    """A setting added later (here `nsp`, default True, and `init`, default unset) is absent from an older checkpoint's saved
     settings; that run used the default, so the same command resumes it. A value other than the
     default is still refused, naming the setting."""
     pretrain(settings("old", steps=3, checkpoint_every=2), progress=False)
     state_file = checkpoints.latest_checkpoint(settings("old").out) / checkpoints.STATE_NAME
     state = json.loads(state_file.read_text())
     del state["settings"]["nsp"]
+    del state["settings"]["init"], state["inputs"]["init"]   # --init came later too
     state_file.write_text(json.dumps(state))
     result = pretrain(settings("old", steps=3, checkpoint_every=2), resume=True, progress=False)
     assert result["step"] == 3
     with pytest.raises(ValueError, match="nsp"):
         pretrain(settings("old", steps=3, checkpoint_every=2, nsp=False), resume=True,
                  progress=False)
+
+
+def eval_records(out_dir):
+    records = [json.loads(line) for line in open(Path(out_dir) / "log.jsonl")]
+    return {r["step"]: r for r in records if r["kind"] == "eval"}
+
+
+def test_init_starts_from_the_saved_weights(settings):
+    """--init continues from a saved model: the new run's held-out evaluation before its first
+    step (same eval corpus, same seed, so the same masked batches) equals, float for float, the
+    evaluation the first run wrote after its last step; the model's config comes from --init."""
+    first = settings("first")
+    pretrain(first, progress=False)
+    again = settings("again", config="tiny", init=str(Path(first.out) / "final"), steps=2)
+    pretrain(again, progress=False)
+    assert eval_records(again.out)[0] == {**eval_records(first.out)[8], "step": 0}
+    model = bert_np.BertForPreTraining.from_pretrained(Path(again.out) / "final")
+    assert model.config.hidden_size == 32          # --init's config (the preset tiny has 128)
+
+
+def test_init_bad_input_is_a_clear_error(settings, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="--init .*no config.json"):
+        settings("x", config="tiny", init=str(tmp_path / "empty"))
+    first = settings("first", steps=1)
+    pretrain(first, progress=False)
+    final = str(Path(first.out) / "final")
+    with pytest.raises(ValueError, match="--init .* and --config .*drop --config"):
+        settings("x", init=final)                   # the fixture's config.json as well
+    other = tmp_path / "other_vocab"
+    bert_np.BertForPreTraining(bert_np.BertConfig.preset("tiny", vocab_size=50)).save_pretrained(other)
+    with pytest.raises(ValueError, match="--init .* has vocab_size 50, --vocab has 30522"):
+        pretrain(settings("x", config="tiny", init=str(other)), progress=False)
+    with pytest.raises(ValueError, match="max_seq_length 128 exceeds --init .*64"):
+        pretrain(settings("x", config="tiny", init=final, max_seq_length=128), progress=False)
+
+
+def test_resume_refuses_other_init_weights(settings, tmp_path):
+    """The weights --init names are an input of the run: compared by content on resume, so a
+    directory overwritten with another model is refused even at the same path."""
+    first = settings("first", steps=1)
+    pretrain(first, progress=False)
+    start = tmp_path / "start"
+    bert_np.BertForPreTraining.from_pretrained(Path(first.out) / "final").save_pretrained(start)
+    run = dict(config="tiny", init=str(start), steps=3, checkpoint_every=2)
+    pretrain(settings("cont", **run, max_steps=2), progress=False)
+    model = bert_np.BertForPreTraining.from_pretrained(start)
+    model.params["bert.pooler.dense.bias"] += 1.0
+    model.save_pretrained(start)
+    with pytest.raises(ValueError, match="init"):
+        pretrain(settings("cont", **run), resume=True, progress=False)

@@ -58,8 +58,7 @@ from ..data.batching import EncodedSplit, pad_batch
 from ..data.corpora import normalize
 from ..data.tasks import TASKS, DataFormatError, Example, Task, get_task, load_jsonl, load_split
 from ..files import atomic_write_bytes, atomic_write_text
-from ..hf import (CONFIG_NAME, PYTORCH_INDEX_NAME, PYTORCH_NAME, SAFETENSORS_INDEX_NAME,
-                  SAFETENSORS_NAME, read_index)
+from ..hf import CONFIG_NAME, checkpoint_files, file_sha256
 from ..optim import AdamW, linear_warmup_decay
 from ..tokenization import BertTokenizer
 from .checkpoints import latest_state, prepare_output_dir, save_model_directory
@@ -251,32 +250,11 @@ def dev_overlap(transfer: list[Example], dev: list[Example]) -> int:
 
 # ---- the teacher-logit cache --------------------------------------------------------------------
 
-def file_sha256(path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def vocab_sha256(tokenizer: BertTokenizer) -> str:
     """SHA-256 of the tokens in id order and the options that change how text becomes ids."""
     tokens = sorted(tokenizer.vocab, key=tokenizer.vocab.get)
     options = [tokenizer.lowercase, tokenizer.strip_accents, tokenizer.handle_chinese_chars]
     return hashlib.sha256(json.dumps([tokens, options]).encode("utf-8")).hexdigest()
-
-
-def teacher_files(teacher_dir: Path) -> list[str]:
-    """The files of a checkpoint directory its logits depend on: config.json and every weight
-    file from_pretrained may read (single files, sharded indexes and the shards they name)."""
-    names = [CONFIG_NAME]
-    for name in (SAFETENSORS_NAME, SAFETENSORS_INDEX_NAME, PYTORCH_NAME, PYTORCH_INDEX_NAME):
-        if (teacher_dir / name).is_file():
-            names.append(name)
-            if name.endswith(".index.json"):
-                names += sorted(set(read_index(teacher_dir / name).values()))
-    return [name for name in names if (teacher_dir / name).is_file()]
 
 
 def teacher_cache_key(teacher_dir, transfer, tokenizer: BertTokenizer, max_seq_length: int,
@@ -285,7 +263,7 @@ def teacher_cache_key(teacher_dir, transfer, tokenizer: BertTokenizer, max_seq_l
     truncation enters the key when it is not head, so the key of a head run is the one it had
     before --truncation existed: caches and checkpoints written then stay valid."""
     teacher_dir = Path(teacher_dir)
-    files = {name: file_sha256(teacher_dir / name) for name in teacher_files(teacher_dir)}
+    files = {name: file_sha256(teacher_dir / name) for name in checkpoint_files(teacher_dir)}
     key = {"version": CACHE_VERSION, "teacher": files, "transfer": file_sha256(transfer),
            "vocab": vocab_sha256(tokenizer), "max_seq_length": max_seq_length,
            "dtype": str(np.dtype(dtype)), "examples": selection}

@@ -12,7 +12,6 @@ writes checkpoints, the log and the plots; a checkpoint resumes on any N and any
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import PRESETS, BertConfig
+from ..hf import CONFIG_NAME, checkpoint_files, file_sha256
 from ..data.pretraining import PretrainingDataset
 from ..models import BertForPreTraining
 from ..optim import AdamW, linear_warmup_decay
@@ -39,6 +39,10 @@ class PretrainSettings:
     vocab: str = setting(help="the tokenizer's vocab.txt")
     out: str = setting(help="output directory: step-N/ checkpoints, final/, log.jsonl, curves.png")
     config: str = setting("tiny", help=f"a preset ({' '.join(PRESETS)}) or a config.json path")
+    init: str | None = setting(None, help="a saved model directory (config.json and weights) to "
+                                          "start from instead of random weights: continued "
+                                          "pretraining, on other text or with another objective; "
+                                          "its config replaces --config; unset: random weights")
     eval_corpus: list[str] = setting(default_factory=list, help="held-out text files")
     steps: int = setting(1000, help="optimizer steps in all")
     batch_size: int = setting(32, help="sequence pairs per optimizer step: the global batch, "
@@ -97,6 +101,13 @@ class PretrainSettings:
         check_number(self, "max_minutes", above=0, optional=True, none_means="has no time limit")
         if not self.corpus:
             raise ValueError("at least one corpus file is needed")
+        if self.init is not None:
+            if not (Path(self.init) / CONFIG_NAME).is_file():
+                raise FileNotFoundError(f"--init {self.init}: not a model directory (no "
+                                        f"{CONFIG_NAME})")
+            if self.config != "tiny":
+                raise ValueError(f"--init {self.init} and --config {self.config}: the model's "
+                                 "config comes from --init; drop --config")
         for path in list(self.corpus) + list(self.eval_corpus) + [self.vocab]:
             if not Path(path).exists():
                 raise FileNotFoundError(f"no such file: {path}")
@@ -124,6 +135,23 @@ def build_config(spec: str, vocab_size: int, max_seq_length: int,
         cfg = dataclasses.replace(cfg, hidden_dropout_prob=dropout,
                                   attention_probs_dropout_prob=dropout)
     return cfg
+
+
+def initial_model(directory: str, vocab_size: int, max_seq_length: int, dropout: float | None,
+                  seed: int, dtype: np.dtype) -> BertForPreTraining:
+    """The model saved in `directory` (any BERT checkpoint: heads it lacks, such as an NSP head
+    never trained, start from the usual initialisation), checked against the run's vocabulary
+    and sequence length, with `dropout` as its dropout when given."""
+    config = BertConfig.from_json_file(Path(directory) / CONFIG_NAME)
+    if config.vocab_size != vocab_size:
+        raise ValueError(f"--init {directory} has vocab_size {config.vocab_size}, --vocab has "
+                         f"{vocab_size}")
+    if max_seq_length > config.max_position_embeddings:
+        raise ValueError(f"max_seq_length {max_seq_length} exceeds --init {directory}'s "
+                         f"max_position_embeddings {config.max_position_embeddings}")
+    overrides = ({} if dropout is None else
+                 {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout})
+    return BertForPreTraining.from_pretrained(directory, dtype=dtype, seed=seed, **overrides)
 
 
 def accuracies(counts: dict) -> dict:
@@ -173,22 +201,21 @@ class PretrainCallbacks(Callbacks):
         return f"the last good checkpoint is {last or 'none (no checkpoint was saved yet)'}"
 
 
-INPUT_FILES = ("corpus", "eval_corpus", "vocab", "config")  # compared by content on resume
+INPUT_FILES = ("corpus", "eval_corpus", "vocab", "config", "init")  # compared by content on resume
 
 
 def input_digests(settings, input_files: tuple[str, ...] = INPUT_FILES) -> dict:
     """sha256 of every input file, by setting (a preset name stands for itself): a resumed run
     must read the same bytes, whatever path (./corpus.txt, corpus.txt, a moved copy) names them.
     `input_files` names the settings that hold input files (a path or a list of paths; another
-    run passes its own, e.g. distill.INPUT_FILES); a directory stands for its config.json, an
-    unset one (None) for itself."""
+    run passes its own, e.g. distill.INPUT_FILES); a model directory stands for its config.json
+    and weight files, an unset one (None) for itself."""
     def digest(path):
-        if path is not None and Path(path).is_dir() and (Path(path) / "config.json").is_file():
-            path = Path(path) / "config.json"
+        if path is not None and (Path(path) / CONFIG_NAME).is_file():
+            return [file_sha256(Path(path) / name) for name in checkpoint_files(path)]
         if path is None or not Path(path).is_file():
             return path
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        return file_sha256(path)
     return {name: [digest(p) for p in _paths(value)]
             for name, value in ((n, getattr(settings, n)) for n in input_files)}
 
@@ -217,7 +244,8 @@ def resume_state(settings, model, optimizer, inputs: dict | None = None,
     changed = [k for k in now if k not in may_change and was.get(k) != now[k]]
     if "inputs" in saved:
         inputs = input_digests(settings, input_files) if inputs is None else inputs
-        changed += [k for k in inputs if saved["inputs"].get(k) != inputs[k]]
+        # an input setting added after the checkpoint was written was unset in that run
+        changed += [k for k in inputs if saved["inputs"].get(k, [None]) != inputs[k]]
     else:
         def resolved(value):
             return [p if p is None else str(Path(p).resolve()) for p in _paths(value)]
@@ -246,9 +274,14 @@ def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = 
                  if settings.eval_corpus else None)
     eval_batches = ([] if eval_data is None else
                     [b for _, b in zip(range(settings.eval_batches), eval_data.batches(0))])
-    cfg = build_config(settings.config, tokenizer.vocab_size, settings.max_seq_length,
-                       settings.dropout)
-    model = BertForPreTraining(cfg, seed=settings.seed, dtype=np.dtype(settings.dtype))
+    if settings.init is None:
+        cfg = build_config(settings.config, tokenizer.vocab_size, settings.max_seq_length,
+                           settings.dropout)
+        model = BertForPreTraining(cfg, seed=settings.seed, dtype=np.dtype(settings.dtype))
+    else:
+        model = initial_model(settings.init, tokenizer.vocab_size, settings.max_seq_length,
+                              settings.dropout, settings.seed, np.dtype(settings.dtype))
+        cfg = model.config
     optimizer = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay,
                       schedule=lambda k: linear_warmup_decay(k, settings.warmup_steps,
                                                              settings.steps))
