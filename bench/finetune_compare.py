@@ -54,10 +54,10 @@ from bert_np.data.tasks import TASKS, get_task, load_split  # noqa: E402
 from bert_np.files import atomic_write_text  # noqa: E402
 from bert_np.optim import decays, linear_warmup_decay  # noqa: E402
 from bert_np.tokenization import TRUNCATIONS  # noqa: E402
-from bert_np.train.finetune import (FinetuneSettings, _fmt, encode_examples,  # noqa: E402
+from bert_np.train.finetune import (FinetuneSettings, encode_examples,  # noqa: E402
                                     evaluate_classifier, finetune, load_tokenizer, predict_logits,
                                     subset, training_batches, warmup_and_total_steps)
-from bert_np.train.metrics import compute_metrics  # noqa: E402
+from bert_np.train.metrics import compute_metrics, format_metrics  # noqa: E402
 
 REPO = Path(_HERE).parent
 RESULTS = REPO / "bench" / "results" / "finetune_compare"
@@ -170,7 +170,7 @@ def run_torch(settings, task, examples, test, chosen_epoch, head, first_logits, 
     initial = torch_logits(model, first(dev, FIRST_ROWS), pad_id, task.num_labels)
     run = {"initial_logits_max_abs_diff": float(np.abs(initial - first_logits).max()),
            "before": evaluate(dev), "epochs": [], "test": None, "train_seconds": 0.0}
-    log(f"torch   dev before fine-tuning: {_fmt(run['before'])}; initial logits on the first "
+    log(f"torch   dev before fine-tuning: {format_metrics(run['before'])}; initial logits on the first "
         f"{len(initial)} dev examples differ from bert_np's by at most "
         f"{run['initial_logits_max_abs_diff']:.1e}")
     lengths = [len(x) for x in train.ids]
@@ -190,7 +190,7 @@ def run_torch(settings, task, examples, test, chosen_epoch, head, first_logits, 
         run["train_seconds"] += time.perf_counter() - started
         run["epochs"].append({"epoch": epoch, "dev": evaluate(dev),
                               "train_loss": float(np.mean(losses))})
-        log(f"torch   epoch {epoch}: dev {_fmt(run['epochs'][-1]['dev'])}")
+        log(f"torch   epoch {epoch}: dev {format_metrics(run['epochs'][-1]['dev'])}")
         if test is not None and epoch == chosen_epoch:
             run["test"] = evaluate(test)
     run["eval_seconds"] = time.perf_counter() - start - run["train_seconds"]

@@ -62,11 +62,12 @@ from ..hf import CONFIG_NAME, checkpoint_files, file_sha256
 from ..optim import AdamW, linear_warmup_decay
 from ..tokenization import BertTokenizer
 from .checkpoints import latest_state, prepare_output_dir, save_model_directory
-from .finetune import (FinetuneCallbacks, FinetuneSettings, _fmt, check_labels_match,
+from .finetune import (FinetuneCallbacks, FinetuneSettings, check_labels_match,
                        check_training_settings, encode_examples, epoch_loop_settings,
                        evaluate_classifier, label_map, load_classifier, load_for_inference,
                        metrics_before, open_log, predict_logits, run_summary, subset,
                        training_batches, warmup_and_total_steps)
+from .metrics import format_metrics
 from .loop import LoopState, run_loop
 from .parallel import is_main_process, world
 from .plots import plot_training_curves
@@ -165,7 +166,6 @@ def load_teacher(settings: DistillSettings, task: Task):
         teacher, tokenizer = load_for_inference(settings.teacher, settings.dtype)
     except ValueError as e:
         raise ValueError(f"--teacher: {e}") from None
-    n = teacher.config.num_labels
     if teacher.config.problem_type == "multi_label_classification":
         raise ValueError(f"--teacher: {settings.teacher} is a multi-label classifier; its logits "
                          "are not one softmax over the labels, which distillation learns")
@@ -430,11 +430,11 @@ def distill(settings: DistillSettings, resume: bool = False, progress: bool = Tr
                      "transfer_dev_overlap": overlap, "teacher_logits": source,
                      "parameters": model.num_parameters(),
                      "teacher_parameters": teacher.num_parameters(), "teacher_dev": teacher_dev})
-        log(f"teacher on dev: {_fmt(teacher_dev)}")
+        log(f"teacher on dev: {format_metrics(teacher_dev)}")
         before = evaluate_classifier(model, dev, task, tokenizer.pad_id,
                                      settings.eval_batch_size, progress)
         jsonl.write({"kind": "eval", "step": 0, "epoch": 0, **before})
-        log(f"student on dev before distillation: {_fmt(before)}")
+        log(f"student on dev before distillation: {format_metrics(before)}")
     del teacher                                  # only its logits are needed from here on
 
     lengths = [len(x) for x in transfer.ids]

@@ -34,7 +34,7 @@ from .checkpoints import (JsonlLog, latest_checkpoint, latest_state, prepare_out
                           save_model_directory, save_training_checkpoint)
 from .loop import Callbacks, LoopSettings, LoopState, run_loop
 from .parallel import NullLog, is_main_process
-from .metrics import compute_metrics
+from .metrics import compute_metrics, format_metrics
 from .plots import plot_training_curves
 from .pretrain import input_digests, resume_state
 from .settings import check_dropout, check_number, check_positive, setting
@@ -339,7 +339,7 @@ class FinetuneCallbacks(Callbacks):
                                       self.eval_batch_size, self.progress)
         self.jsonl.write({"kind": "eval", "step": state.step, "epoch": state.epoch, **metrics})
         self.history.append(metrics)
-        self.log(f"epoch {state.epoch}: dev {_fmt(metrics)}")
+        self.log(f"epoch {state.epoch}: dev {format_metrics(metrics)}")
         main = self.task.main_metric
         if self.best is None or metrics[main] > self.best[main]:
             self.best = dict(metrics, epoch=state.epoch)
@@ -458,7 +458,7 @@ def finetune(settings: FinetuneSettings, resume: bool = False, progress: bool = 
         before = evaluate_classifier(model, dev, task, tokenizer.pad_id, settings.eval_batch_size,
                                      progress)
         jsonl.write({"kind": "eval", "step": 0, "epoch": 0, **before})
-        log(f"dev before fine-tuning: {_fmt(before)}")
+        log(f"dev before fine-tuning: {format_metrics(before)}")
         if on_eval is not None:
             on_eval(0, model, before)
 
@@ -482,10 +482,6 @@ def finetune(settings: FinetuneSettings, resume: bool = False, progress: bool = 
                          eval_keys=tuple(task.metrics))
     return {"before": metrics_before(records, task), "epochs": callbacks.history,
             "best": callbacks.best, "eval_seconds": callbacks.eval_seconds, **summary}
-
-
-def _fmt(metrics: dict) -> str:
-    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
 
 
 # ---- evaluate and predict with a saved model ---------------------------------------------------

@@ -137,3 +137,8 @@ def compute_metrics(task: str | Task, predictions, labels) -> dict[str, float]:
     task = get_task(task)
     predictions = task_predictions(task, predictions)
     return {name: METRICS[name](predictions, labels) for name in task.metrics}
+
+
+def format_metrics(metrics: dict) -> str:
+    """One line for a log: "accuracy 0.8372, loss 0.4011" (the float entries, 4 decimals)."""
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
