@@ -12,6 +12,7 @@ import pytest
 import bert_np
 from bert_np import cli
 from bert_np.data.batching import bucketed_batches
+from bert_np.tokenization import BertTokenizer
 
 POSITIVE = ["a wonderful , moving film", "great acting and a clever script", "i loved it"]
 NEGATIVE = ["a dull , lifeless mess", "the worst film of the year", "boring and far too long"]
@@ -69,6 +70,36 @@ def test_finetune_evaluate_predict_end_to_end(run_dir, capsys):
     saved = json.loads((out / "best" / "config.json").read_text())
     assert saved["id2label"] == {"0": "negative", "1": "positive"}  # SST-2's names, from its task
     assert saved["label2id"] == {"negative": 0, "positive": 1}
+
+
+def test_a_model_that_predicts_one_class_for_every_example_is_flagged(run_dir, capsys, data_dir):
+    """A classifier whose head ignores its input (weight 0, bias favouring class 1) gives every
+    dev example "positive": `evaluate` reports it beside the metrics, and a fine-tuning run that
+    cannot move it (lr 1e-12) says so in each epoch's log line and eval record."""
+    cfg = bert_np.BertConfig.preset("tiny", vocab_size=30522, num_labels=2,
+                                    id2label={0: "negative", 1: "positive"})
+    clf = bert_np.BertForSequenceClassification(cfg, seed=0)
+    clf.params["classifier.weight"][:] = 0.0
+    clf.params["classifier.bias"][:] = [0.0, 5.0]
+    model = run_dir / "constant"
+    clf.save_pretrained(model)
+    BertTokenizer.from_vocab(data_dir / "vocab" / "bert-base-uncased" / "vocab.txt").save(model)
+    dev = [json.loads(line) for line in open(run_dir / "dev.jsonl")]
+    assert cli.main(["evaluate", "--model", str(model), "--task", "sst2",
+                     "--file", str(run_dir / "dev.jsonl"), "--max-seq-length", "16"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["constant_prediction"] == "positive"
+    assert metrics["accuracy"] == pytest.approx(np.mean([r["label"] == 1 for r in dev]))
+    out = run_dir / "out"
+    assert cli.main(["finetune", "--task", "sst2", "--model", str(model), "--epochs", "1",
+                     "--batch-size", "8", "--max-seq-length", "16", "--lr", "1e-12",
+                     "--train-file", str(run_dir / "train.jsonl"),
+                     "--dev-file", str(run_dir / "dev.jsonl"), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "epoch 1: dev accuracy" in printed.err + printed.out
+    assert "(every example predicted 'positive')" in printed.err + printed.out
+    evals = [json.loads(line) for line in open(out / "log.jsonl") if '"eval"' in line]
+    assert [r.get("constant_prediction") for r in evals] == ["positive", "positive"]
 
 
 def test_finetune_reports_bad_input_files_clearly(run_dir, capsys):

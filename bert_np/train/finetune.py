@@ -250,12 +250,20 @@ def tasks_with_labels_of(model) -> list[Task]:
 
 def evaluate_classifier(model, split: EncodedSplit, task, pad_id: int, batch_size=64,
                         progress=False) -> dict:
-    """The task's metrics of a classifier on an encoded split (every example labelled)."""
+    """The task's metrics of a classifier on an encoded split (every example labelled); when it
+    gives every example the same class, also "constant_prediction": that label's name (an MRPC
+    model calling every pair a paraphrase scores F1 81 and learned nothing)."""
     check_labels_match(model, task)
     if np.isnan(split.labels).any():
         raise ValueError("cannot score unlabelled examples; use predict_texts to classify them")
     logits = predict_logits(model, split, pad_id, batch_size, progress)
-    return compute_metrics(task, logits, split.labels)
+    metrics = compute_metrics(task, logits, split.labels)
+    if not task.is_regression and len(logits) > 1:
+        predicted = np.unique(logits.argmax(-1))
+        if len(predicted) == 1:
+            k = int(predicted[0])
+            metrics["constant_prediction"] = (model.config.id2label or {}).get(k, f"LABEL_{k}")
+    return metrics
 
 
 def training_batches(lengths: list[int], batch_size: int, seed: int,
@@ -414,7 +422,7 @@ def metrics_before(records: list[dict], task: Task) -> dict:
     """The dev metrics before training, from the log (written by the run, or by the run it
     resumed)."""
     before = next(r for r in records if r["kind"] == "eval" and r.get("epoch") == 0)
-    return {k: v for k, v in before.items() if k in task.metrics}
+    return {k: v for k, v in before.items() if k in task.metrics or k == "constant_prediction"}
 
 
 def finetune(settings: FinetuneSettings, resume: bool = False, progress: bool = True,

@@ -140,5 +140,9 @@ def compute_metrics(task: str | Task, predictions, labels) -> dict[str, float]:
 
 
 def format_metrics(metrics: dict) -> str:
-    """One line for a log: "accuracy 0.8372, loss 0.4011" (the float entries, 4 decimals)."""
-    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    """One line for a log: "accuracy 0.8372, loss 0.4011" (the float entries, 4 decimals), and a
+    warning when the model gave every example one class (`constant_prediction`)."""
+    line = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    if "constant_prediction" in metrics:
+        line += f" (every example predicted {metrics['constant_prediction']!r})"
+    return line
