@@ -284,6 +284,25 @@ def spread(values, signed=False) -> str:
     return f"{mean} ({100 * min(values):{sign}.2f} .. {100 * max(values):{sign}.2f})"
 
 
+def continued(record: dict, path: Path) -> tuple[dict, set]:
+    """The record saved at `path`, to be continued by this run (`record`, not yet run): refused
+    unless every setting but the seeds is the same. All its runs are kept, and their seeds are
+    returned so that they are not run again; this run's command and commit are added to
+    `continued_by`."""
+    saved = json.loads(path.read_text())
+    ignore = ("seed", "resume", "out")
+    differ = sorted(k for k in set(saved["settings"]) | set(record["settings"]) if k not in ignore
+                    and saved["settings"].get(k) != record["settings"].get(k))
+    if differ:
+        sys.exit(f"finetune_compare: --resume {path}: the record was run with other settings: "
+                 f"{', '.join(differ)}")
+    done = [r["seed"] for r in saved["runs"]]
+    saved["seeds"] = done + [s for s in record["seeds"] if s not in done]
+    saved.setdefault("continued_by", []).append(
+        {k: record[k] for k in ("command", "commit", "uncommitted_changes", "date")})
+    return saved, set(done)
+
+
 def machine(threads: int) -> dict:
     try:
         text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -350,7 +369,14 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=None,
                    help="the JSON record (default: bench/results/finetune_compare/"
                         "<task>-b<batch>-lr<lr>-e<epochs>-s<seeds>-<date>.json)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the record --out names: its seeds are kept, the other seeds "
+                        "run (the settings must be the same)")
     args = p.parse_args(argv)
+    if args.resume and (args.out is None or not args.out.is_file()):
+        p.error(f"--resume continues an existing record: give it with --out (got {args.out})")
+    if not args.resume and args.out is not None and args.out.exists():
+        p.error(f"--out {args.out} exists: --resume continues it, or name another file")
     for name, value in {**GENERAL_DEFAULTS, **TASK_DEFAULTS.get(args.task, {})}.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -412,6 +438,9 @@ def main(argv=None):
                             ("weight_decay", "warmup_ratio", "max_grad_norm")}},
               "runs": []}
     out = args.out or default_out(args, args.seed)
+    done = set()
+    if args.resume:
+        record, done = continued(record, out)
     log(f"{task.name} ({task.description}; main metric {task.main_metric}): "
         f"{len(subset(splits['train'], args.max_train_examples, 0)):,} training and "
         f"{len(subset(splits['dev'], args.max_dev_examples, 0)):,} dev examples"
@@ -421,6 +450,9 @@ def main(argv=None):
         f"{args.max_seq_length}, truncation {args.truncation}; seeds {args.seed}; model "
         f"{args.model}; bert_np backend {bert_np.get_backend()}, {threads} thread(s)")
     for seed in args.seed:
+        if seed in done:
+            log(f"-- seed {seed}: in {out} already")
+            continue
         log(f"-- seed {seed}")
         run = run_seed(seed, args, task, splits, tokenizer, log)
         record["runs"].append(run)
@@ -432,7 +464,7 @@ def main(argv=None):
                  for side in ("bert_np", "torch") if run[side] is not None]
         print_epochs(run, task, log)
         log(f"seed {seed}: chosen epoch {run['chosen_epoch']}; " + "; ".join(times))
-    print_summary(record["summary"], task, args.seed, log)
+    print_summary(record["summary"], task, record["seeds"], log)
     log(f"record: {out}")
     return record
 
