@@ -44,17 +44,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
-# bench/ holds a kernels.py, which would shadow the `kernels` package transformers may import
+from turns import Child, serve, take_turns
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [d for d in sys.path if os.path.abspath(d or ".") != _HERE]
 
 ENGINES = ("bert_np", "bert_np-int8", "torch", "torch-int8", "ort", "ort-int8")
 FLOAT_OF = {"bert_np-int8": "bert_np", "torch-int8": "torch", "ort-int8": "ort"}
@@ -222,80 +220,29 @@ def engine_forward(engine, paths, B, T, threads):
     return run, run
 
 
-def serve(args):
-    """Protocol as in compare_torch.py: "ready" once warm; "run S" -> step times (JSON);
-    "logits" -> the logits of the batch (JSON); "quit" -> {"peak_mb": ...}."""
+def serve_child(args):
+    """The child process: one engine's forward pass served in turns (turns.py), and its logits
+    on request ("logits")."""
     if args.engine.startswith("bert_np"):
         from bert_np.kernels.process import tune_process
         tune_process()
     paths = json.loads(args.paths)
     step, logits = engine_forward(args.engine, paths, args.batch_size, args.seq_len, args.threads)
-    for _ in range(args.warmup):
-        step()
-    print("ready", flush=True)
-    for line in sys.stdin:
-        command = line.split()
-        if command[0] == "quit":
-            break
-        if command[0] == "logits":
-            print(json.dumps(np.asarray(logits(), np.float64).tolist()), flush=True)
-            continue
-        times, deadline = [], time.perf_counter() + float(command[1])
-        while not times or time.perf_counter() < deadline:
-            t = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t)
-        print(json.dumps(times), flush=True)
-    print(json.dumps({"peak_mb": peak_mb()}), flush=True)
+    serve(step, args.warmup,
+          {"logits": lambda: np.asarray(logits(), np.float64).tolist()})
 
 
-def peak_mb():
-    """This process's peak resident memory: VmHWM, which starts afresh at exec (ru_maxrss keeps
-    the high-water mark of the parent, which has loaded torch and exported the graphs)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class Child:
-    def __init__(self, label, engine, paths, args):
-        cmd = [sys.executable, __file__, "--child", "--engine", engine,
-               "--paths", json.dumps(paths), "--batch-size", str(args.batch_size),
-               "--seq-len", str(args.seq_len), "--warmup", str(args.warmup),
-               "--threads", str(args.threads)]
-        env = dict(os.environ, NUMBA_NUM_THREADS=str(args.threads),
-                   OPENBLAS_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads),
-                   BENCH_THREADS=str(args.threads))
-        self.label, self.name = label, engine
-        self.process = subprocess.Popen(cmd, env=env, text=True, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.times = []
-        self._answer()
-
-    def _answer(self):
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.label} {self.name} failed:\n"
-                               f"{self.process.stderr.read()[-3000:]}")
-        return line
-
-    def ask(self, command):
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-        return json.loads(self._answer())
-
-    def turn(self, seconds):
-        self.times += self.ask(f"run {seconds}")
-
-    def finish(self):
-        peak_mb = self.ask("quit")["peak_mb"]
-        self.process.wait()
-        return dict(seconds=float(np.median(self.times)), steps=len(self.times), peak_mb=peak_mb)
+def start_child(label, engine, paths, args):
+    cmd = [sys.executable, __file__, "--child", "--engine", engine,
+           "--paths", json.dumps(paths), "--batch-size", str(args.batch_size),
+           "--seq-len", str(args.seq_len), "--warmup", str(args.warmup),
+           "--threads", str(args.threads)]
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(args.threads),
+               OPENBLAS_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads),
+               BENCH_THREADS=str(args.threads))
+    child = Child(cmd, env, f"{label} {engine}")
+    child.label, child.engine = label, engine
+    return child
 
 
 def drift(a, b):
@@ -306,20 +253,14 @@ def drift(a, b):
 def measure(subjects, args):
     """Every engine of every subject ({label: paths}) alive at once, taking turns. Returns
     {label: {engine: result}} and {label: {engine: logits}}."""
-    children = [Child(label, engine, paths, args)
+    children = [start_child(label, engine, paths, args)
                 for label, paths in subjects.items() for engine in args.engines]
     results, logits = {label: {} for label in subjects}, {label: {} for label in subjects}
     for c in children:
-        logits[c.label][c.name] = np.array(c.ask("logits"))
-    turn = 0
-    while any(len(c.times) < args.steps or sum(c.times) < args.min_seconds for c in children):
-        k = turn % len(children)                                     # rotate who goes first
-        for child in children[k:] + children[:k]:
-            time.sleep(args.pause)
-            child.turn(args.turn_seconds)
-        turn += 1
-    for c in children:
-        results[c.label][c.name] = c.finish()
+        logits[c.label][c.engine] = np.array(c.ask("logits"))
+    finished = take_turns(children, args.steps, args.min_seconds, args.turn_seconds, args.pause)
+    for c, result in zip(children, finished):
+        results[c.label][c.engine] = result
     return results, logits
 
 
@@ -434,7 +375,7 @@ def main():
     p.add_argument("--paths", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        return serve(args)
+        return serve_child(args)
     if args.relative_to and not args.models:
         p.error("--relative-to goes with --models")
     if args.models and args.relative_to not in (None, *model_labels(args.models)):

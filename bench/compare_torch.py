@@ -30,16 +30,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 
 import numpy as np
 
-# bench/ holds a kernels.py, which would shadow the `kernels` package transformers may import
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [d for d in sys.path if os.path.abspath(d or ".") != _HERE]
+from turns import Child, serve, take_turns
 
 JOBS = ("pretrain", "finetune", "inference")
 
@@ -118,83 +114,32 @@ def torch_step(preset, job, B, T):
     return step
 
 
-def serve(args):
-    """The child process: build one framework's step, warm it up, then run turns on request.
-
-    Protocol on stdin/stdout, one line each: "ready" once warm; "run S" runs steps for at least
-    S seconds (at least one step) and answers with their times as a JSON list; "quit" answers with
-    the peak memory {"peak_mb": ...} and exits.
-    """
+def serve_child(args):
+    """The child process: one framework's step, served in turns (turns.py). The bert_np child
+    applies bert_np.tune_process(), as the bert-np command does; the PyTorch child keeps glibc's
+    malloc defaults, as in a user's own script, unless --tune-torch-malloc is given."""
     from bert_np.kernels.process import keep_freed_memory, tune_process
     if args.framework == "bert_np":
-        tune_process()                                        # as the bert-np command does
+        tune_process()
     elif args.tune_torch_malloc:
         keep_freed_memory()
     make_step = bert_np_step if args.framework == "bert_np" else torch_step
-    step = make_step(args.preset, args.job, args.batch_size, args.seq_len)
-    for _ in range(args.warmup):
-        step()
-    print("ready", flush=True)
-    for line in sys.stdin:
-        command = line.split()
-        if command[0] == "quit":
-            break
-        times, deadline = [], time.perf_counter() + float(command[1])
-        while not times or time.perf_counter() < deadline:
-            t = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t)
-        print(json.dumps(times), flush=True)
-    print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+    serve(make_step(args.preset, args.job, args.batch_size, args.seq_len), args.warmup)
 
 
-class Child:
-    """One framework's step in a subprocess of its own (see serve). The bert_np child applies
-    bert_np.tune_process(); the PyTorch child keeps glibc's malloc defaults, as in a user's own
-    script, unless --tune-torch-malloc is given."""
-
-    def __init__(self, framework, preset, job, args):
-        cmd = [sys.executable, __file__, "--child", "--framework", framework, "--preset", preset,
-               "--job", job, "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-               "--warmup", str(args.warmup)] + (["--tune-torch-malloc"] if args.tune_torch_malloc
-                                                else [])
-        env = dict(os.environ)
-        self.name = f"{framework} {preset} {job}"
-        self.process = subprocess.Popen(cmd, env=env, text=True, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.times = []
-        self._answer()                                        # "ready"
-
-    def _answer(self):
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.name} failed:\n{self.process.stderr.read()[-3000:]}")
-        return line
-
-    def turn(self, seconds):
-        self.process.stdin.write(f"run {seconds}\n")
-        self.process.stdin.flush()
-        self.times += json.loads(self._answer())
-
-    def finish(self):
-        """Median seconds per step and peak memory; ends the process."""
-        self.process.stdin.write("quit\n")
-        self.process.stdin.flush()
-        peak_mb = json.loads(self._answer())["peak_mb"]
-        self.process.wait()
-        return dict(seconds=float(np.median(self.times)), steps=len(self.times), peak_mb=peak_mb)
+def start_child(framework, preset, job, args):
+    cmd = [sys.executable, __file__, "--child", "--framework", framework, "--preset", preset,
+           "--job", job, "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
+           "--warmup", str(args.warmup)] + (["--tune-torch-malloc"] if args.tune_torch_malloc
+                                            else [])
+    return Child(cmd, dict(os.environ), f"{framework} {preset} {job}")
 
 
 def measure_pair(preset, job, args):
     """bert_np and PyTorch in turns (module docstring); returns ({seconds, steps, peak_mb}, ...)."""
-    children = [Child(framework, preset, job, args) for framework in ("bert_np", "torch")]
-    turn = 0
-    while any(len(c.times) < args.steps or sum(c.times) < args.min_seconds for c in children):
-        for child in (children if turn % 2 == 0 else children[::-1]):   # alternate who goes first
-            time.sleep(args.pause)
-            child.turn(args.turn_seconds)
-        turn += 1
-    return tuple(child.finish() for child in children)
+    children = [start_child(framework, preset, job, args) for framework in ("bert_np", "torch")]
+    return tuple(take_turns(children, args.steps, args.min_seconds, args.turn_seconds,
+                            args.pause))
 
 
 def matmul_peak_gflops(n=2048, repeats=5):
@@ -238,7 +183,7 @@ def main():
     p.add_argument("--job", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        return serve(args)
+        return serve_child(args)
 
     import bert_np
     peak = matmul_peak_gflops()

@@ -41,9 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-# bench/ holds a kernels.py, which would shadow the `kernels` package transformers may import
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [d for d in sys.path if os.path.abspath(d or ".") != _HERE]
 
 import numba  # noqa: E402
 

@@ -27,26 +27,13 @@ depend on the machine beyond float rounding.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
 import tempfile
 
-# bench/ holds a kernels.py, which would shadow the `kernels` package transformers may import
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [d for d in sys.path if os.path.abspath(d or ".") != _HERE]
-
 FLOAT_OF = {"bert_np int8": "bert_np", "torch int8": "torch", "ort int8": "ort"}
 ENGINES = ("bert_np", "bert_np int8", "torch", "torch int8", "ort", "ort int8")
-
-
-def bench_module(name):
-    """A script beside this one, imported from its file (bench/ is not on sys.path)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(_HERE, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def padded_batches(args, task, tokenizer):
@@ -117,7 +104,7 @@ def main():
     from bert_np.quantize import quantization_of
     from bert_np.train.finetune import check_labels_match, load_for_inference
     from bert_np.train.metrics import compute_metrics
-    engines = bench_module("compare_engines")
+    import compare_engines as engines
 
     task = get_task(args.task)
     model, tokenizer = load_for_inference(args.model)

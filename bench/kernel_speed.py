@@ -8,7 +8,7 @@ reference alternating, because a shared virtual machine's speed drifts from seco
 The first lines say how long loading the kernels took: compilation on the first run, the on-disk
 cache (cache=True) afterwards.
 
-    python bench/kernels.py            # float32, the dtype used for training
+    python bench/kernel_speed.py            # float32, the dtype used for training
 OpenBLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when it loads; unset them for this command if
 they are set (they can select a slower kernel); the BLAS kernel in use is printed below.
 """
