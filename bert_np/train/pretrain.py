@@ -209,14 +209,17 @@ def input_digests(settings, input_files: tuple[str, ...] = INPUT_FILES) -> dict:
     must read the same bytes, whatever path (./corpus.txt, corpus.txt, a moved copy) names them.
     `input_files` names the settings that hold input files (a path or a list of paths; another
     run passes its own, e.g. distill.INPUT_FILES); a model directory stands for its config.json
-    and weight files, an unset one (None) for itself."""
-    def digest(path):
+    (a run that resumes replaces its weights by the checkpoint's), except --init's, whose weights
+    the run starts from: config.json and the weight files; an unset one (None) for itself."""
+    def digest(path, weights):
         if path is not None and (Path(path) / CONFIG_NAME).is_file():
-            return [file_sha256(Path(path) / name) for name in checkpoint_files(path)]
+            if weights:
+                return [file_sha256(Path(path) / name) for name in checkpoint_files(path)]
+            path = Path(path) / CONFIG_NAME
         if path is None or not Path(path).is_file():
             return path
         return file_sha256(path)
-    return {name: [digest(p) for p in _paths(value)]
+    return {name: [digest(p, name == "init") for p in _paths(value)]
             for name, value in ((n, getattr(settings, n)) for n in input_files)}
 
 
