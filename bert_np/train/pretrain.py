@@ -121,20 +121,26 @@ def build_config(spec: str, vocab_size: int, max_seq_length: int,
     as its hidden and attention dropout when given)."""
     if Path(spec).is_file():
         cfg = BertConfig.from_json_file(spec)
-        if cfg.vocab_size != vocab_size:
-            raise ValueError(f"{spec} has vocab_size {cfg.vocab_size}, the vocabulary has {vocab_size}")
     elif spec in PRESETS:
         cfg = BertConfig.preset(spec, vocab_size=vocab_size)
     else:
         raise FileNotFoundError(f"no such config file: {spec} (and not a preset: "
                                 f"{', '.join(PRESETS)})")
-    if max_seq_length > cfg.max_position_embeddings:
-        raise ValueError(f"max_seq_length {max_seq_length} exceeds the model's "
-                         f"max_position_embeddings {cfg.max_position_embeddings}")
+    check_config(cfg, vocab_size, max_seq_length, spec)
     if dropout is not None:
         cfg = dataclasses.replace(cfg, hidden_dropout_prob=dropout,
                                   attention_probs_dropout_prob=dropout)
     return cfg
+
+
+def check_config(cfg: BertConfig, vocab_size: int, max_seq_length: int, source: str,
+                 owner: str = "the model's") -> None:
+    """The run's vocabulary (--vocab) and sequence length fit the config read from `source`."""
+    if cfg.vocab_size != vocab_size:
+        raise ValueError(f"{source} has vocab_size {cfg.vocab_size}, --vocab has {vocab_size}")
+    if max_seq_length > cfg.max_position_embeddings:
+        raise ValueError(f"max_seq_length {max_seq_length} exceeds {owner} "
+                         f"max_position_embeddings {cfg.max_position_embeddings}")
 
 
 def initial_model(directory: str, vocab_size: int, max_seq_length: int, dropout: float | None,
@@ -142,13 +148,8 @@ def initial_model(directory: str, vocab_size: int, max_seq_length: int, dropout:
     """The model saved in `directory` (any BERT checkpoint: heads it lacks, such as an NSP head
     never trained, start from the usual initialisation), checked against the run's vocabulary
     and sequence length, with `dropout` as its dropout when given."""
-    config = BertConfig.from_json_file(Path(directory) / CONFIG_NAME)
-    if config.vocab_size != vocab_size:
-        raise ValueError(f"--init {directory} has vocab_size {config.vocab_size}, --vocab has "
-                         f"{vocab_size}")
-    if max_seq_length > config.max_position_embeddings:
-        raise ValueError(f"max_seq_length {max_seq_length} exceeds --init {directory}'s "
-                         f"max_position_embeddings {config.max_position_embeddings}")
+    check_config(BertConfig.from_json_file(Path(directory) / CONFIG_NAME), vocab_size,
+                 max_seq_length, f"--init {directory}", owner=f"--init {directory}'s")
     overrides = ({} if dropout is None else
                  {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout})
     return BertForPreTraining.from_pretrained(directory, dtype=dtype, seed=seed, **overrides)
