@@ -106,8 +106,9 @@ def test_resume_refuses_changed_settings(settings):
 
 
 def test_resume_of_a_checkpoint_written_before_a_setting_existed(settings):
-    """A setting added later (here `nsp`, default True, and `init`, default unset) is absent from an older checkpoint's saved
-    settings; that run used the default, so the same command resumes it. A value other than the
+    """A setting added later (here `nsp`, default True, and `init`, default unset) is absent
+    from an older checkpoint's saved settings; that run used the default, so the same command
+    resumes it. A value other than the
     default is still refused, naming the setting."""
     pretrain(settings("old", steps=3, checkpoint_every=2), progress=False)
     state_file = checkpoints.latest_checkpoint(settings("old").out) / checkpoints.STATE_NAME
@@ -133,7 +134,7 @@ def test_init_starts_from_the_saved_weights(settings):
     evaluation the first run wrote after its last step; the model's config comes from --init."""
     first = settings("first")
     pretrain(first, progress=False)
-    again = settings("again", config="tiny", init=str(Path(first.out) / "final"), steps=2)
+    again = settings("again", config=None, init=str(Path(first.out) / "final"), steps=2)
     pretrain(again, progress=False)
     assert eval_records(again.out)[0] == {**eval_records(first.out)[8], "step": 0}
     model = bert_np.BertForPreTraining.from_pretrained(Path(again.out) / "final")
@@ -143,18 +144,20 @@ def test_init_starts_from_the_saved_weights(settings):
 def test_init_bad_input_is_a_clear_error(settings, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="--init .*no config.json"):
-        settings("x", config="tiny", init=str(tmp_path / "empty"))
+        settings("x", config=None, init=str(tmp_path / "empty"))
     first = settings("first", steps=1)
     pretrain(first, progress=False)
     final = str(Path(first.out) / "final")
     with pytest.raises(ValueError, match="--init .* and --config .*drop --config"):
         settings("x", init=final)                   # the fixture's config.json as well
+    with pytest.raises(ValueError, match="--init .* and --config tiny.*drop --config"):
+        settings("x", config="tiny", init=final)    # the default preset, named, is refused too
     other = tmp_path / "other_vocab"
     bert_np.BertForPreTraining(bert_np.BertConfig.preset("tiny", vocab_size=50)).save_pretrained(other)
     with pytest.raises(ValueError, match="--init .* has vocab_size 50, --vocab has 30522"):
-        pretrain(settings("x", config="tiny", init=str(other)), progress=False)
+        pretrain(settings("x", config=None, init=str(other)), progress=False)
     with pytest.raises(ValueError, match="max_seq_length 128 exceeds --init .*64"):
-        pretrain(settings("x", config="tiny", init=final, max_seq_length=128), progress=False)
+        pretrain(settings("x", config=None, init=final, max_seq_length=128), progress=False)
 
 
 def test_resume_refuses_other_init_weights(settings, tmp_path):
@@ -164,7 +167,7 @@ def test_resume_refuses_other_init_weights(settings, tmp_path):
     pretrain(first, progress=False)
     start = tmp_path / "start"
     bert_np.BertForPreTraining.from_pretrained(Path(first.out) / "final").save_pretrained(start)
-    run = dict(config="tiny", init=str(start), steps=3, checkpoint_every=2)
+    run = dict(config=None, init=str(start), steps=3, checkpoint_every=2)
     pretrain(settings("cont", **run, max_steps=2), progress=False)
     model = bert_np.BertForPreTraining.from_pretrained(start)
     model.params["bert.pooler.dense.bias"] += 1.0

@@ -38,7 +38,8 @@ class PretrainSettings:
                                      "between documents, or WikiText")
     vocab: str = setting(help="the tokenizer's vocab.txt")
     out: str = setting(help="output directory: step-N/ checkpoints, final/, log.jsonl, curves.png")
-    config: str = setting("tiny", help=f"a preset ({' '.join(PRESETS)}) or a config.json path")
+    config: str | None = setting(None, help=f"a preset ({' '.join(PRESETS)}) or a config.json "
+                                            "path; unset: tiny, or --init's config")
     init: str | None = setting(None, help="a saved model directory (config.json and weights) to "
                                           "start from instead of random weights: continued "
                                           "pretraining, on other text or with another objective; "
@@ -101,11 +102,13 @@ class PretrainSettings:
         check_number(self, "max_minutes", above=0, optional=True, none_means="has no time limit")
         if not self.corpus:
             raise ValueError("at least one corpus file is needed")
+        if self.init is None and self.config is None:
+            self.config = "tiny"
         if self.init is not None:
             if not (Path(self.init) / CONFIG_NAME).is_file():
                 raise FileNotFoundError(f"--init {self.init}: not a model directory (no "
                                         f"{CONFIG_NAME})")
-            if self.config != "tiny":
+            if self.config is not None:
                 raise ValueError(f"--init {self.init} and --config {self.config}: the model's "
                                  "config comes from --init; drop --config")
         for path in list(self.corpus) + list(self.eval_corpus) + [self.vocab]:
@@ -311,7 +314,7 @@ def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = 
     if not main:
         return {"step": result.state.step, "tokens_per_s": result.tokens_per_s}
     save_model_directory(out / "final", model, tokenizer)
-    return summarize(log.records(), out, settings.config, result, settings.nsp)
+    return summarize(log.records(), out, settings.config or settings.init, result, settings.nsp)
 
 
 def summarize(records: list[dict], out: Path, config: str, result, nsp: bool = True) -> dict:
