@@ -138,3 +138,18 @@ def test_compute_metrics_takes_a_regression_column():
 
 def test_compute_metrics_cola_reports_mcc():
     assert compute_metrics("cola", PRED_A, LABEL_A) == {"mcc": pytest.approx(0.5)}
+
+
+def test_one_class_for_every_example_is_flagged_by_its_name():
+    """A classifier that answers one class for all (the all-paraphrase MRPC model scores F1 81.2
+    and learned nothing) is flagged with that class's name from the task; two classes, a single
+    example or a regression task are not flagged."""
+    assert compute_metrics("mrpc", [1, 1, 1, 1], [0, 1, 1, 1]) == {
+        "accuracy": 0.75, "f1": pytest.approx(6 / 7), "constant_prediction": "equivalent"}
+    logits = np.zeros((2, TASKS["tnews"].num_labels))
+    logits[:, 3] = 1.0                                                # argmax 3 for both
+    assert compute_metrics("tnews", logits, [3, 2])["constant_prediction"] == \
+        TASKS["tnews"].label_names[3]
+    assert "constant_prediction" not in compute_metrics("mrpc", [1, 0, 1], [1, 0, 0])
+    assert "constant_prediction" not in compute_metrics("mrpc", [1], [1])
+    assert "constant_prediction" not in compute_metrics("stsb", [2.0, 2.0, 2.0], [1.0, 2.0, 3.0])

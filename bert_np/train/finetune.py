@@ -250,20 +250,13 @@ def tasks_with_labels_of(model) -> list[Task]:
 
 def evaluate_classifier(model, split: EncodedSplit, task, pad_id: int, batch_size=64,
                         progress=False) -> dict:
-    """The task's metrics of a classifier on an encoded split (every example labelled); when it
-    gives every example the same class, also "constant_prediction": that label's name (an MRPC
-    model calling every pair a paraphrase scores F1 81 and learned nothing)."""
+    """The task's metrics of a classifier on an encoded split (every example labelled), with
+    compute_metrics's "constant_prediction" flag when it gives every example one class."""
     check_labels_match(model, task)
     if np.isnan(split.labels).any():
         raise ValueError("cannot score unlabelled examples; use predict_texts to classify them")
-    logits = predict_logits(model, split, pad_id, batch_size, progress)
-    metrics = compute_metrics(task, logits, split.labels)
-    if not task.is_regression and len(logits) > 1:
-        predicted = np.unique(logits.argmax(-1))
-        if len(predicted) == 1:
-            k = int(predicted[0])
-            metrics["constant_prediction"] = (model.config.id2label or {}).get(k, f"LABEL_{k}")
-    return metrics
+    return compute_metrics(task, predict_logits(model, split, pad_id, batch_size, progress),
+                           split.labels)
 
 
 def training_batches(lengths: list[int], batch_size: int, seed: int,

@@ -129,14 +129,21 @@ def task_predictions(task: Task, predictions) -> np.ndarray:
     return predictions
 
 
-def compute_metrics(task: str | Task, predictions, labels) -> dict[str, float]:
-    """The metrics of a task, {name: value}, in the order of `task.metrics`.
+def compute_metrics(task: str | Task, predictions, labels) -> dict[str, float | str]:
+    """The metrics of a task, {name: value}, in the order of `task.metrics`; when a classifier
+    gives every one of two or more examples the same class, also "constant_prediction": that
+    class's name (an MRPC model calling every pair a paraphrase scores F1 81 and learned nothing).
 
     predictions: class ids [N] or logits [N, C] for classification; scores [N] or [N, 1] for
     regression. labels: [N]."""
     task = get_task(task)
     predictions = task_predictions(task, predictions)
-    return {name: METRICS[name](predictions, labels) for name in task.metrics}
+    metrics = {name: METRICS[name](predictions, labels) for name in task.metrics}
+    if not task.is_regression and predictions.size > 1 and np.all(predictions == predictions[0]):
+        k = int(predictions[0])
+        metrics["constant_prediction"] = (task.label_names[k] if k < len(task.label_names)
+                                          else f"LABEL_{k}")
+    return metrics
 
 
 def format_metrics(metrics: dict) -> str:
