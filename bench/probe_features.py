@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [d for d in sys.path if os.path.abspath(d or ".") != _HERE]
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import bert_np  # noqa: E402
-from bert_np.data.tasks import get_task, load_split  # noqa: E402
-from bert_np.tokenization import BertTokenizer  # noqa: E402
-from bert_np.train.finetune import subset  # noqa: E402
+import bert_np
+from bert_np.data.tasks import get_task, load_split
+from bert_np.tokenization import BertTokenizer
+from bert_np.train.finetune import check_model_spec, subset
 
 FEATURES = ("cls", "pooler", "mean")
 
@@ -70,6 +66,8 @@ def mean_pair_cosine(x, pairs=2000, seed=0) -> float:
 
 
 def load_model(spec, vocab_size, seed):
+    """The encoder of a saved model, or a preset's initialised with `seed` (the same weights as
+    the encoder of `bert-np finetune --model PRESET --seed SEED`)."""
     if os.path.isdir(spec):
         return bert_np.BertModel.from_pretrained(spec, dtype=np.float32)
     cfg = bert_np.BertConfig.preset(spec, vocab_size=vocab_size)
@@ -87,6 +85,13 @@ def main(argv=None):
     p.add_argument("--max-seq-length", type=int, default=128)
     p.add_argument("--seed", type=int, default=0, help="of the subset and of random presets")
     args = p.parse_args(argv)
+    for spec in args.models:
+        try:
+            check_model_spec(spec)
+        except FileNotFoundError as e:
+            p.error(f"--models: {e}")
+    if not os.path.isfile(args.vocab):
+        p.error(f"--vocab {args.vocab}: no such file")
     task = get_task(args.task)
     if task.is_regression:
         p.error(f"--task {task.name}: the probe is a classifier")
