@@ -230,10 +230,14 @@ class BertTokenizer:
         """WordPiece tokens of `text`, without [CLS]/[SEP]."""
         return self._backend_encode([_checked_text(text)], add_special_tokens=False)[0].tokens
 
-    def encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
-        """Ids of each text without [CLS]/[SEP] and without truncation (for corpus reading)."""
+    def encode_plain(self, texts: Sequence[str], chunk: int = 10_000) -> list[list[int]]:
+        """Ids of each text without [CLS]/[SEP] and without truncation (for corpus reading).
+        The backend encodes `chunk` texts at a time: each of its results also holds the token
+        strings, offsets and masks, so a whole corpus at once (290k sentences) peaks at 1.3 GB
+        where chunks of 10,000 stay under 0.45 GB, for the same ids."""
         texts = [_checked_text(t) for t in texts]
-        return [e.ids for e in self._backend_encode(texts, add_special_tokens=False)]
+        return [e.ids for start in range(0, len(texts), chunk)
+                for e in self._backend_encode(texts[start:start + chunk], add_special_tokens=False)]
 
     def encode(self, text_a: str, text_b: str | None = None, max_length: int | None = None,
                truncation: bool | str = True) -> Encoding:

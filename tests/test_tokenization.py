@@ -176,6 +176,17 @@ def test_padded_batch_equals_transformers(tokenizer_pair):
         np.testing.assert_array_equal(batch[name], expected[name], err_msg=name)
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 10_000])
+def test_plain_ids_equal_transformers_in_any_chunk_size(tokenizer_pair, chunk):
+    """Corpus reading encodes sentences without [CLS]/[SEP], `chunk` texts per backend call (to
+    bound memory); the ids must be transformers' `add_special_tokens=False` ids, whatever the
+    chunk boundaries (1: every text alone; 3: boundaries inside the list; 10,000: one call)."""
+    ours, reference = tokenizer_pair
+    texts = ENGLISH + CHINESE
+    expected = reference(texts, add_special_tokens=False)["input_ids"]
+    assert ours.encode_plain(texts, chunk=chunk) == expected
+
+
 @pytest.mark.parametrize("skip_special_tokens", [False, True])
 def test_decode_equals_transformers(tokenizer_pair, skip_special_tokens):
     ours, reference = tokenizer_pair
