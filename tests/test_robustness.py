@@ -22,9 +22,11 @@ from bert_np import hf
 from bert_np.train import checkpoints, loop
 from bert_np.data.prepare import DataFormatError, convert_task
 from bert_np.data.pretraining import PretrainingDataset, read_documents, tokenize_documents
-from bert_np.data.tasks import Example, load_jsonl
-from bert_np.tokenization import SPECIAL_TOKENS, BertTokenizer, train_wordpiece
+from bert_np.data.tasks import load_jsonl
+from bert_np.tokenization import SPECIAL_TOKENS, BertTokenizer
 from reference import abs_error, perturb_params, rel_error, to_transformers, torch_inputs
+import toy_data
+from toy_data import tiny_examples
 
 
 def small_config(**kw):
@@ -517,27 +519,9 @@ def test_a_failure_mid_save_of_a_first_checkpoint_leaves_no_half_checkpoint(tmp_
 
 # ================================================================ 3. training
 
-WORDS = ("the cat dog bird sat ran flew over under a mat tree river quick slow red blue green "
-         "house garden morning evening happy sad big small").split()
-
-
-def write_corpus(path, documents=12, sentences=6, seed=0):
-    rng = np.random.default_rng(seed)
-    lines = []
-    for _ in range(documents):
-        for _ in range(sentences):
-            lines.append(" ".join(rng.choice(WORDS, rng.integers(4, 12))) + ".")
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def corpus_and_vocab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    corpus = write_corpus(root / "corpus.txt")
-    tokenizer = train_wordpiece([corpus], vocab_size=80, out_dir=root / "vocab", min_frequency=1)
-    return corpus, root / "vocab" / "vocab.txt", tokenizer
+    return toy_data.corpus_and_vocab(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture
@@ -617,11 +601,6 @@ def test_an_infinite_gradient_with_a_finite_loss_also_stops_before_the_update():
     with pytest.raises(loop.NonFiniteLossError, match=r"step 12: loss [0-9.]+, gradient norm inf"):
         loop.train_step(m, opt, dict(good_inputs(), labels=[0, 1]), 1.0, step=12)
     assert all(np.array_equal(before[k], m.params[k]) for k in before)
-
-
-def tiny_examples(n, seed):
-    rng = np.random.default_rng(seed)
-    return [Example(" ".join(rng.choice(WORDS, 6)), None, int(rng.integers(2))) for _ in range(n)]
 
 
 def finetune_settings(tmp_path, vocab, tokenizer, epochs):

@@ -20,30 +20,14 @@ import pytest
 
 import bert_np
 from bert_np import cli
-from bert_np.data.tasks import Example
-from bert_np.tokenization import train_wordpiece
 
-WORDS = ("the cat dog bird sat ran flew over under a mat tree river quick slow red blue green "
-         "house garden morning evening happy sad big small").split()
-
-
-def write_corpus(path, documents=12, sentences=6, seed=0):
-    rng = np.random.default_rng(seed)
-    lines = []
-    for _ in range(documents):
-        for _ in range(sentences):
-            lines.append(" ".join(rng.choice(WORDS, rng.integers(4, 12))) + ".")
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+import toy_data
+from toy_data import WORDS, tiny_examples
 
 
 @pytest.fixture(scope="module")
 def corpus_and_vocab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    corpus = write_corpus(root / "corpus.txt")
-    tokenizer = train_wordpiece([corpus], vocab_size=80, out_dir=root / "vocab", min_frequency=1)
-    return corpus, root / "vocab" / "vocab.txt", tokenizer
+    return toy_data.corpus_and_vocab(tmp_path_factory.mktemp("corpus"))
 
 
 def tiny_config(vocab_size, **kw):
@@ -73,11 +57,6 @@ def pretrain_settings(args):
     from bert_np.train.pretrain import PretrainSettings
     parsed = cli.build_parser().parse_args(args)
     return cli.settings_from_args(PretrainSettings, parsed)
-
-
-def tiny_examples(n, seed):
-    rng = np.random.default_rng(seed)
-    return [Example(" ".join(rng.choice(WORDS, 6)), None, int(rng.integers(2))) for _ in range(n)]
 
 
 def write_jsonl(path, examples, labelled=True):
