@@ -459,7 +459,6 @@ def test_dropout_forward_equals_reference_bit_for_bit(shape, dtype, p):
 
 
 def test_dropout_forward_on_a_view_and_when_off(rng):
-    from bert_np.kernels import dropout
     from bert_np.layers import dropout as dropout_ref
     x = rng.standard_normal((9, 14)).astype(np.float32)[:, ::2]          # not contiguous
     for p, gen in [(0.3, 5), (0.0, 5), (0.3, None)]:

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import bert_np
 from bert_np.data.tasks import Example
 from bert_np.tokenization import BertTokenizer
 

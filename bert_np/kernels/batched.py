@@ -13,7 +13,7 @@ register tile, which also absorbs the transposes and the strided head views of s
 nothing is transposed in memory beforehand.
 """
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from . import register
 from .common import FLOAT_TYPES, njit_per_dtype, supported

@@ -9,7 +9,7 @@ its two moments, so for BERT it is limited by memory bandwidth: here each elemen
 is read once and p, m, v written once, and the tensor is split over the cores with `prange`.
 Every element is computed independently, so the result does not depend on the thread count.
 """
-from numba import njit, prange
+from numba import prange
 
 from . import register
 from .common import FLOAT_TYPES, njit_per_dtype, supported
