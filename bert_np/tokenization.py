@@ -230,14 +230,9 @@ class BertTokenizer:
         """WordPiece tokens of `text`, without [CLS]/[SEP]."""
         return self._backend_encode([_checked_text(text)], add_special_tokens=False)[0].tokens
 
-    def encode_plain(self, texts: Sequence[str], chunk: int = 10_000) -> list[list[int]]:
-        """Ids of each text without [CLS]/[SEP] and without truncation (for corpus reading).
-        The backend encodes `chunk` texts at a time: each of its results also holds the token
-        strings, offsets and masks, so a whole corpus at once (290k sentences) peaks at 1.3 GB
-        where chunks of 10,000 stay under 0.45 GB, for the same ids."""
-        texts = [_checked_text(t) for t in texts]
-        return [e.ids for start in range(0, len(texts), chunk)
-                for e in self._backend_encode(texts[start:start + chunk], add_special_tokens=False)]
+    def encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
+        """Ids of each text without [CLS]/[SEP] and without truncation (for corpus reading)."""
+        return self._backend_ids([_checked_text(t) for t in texts])
 
     def encode(self, text_a: str, text_b: str | None = None, max_length: int | None = None,
                truncation: bool | str = True) -> Encoding:
@@ -265,10 +260,10 @@ class BertTokenizer:
                              "special tokens")
         pairs = _checked_pairs(texts_a, texts_b)
         if texts_b is None:
-            ids_a, ids_b = [e.ids for e in self._backend_encode(pairs, False)], None
+            ids_a, ids_b = self._backend_ids(pairs), None
         else:
-            ids_a = [e.ids for e in self._backend_encode([a for a, _ in pairs], False)]
-            ids_b = [e.ids for e in self._backend_encode([b for _, b in pairs], False)]
+            ids_a = self._backend_ids([a for a, _ in pairs])
+            ids_b = self._backend_ids([b for _, b in pairs])
         # Truncation and the [CLS]/[SEP] template are applied here rather than by the backend:
         # its pair truncation also builds every combination of overflowing pieces, which takes
         # seconds for two long texts. The rule is the backend's (and so transformers') own.
@@ -309,6 +304,14 @@ class BertTokenizer:
             ids += [*b, self.sep_id]
             types += [1] * (len(b) + 1)
         return Encoding(ids, types)
+
+    def _backend_ids(self, texts: list[str], chunk: int = 10_000) -> list[list[int]]:
+        """The backend's ids of each text, without special tokens or truncation, `chunk` texts
+        per call: each backend result also holds the token strings, offsets and masks, so a
+        whole corpus at once (290k sentences) peaks at 1.3 GB where chunks of 10,000 stay under
+        0.45 GB, for the same ids."""
+        return [e.ids for start in range(0, len(texts), chunk)
+                for e in self._backend_encode(texts[start:start + chunk], False)]
 
     def _backend_encode(self, inputs: list, add_special_tokens: bool = True,
                         max_length: int | None = None) -> list:

@@ -177,14 +177,16 @@ def test_padded_batch_equals_transformers(tokenizer_pair):
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 10_000])
-def test_plain_ids_equal_transformers_in_any_chunk_size(tokenizer_pair, chunk):
-    """Corpus reading encodes sentences without [CLS]/[SEP], `chunk` texts per backend call (to
-    bound memory); the ids must be transformers' `add_special_tokens=False` ids, whatever the
-    chunk boundaries (1: every text alone; 3: boundaries inside the list; 10,000: one call)."""
+def test_backend_ids_equal_transformers_in_any_chunk_size(tokenizer_pair, chunk):
+    """Every encoding runs the backend on `chunk` texts per call (to bound memory: a corpus or a
+    transfer set has 300k sentences); the ids must be transformers' `add_special_tokens=False`
+    ids whatever the chunk boundaries (1: every text alone; 3: boundaries inside the list;
+    10,000: one call)."""
     ours, reference = tokenizer_pair
     texts = ENGLISH + CHINESE
     expected = reference(texts, add_special_tokens=False)["input_ids"]
-    assert ours.encode_plain(texts, chunk=chunk) == expected
+    assert ours._backend_ids(texts, chunk=chunk) == expected
+    assert ours.encode_plain(texts) == expected
 
 
 @pytest.mark.parametrize("skip_special_tokens", [False, True])
