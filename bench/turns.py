@@ -85,6 +85,11 @@ class Child:
     def turn(self, seconds: float) -> None:
         self.times += self.ask(f"run {seconds}")
 
+    def close(self) -> None:
+        """End the child without a result."""
+        self.ask("quit")
+        self.process.wait()
+
     def finish(self) -> dict:
         """Median seconds per step, the number of steps and the peak memory; ends the child."""
         peak = self.ask("quit")["peak_mb"]
@@ -104,3 +109,15 @@ def take_turns(children: list[Child], steps: int, min_seconds: float, turn_secon
             child.turn(turn_seconds)
         k += 1
     return [child.finish() for child in children]
+
+
+def warm_caches(start_children) -> None:
+    """Start the children `start_children()` yields and end each again, before the measured
+    ones start: each builds and warms up its step, so Numba compiles and caches any bert_np
+    kernel that is not cached yet (the first run after a kernel source changed). A measured child
+    then loads machine code from the cache; compiling inside it would count LLVM's memory in its
+    peak (MiniLM int8 inference peaked at 505 MB in the first run after a kernel source changed, at
+    256 MB in the next) and make its
+    warm-up slow. One child at a time, so two never compile the same kernel at once."""
+    for child in start_children():
+        child.close()
