@@ -253,9 +253,9 @@ def drift(a, b):
 def measure(subjects, args):
     """Every engine of every subject ({label: paths}) alive at once, taking turns. Returns
     {label: {engine: result}} and {label: {engine: logits}}."""
-    warm_caches(lambda: (start_child(label, engine, paths, args)
-                         for label, paths in subjects.items() for engine in args.engines
-                         if engine.startswith("bert_np")))
+    warm_caches(start_child(label, engine, paths, args)
+                for label, paths in subjects.items() for engine in args.engines
+                if engine.startswith("bert_np"))
     children = [start_child(label, engine, paths, args)
                 for label, paths in subjects.items() for engine in args.engines]
     results, logits = {label: {} for label in subjects}, {label: {} for label in subjects}

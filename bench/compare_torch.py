@@ -137,7 +137,7 @@ def start_child(framework, preset, job, args):
 
 def measure_pair(preset, job, args):
     """bert_np and PyTorch in turns (module docstring); returns ({seconds, steps, peak_mb}, ...)."""
-    warm_caches(lambda: [start_child("bert_np", preset, job, args)])
+    warm_caches([start_child("bert_np", preset, job, args)])
     children = [start_child(framework, preset, job, args) for framework in ("bert_np", "torch")]
     return tuple(take_turns(children, args.steps, args.min_seconds, args.turn_seconds,
                             args.pause))
