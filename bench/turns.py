@@ -113,11 +113,11 @@ def take_turns(children: list[Child], steps: int, min_seconds: float, turn_secon
 
 def warm_caches(children) -> None:
     """End each child of `children` (a generator that starts them one by one) once it is
-    ready, before the measured ones start: each builds and warms up its step, so Numba compiles and caches any bert_np
-    kernel that is not cached yet (the first run after a kernel source changed). A measured
-    child then loads machine code from the cache; compiling inside it would count LLVM's memory
-    in its peak (MiniLM int8 inference peaked at 505 MB in the first run after a kernel source
-    changed, at 256 MB in the next) and make its warm-up slow. One child at a time, so two never
-    compile the same kernel at once."""
+    ready, before the measured ones start: each builds and warms up its step, so Numba
+    compiles and caches any bert_np kernel that is not cached yet (the first run after a kernel
+    source changed). A measured child then loads machine code from the cache; compiling inside
+    it would count LLVM's memory in its peak (MiniLM int8 inference peaked at 505 MB in the
+    first run after a kernel source changed, at 256 MB in the next) and make its warm-up slow.
+    One child at a time, so two never compile the same kernel at once."""
     for child in children:
         child.close()
