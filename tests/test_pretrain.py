@@ -131,10 +131,12 @@ def eval_records(out_dir):
 def test_init_starts_from_the_saved_weights(settings):
     """--init continues from a saved model: the new run's held-out evaluation before its first
     step (same eval corpus, same seed, so the same masked batches) equals, float for float, the
-    evaluation the first run wrote after its last step; the model's config comes from --init."""
+    evaluation the first run wrote after its last step; the model's config, and without --vocab
+    its vocabulary, come from --init."""
     first = settings("first")
     pretrain(first, progress=False)
-    again = settings("again", config=None, init=str(Path(first.out) / "final"), steps=2)
+    again = settings("again", config=None, init=str(Path(first.out) / "final"), vocab=None, steps=2)
+    assert again.vocab == str(Path(first.out) / "final" / "vocab.txt")
     pretrain(again, progress=False)
     assert eval_records(again.out)[0] == {**eval_records(first.out)[8], "step": 0}
     model = bert_np.BertForPreTraining.from_pretrained(Path(again.out) / "final")
@@ -156,6 +158,10 @@ def test_init_bad_input_is_a_clear_error(settings, tmp_path):
     bert_np.BertForPreTraining(bert_np.BertConfig.preset("tiny", vocab_size=50)).save_pretrained(other)
     with pytest.raises(ValueError, match="--init .* has vocab_size 50, --vocab has 30522"):
         pretrain(settings("x", config=None, init=str(other)), progress=False)
+    with pytest.raises(FileNotFoundError, match="--init .*other_vocab has no vocab.txt; give --vocab"):
+        settings("x", config=None, init=str(other), vocab=None)
+    with pytest.raises(ValueError, match="--vocab is needed .* when there is no --init"):
+        settings("x", vocab=None)
     with pytest.raises(ValueError, match="max_seq_length 128 exceeds --init .*64"):
         pretrain(settings("x", config=None, init=final, max_seq_length=128), progress=False)
 

@@ -36,8 +36,9 @@ from .settings import check_dropout, check_number, check_positive, setting
 class PretrainSettings:
     corpus: list[str] = setting(help="training text files: one sentence per line and blank lines "
                                      "between documents, or WikiText")
-    vocab: str = setting(help="the tokenizer's vocab.txt")
     out: str = setting(help="output directory: step-N/ checkpoints, final/, log.jsonl, curves.png")
+    vocab: str | None = setting(None, help="the tokenizer's vocab.txt; unset: --init's vocab.txt "
+                                           "(needed without --init)")
     config: str | None = setting(None, help=f"a preset ({' '.join(PRESETS)}) or a config.json "
                                             "path; unset: tiny, or --init's config")
     init: str | None = setting(None, help="a saved model directory (config.json and weights) to "
@@ -111,6 +112,12 @@ class PretrainSettings:
             if self.config is not None:
                 raise ValueError(f"--init {self.init} and --config {self.config}: the model's "
                                  "config comes from --init; drop --config")
+        if self.vocab is None:
+            if self.init is None:
+                raise ValueError("--vocab is needed (a vocab.txt) when there is no --init model")
+            self.vocab = str(Path(self.init) / "vocab.txt")
+            if not Path(self.vocab).is_file():
+                raise FileNotFoundError(f"--init {self.init} has no vocab.txt; give --vocab")
         for path in list(self.corpus) + list(self.eval_corpus) + [self.vocab]:
             if not Path(path).exists():
                 raise FileNotFoundError(f"no such file: {path}")
