@@ -1,0 +1,98 @@
+"""The README's results table (bert_np beside PyTorch) from the records of bench/finetune_compare.py.
+
+One row per task, split and metric of each record given (the final comparisons at the chosen
+recipe, e.g. bench/results/finetune_compare/*-chosen.json): bert_np's and PyTorch's mean over the
+record's seeds, the range where there are several, and the difference bert_np - PyTorch (mean and
+range), in points, at the chosen epoch. Then, per task, whether the mean difference of its main
+metric on dev is within --goal points (issue 21: 1 point); exit status 1 if any is not.
+
+    python bench/results_table.py bench/results/finetune_compare/*-chosen.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+NAMES = {"accuracy": "accuracy", "f1": "F1", "mcc": "Matthews corr.", "pearson": "Pearson",
+         "spearman": "Spearman"}
+
+
+def cell(values: list[float], signed: bool = False) -> str:
+    """Mean (min .. max) in points; the mean alone for one value."""
+    sign = "+" if signed else ""
+    points = [100 * v for v in values]
+    mean = f"{sum(points) / len(points):{sign}.2f}"
+    return mean if len(points) == 1 else f"{mean} ({min(points):{sign}.2f} .. {max(points):{sign}.2f})"
+
+
+def recipe(record: dict) -> str:
+    s = record["settings"]
+    chosen = sorted({run["chosen_epoch"] for run in record["runs"]})
+    return (f"batch {s['batch_size']}, lr {s['lr']:g}, epoch {'/'.join(map(str, chosen))} of "
+            f"{s['epochs']}")
+
+
+def rows(record: dict, path: str) -> list[dict]:
+    """The record's rows, main metric first, dev before test."""
+    main = record["main_metric"]
+    out = []
+    for name, entry in record["summary"].items():
+        split, metric = name.split(" ", 1)
+        if not entry.get("torch"):
+            sys.exit(f"results_table: {path} has no PyTorch run (a --bert-np-only grid record?)")
+        out.append({"task": record["task"], "split": split, "metric": metric,
+                    "main": metric == main, "bert_np": entry["bert_np"], "torch": entry["torch"],
+                    "difference": entry["difference"], "seeds": [r["seed"] for r in record["runs"]],
+                    "recipe": recipe(record), "commit": record.get("commit", "?")[:7]})
+    return sorted(out, key=lambda r: (r["split"] != "dev", not r["main"]))
+
+
+def table(all_rows: list[dict]) -> str:
+    lines = ["| task | metric | bert_np | PyTorch | difference | recipe | seeds | commit |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in all_rows:
+        lines.append(f"| {r['task']} | {NAMES.get(r['metric'], r['metric'])} ({r['split']}) | "
+                     f"{cell(r['bert_np'])} | {cell(r['torch'])} | "
+                     f"{cell(r['difference'], signed=True)} | {r['recipe']} | "
+                     f"{' '.join(map(str, r['seeds']))} | {r['commit']} |")
+    return "\n".join(lines)
+
+
+def goal_failures(all_rows: list[dict], goal: float) -> list[str]:
+    """The tasks whose mean dev difference of the main metric exceeds `goal` points."""
+    failures = []
+    for r in all_rows:
+        if r["main"] and r["split"] == "dev":
+            mean = 100 * sum(r["difference"]) / len(r["difference"])
+            if abs(mean) > goal:
+                failures.append(f"{r['task']} {mean:+.2f}")
+    return failures
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("records", nargs="+", type=Path, help="JSON records of finetune_compare.py")
+    p.add_argument("--goal", type=float, default=1.0,
+                   help="largest |mean difference| of a main dev metric, in points (default 1)")
+    args = p.parse_args(argv)
+    all_rows = []
+    for path in args.records:
+        if not path.is_file():
+            sys.exit(f"results_table: no such record: {path}")
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            sys.exit(f"results_table: {path} is not JSON ({error})")
+        all_rows += rows(record, str(path))
+    print(table(all_rows))
+    failures = goal_failures(all_rows, args.goal)
+    print(f"main dev metric within {args.goal:g} point(s) of PyTorch: "
+          + ("every task" if not failures else "not for " + ", ".join(failures)))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

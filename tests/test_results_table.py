@@ -1,0 +1,56 @@
+"""bench/results_table.py: the README's bert_np-beside-PyTorch rows from finetune_compare.py
+records, checked on hand-made records whose means and ranges are worked out by hand below."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "results_table.py"
+spec = importlib.util.spec_from_file_location("results_table", SCRIPT)
+results_table = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(results_table)
+
+
+def record(tmp_path, task, main, summary, seeds=(0, 1), torch=True):
+    """A final finetune_compare.py record: its summary per 'split metric', chosen epoch 3 of 4."""
+    summary = {name: {"bert_np": ours, "torch": theirs if torch else [],
+                      **({"difference": [a - b for a, b in zip(ours, theirs)]} if torch else {})}
+               for name, (ours, theirs) in summary.items()}
+    path = tmp_path / f"{task}-chosen.json"
+    path.write_text(json.dumps({
+        "task": task, "main_metric": main, "commit": "0123456789abcdef", "summary": summary,
+        "settings": {"batch_size": 16, "lr": 5e-5, "epochs": 4},
+        "runs": [{"seed": s, "chosen_epoch": 3} for s in seeds]}))
+    return str(path)
+
+
+def test_rows_give_means_ranges_and_differences_in_points(tmp_path, capsys):
+    # MRPC F1: bert_np 0.86, 0.88 -> 87.00 (86.00 .. 88.00); PyTorch 0.865, 0.865 -> 86.50;
+    # differences -0.005, +0.015 -> +0.50 (-0.50 .. +1.50): the mean is within 1 point
+    mrpc = record(tmp_path, "mrpc", "f1", {"dev f1": ([0.86, 0.88], [0.865, 0.865]),
+                                           "dev accuracy": ([0.80, 0.82], [0.81, 0.81])})
+    assert results_table.main([mrpc]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == ("| mrpc | F1 (dev) | 87.00 (86.00 .. 88.00) | 86.50 (86.50 .. 86.50) | "
+                        "+0.50 (-0.50 .. +1.50) | batch 16, lr 5e-05, epoch 3 of 4 | 0 1 | 0123456 |")
+    assert lines[3].startswith("| mrpc | accuracy (dev) | 81.00 (80.00 .. 82.00) | 81.00 ")
+    assert lines[-1] == "main dev metric within 1 point(s) of PyTorch: every task"
+
+
+def test_a_task_outside_the_goal_is_named_and_fails(tmp_path, capsys):
+    # RTE, one seed: 0.60 against 0.615 -> -1.50 points, outside 1 point, inside 2
+    rte = record(tmp_path, "rte", "accuracy", {"dev accuracy": ([0.60], [0.615])}, seeds=(0,))
+    assert results_table.main([rte]) == 1
+    out = capsys.readouterr().out
+    assert "| rte | accuracy (dev) | 60.00 | 61.50 | -1.50 |" in out
+    assert out.splitlines()[-1] == "main dev metric within 1 point(s) of PyTorch: not for rte -1.50"
+    assert results_table.main([rte, "--goal", "2"]) == 0
+
+
+def test_records_without_pytorch_or_missing_are_one_line_errors(tmp_path):
+    grid = record(tmp_path, "cola", "mcc", {"dev mcc": ([0.2], [])}, seeds=(0,), torch=False)
+    with pytest.raises(SystemExit, match="cola-chosen.json has no PyTorch run"):
+        results_table.main([grid])
+    with pytest.raises(SystemExit, match="no such record: .*nothing.json"):
+        results_table.main([str(tmp_path / "nothing.json")])
