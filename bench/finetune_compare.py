@@ -197,8 +197,13 @@ def run_torch(settings, task, examples, test, chosen_epoch, head, first_logits, 
 
 # ---- one seed, the record, the printout ------------------------------------------------------
 
-def run_seed(seed, args, task, splits, tokenizer, log):
-    """Both frameworks on one seed: {"seed", "chosen_epoch", "bert_np", "torch", "examples"}."""
+def run_seed(seed, args, task, splits, tokenizer, log, save, pending=None):
+    """Both frameworks on one seed: {"seed", "chosen_epoch", "bert_np", "torch", "examples"}.
+
+    `save(run)` is called when bert_np's side is done, with the run's "torch_pending": bert_np's
+    initial head and its logits on the first dev rows, which PyTorch starts from and is checked
+    against. Given such a saved run as `pending`, bert_np's side is not run again: a long
+    comparison stopped during PyTorch's side keeps bert_np's."""
     train = subset(splits["train"], args.max_train_examples, seed)
     dev = subset(splits["dev"], args.max_dev_examples, seed)
 
@@ -214,13 +219,25 @@ def run_seed(seed, args, task, splits, tokenizer, log):
                                     max_seq_length=args.max_seq_length,
                                     truncation=args.truncation, seed=seed, overwrite=True,
                                     checkpoint_every=None)  # training time without saves
-        ours, head, first_logits = run_bert_np(settings, task, examples, test, args.epoch, log)
-    chosen = args.epoch or ours["best_dev_epoch"]
-    theirs = (None if args.bert_np_only else
-              run_torch(settings, task, examples, test, chosen, head, first_logits, log))
-    return {"seed": seed, "chosen_epoch": chosen, "bert_np": ours, "torch": theirs,
-            "examples": {"train": len(train), "dev": len(dev),
-                         "test": None if test is None else len(test.ids)}}
+        if pending is None:
+            ours, head, first_logits = run_bert_np(settings, task, examples, test, args.epoch, log)
+            run = {"seed": seed, "chosen_epoch": args.epoch or ours["best_dev_epoch"],
+                   "bert_np": ours, "torch": None,
+                   "examples": {"train": len(train), "dev": len(dev),
+                                "test": None if test is None else len(test.ids)}}
+            if args.bert_np_only:
+                return run
+            run["torch_pending"] = {"head": {k: v.tolist() for k, v in head.items()},
+                                    "first_logits": first_logits.tolist()}
+            save(run)
+        else:
+            run = dict(pending)
+        start = run.pop("torch_pending")
+        head = {k: np.asarray(v, dtype=np.float32) for k, v in start["head"].items()}
+        first_logits = np.asarray(start["first_logits"], dtype=np.float32)
+        run["torch"] = run_torch(settings, task, examples, test, run["chosen_epoch"], head,
+                                 first_logits, log)
+    return run
 
 
 def at_chosen(run: dict, side: str, split: str) -> dict | None:
@@ -282,11 +299,11 @@ def spread(values, signed=False) -> str:
     return f"{mean} ({100 * min(values):{sign}.2f} .. {100 * max(values):{sign}.2f})"
 
 
-def continued(record: dict, path: Path) -> tuple[dict, set]:
+def continued(record: dict, path: Path) -> tuple[dict, set, dict]:
     """The record saved at `path`, to be continued by this run (`record`, not yet run): refused
-    unless every setting but the seeds is the same. All its runs are kept, and their seeds are
-    returned so that they are not run again; this run's command and commit are added to
-    `continued_by`."""
+    unless every setting but the seeds is the same. All its runs are kept; returned with it are
+    the seeds done (not to be run again) and the runs whose PyTorch side is still to run (by
+    seed); this run's command and commit are added to `continued_by`."""
     saved = json.loads(path.read_text())
     ignore = ("seed", "resume", "out")
     differ = sorted(k for k in set(saved["settings"]) | set(record["settings"]) if k not in ignore
@@ -294,11 +311,12 @@ def continued(record: dict, path: Path) -> tuple[dict, set]:
     if differ:
         sys.exit(f"finetune_compare: --resume {path}: the record was run with other settings: "
                  f"{', '.join(differ)}")
-    done = [r["seed"] for r in saved["runs"]]
-    saved["seeds"] = done + [s for s in record["seeds"] if s not in done]
+    recorded = [r["seed"] for r in saved["runs"]]
+    saved["seeds"] = recorded + [s for s in record["seeds"] if s not in recorded]
     saved.setdefault("continued_by", []).append(
         {k: record[k] for k in ("command", "commit", "uncommitted_changes", "date")})
-    return saved, set(done)
+    pending = {r["seed"]: r for r in saved["runs"] if "torch_pending" in r}
+    return saved, set(recorded) - set(pending), pending
 
 
 def machine(threads: int) -> dict:
@@ -369,7 +387,8 @@ def parse_args(argv=None):
                         "<task>-b<batch>-lr<lr>-e<epochs>-s<seeds>-<date>.json)")
     p.add_argument("--resume", action="store_true",
                    help="continue the record --out names: its seeds are kept, the other seeds "
-                        "run (the settings must be the same)")
+                        "run, and a seed stopped during PyTorch's side runs that side only "
+                        "(the settings must be the same)")
     args = p.parse_args(argv)
     if args.resume and (args.out is None or not args.out.is_file()):
         p.error(f"--resume continues an existing record: give it with --out (got {args.out})")
@@ -436,9 +455,9 @@ def main(argv=None):
                             ("weight_decay", "warmup_ratio", "max_grad_norm")}},
               "runs": []}
     out = args.out or default_out(args, args.seed)
-    done = set()
+    done, pending = set(), {}
     if args.resume:
-        record, done = continued(record, out)
+        record, done, pending = continued(record, out)
     log(f"{task.name} ({task.description}; main metric {task.main_metric}): "
         f"{len(subset(splits['train'], args.max_train_examples, 0)):,} training and "
         f"{len(subset(splits['dev'], args.max_dev_examples, 0)):,} dev examples"
@@ -451,12 +470,23 @@ def main(argv=None):
         if seed in done:
             log(f"-- seed {seed}: in {out} already")
             continue
-        log(f"-- seed {seed}")
-        run = run_seed(seed, args, task, splits, tokenizer, log)
-        record["runs"].append(run)
-        record["summary"] = summary(record["runs"], task)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out, json.dumps(record, indent=1) + "\n")
+        log(f"-- seed {seed}" + (": bert_np's side is in the record, PyTorch's runs now"
+                                 if seed in pending else ""))
+
+        def save(run):
+            """The record with `run` in its seed's place, written whole (atomically)."""
+            seeds = [r["seed"] for r in record["runs"]]
+            if run["seed"] in seeds:
+                record["runs"][seeds.index(run["seed"])] = run
+            else:
+                record["runs"].append(run)
+            record["summary"] = summary([r for r in record["runs"] if "torch_pending" not in r],
+                                        task)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out, json.dumps(record, indent=1) + "\n")
+
+        run = run_seed(seed, args, task, splits, tokenizer, log, save, pending.get(seed))
+        save(run)
         times = [f"{side} {run[side]['train_seconds']:.0f} s training + "
                  f"{run[side]['eval_seconds']:.0f} s evaluation"
                  for side in ("bert_np", "torch") if run[side] is not None]

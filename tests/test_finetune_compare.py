@@ -87,3 +87,39 @@ def test_resume_keeps_the_recorded_seeds_and_runs_the_others(model_dir, tmp_path
     with pytest.raises(SystemExit) as stop:       # --resume needs the record
         finetune_compare.main(argv(model_dir, tmp_path / "missing.json", "--resume"))
     assert stop.value.code == 2
+
+
+def test_a_run_stopped_during_pytorch_resumes_with_pytorch_alone(model_dir, tmp_path, monkeypatch):
+    """The record is written when bert_np's side of a seed ends; a stop during PyTorch's side
+    (here an exception at its start) keeps it, and --resume runs PyTorch alone, from the initial
+    head and logits the record holds (float32 through JSON exactly), to the figures of a run that
+    was never stopped: same metrics, same losses, same initial-logit check, nothing timed."""
+    whole = finetune_compare.main(argv(model_dir, tmp_path / "whole.json", "--seed", "0", "--test",
+                                       "--max-test-examples", "16", task="mrpc"))
+    out = tmp_path / "stopped.json"
+    real_torch = finetune_compare.run_torch
+
+    def stop(*a):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(finetune_compare, "run_torch", stop)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_compare.main(argv(model_dir, out, "--seed", "0", "--test", "--max-test-examples",
+                                   "16", task="mrpc"))
+    saved = json.loads(out.read_text())
+    assert saved["runs"][0]["torch"] is None and "torch_pending" in saved["runs"][0]
+    assert saved["summary"] == {}                 # no seed is complete yet
+
+    def no_bert_np(*a):
+        raise AssertionError("bert_np's side ran again")
+    monkeypatch.setattr(finetune_compare, "run_torch", real_torch)
+    monkeypatch.setattr(finetune_compare, "run_bert_np", no_bert_np)
+    record = finetune_compare.main(argv(model_dir, out, "--seed", "0", "--test",
+                                        "--max-test-examples", "16", "--resume", task="mrpc"))
+    run, expected = record["runs"][0], whole["runs"][0]
+    assert "torch_pending" not in run and json.loads(out.read_text())["runs"] == record["runs"]
+    for side in ("bert_np", "torch"):
+        for key in ("before", "epochs", "test"):
+            assert run[side][key] == expected[side][key], (side, key)
+    assert run["torch"]["initial_logits_max_abs_diff"] == \
+        expected["torch"]["initial_logits_max_abs_diff"]
+    assert record["summary"] == whole["summary"]
