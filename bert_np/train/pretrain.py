@@ -71,7 +71,10 @@ class PretrainSettings:
                                                     "(> 0; none: no clipping)")
     lowercase: bool = setting(True, flag="--cased",
                               help="do not lower-case the text (for a cased vocabulary)")
-    seed: int = setting(0, help="seed of the initial weights, the data order, masks and dropout")
+    seed: int = setting(0, help="seed of the initial weights, the data order, masks and dropout "
+                                "(continuing with --init on the same corpus, take another seed "
+                                "than the first run's, or its masks and pairs come again in the "
+                                "same order)")
     dtype: str = setting("float32", choices=("float32", "float64"),
                          help="float32 for speed, float64 for checks")
     dropout: float | None = setting(None, help="hidden and attention dropout probability instead "
