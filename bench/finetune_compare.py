@@ -466,25 +466,25 @@ def main(argv=None):
         + f"; lr {args.lr:g}, batch {args.batch_size}, {args.epochs} epoch(s), max_seq_length "
         f"{args.max_seq_length}, truncation {args.truncation}; seeds {args.seed}; model "
         f"{args.model}; bert_np backend {bert_np.get_backend()}, {threads} thread(s)")
+
+    def save(run):
+        """The record with `run` in its seed's place, written whole (atomically)."""
+        seeds = [r["seed"] for r in record["runs"]]
+        if run["seed"] in seeds:
+            record["runs"][seeds.index(run["seed"])] = run
+        else:
+            record["runs"].append(run)
+        record["summary"] = summary([r for r in record["runs"] if "torch_pending" not in r],
+                                    task)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps(record, indent=1) + "\n")
+
     for seed in args.seed:
         if seed in done:
             log(f"-- seed {seed}: in {out} already")
             continue
         log(f"-- seed {seed}" + (": bert_np's side is in the record, PyTorch's runs now"
                                  if seed in pending else ""))
-
-        def save(run):
-            """The record with `run` in its seed's place, written whole (atomically)."""
-            seeds = [r["seed"] for r in record["runs"]]
-            if run["seed"] in seeds:
-                record["runs"][seeds.index(run["seed"])] = run
-            else:
-                record["runs"].append(run)
-            record["summary"] = summary([r for r in record["runs"] if "torch_pending" not in r],
-                                        task)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out, json.dumps(record, indent=1) + "\n")
-
         run = run_seed(seed, args, task, splits, tokenizer, log, save, pending.get(seed))
         save(run)
         times = [f"{side} {run[side]['train_seconds']:.0f} s training + "
