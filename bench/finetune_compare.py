@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)  # the sibling results_table.py
 
 import numba  # noqa: E402
 
@@ -56,6 +57,7 @@ from bert_np.train.finetune import (FinetuneSettings, encode_examples,  # noqa: 
                                     evaluate_classifier, finetune, load_tokenizer, predict_logits,
                                     subset, training_batches, warmup_and_total_steps)
 from bert_np.train.metrics import compute_metrics, format_metrics  # noqa: E402
+from results_table import spread  # noqa: E402  (bench/, on the path above)
 
 REPO = Path(_HERE).parent
 RESULTS = REPO / "bench" / "results" / "finetune_compare"
@@ -289,14 +291,6 @@ def print_summary(table: dict, task, seeds, log) -> None:
         if "difference" in entry:
             cells.append(spread(entry["difference"], signed=True))
         log(f"  {name:16s} " + " / ".join(cells) + main)
-
-
-def spread(values, signed=False) -> str:
-    sign = "+" if signed else ""
-    mean = f"{100 * np.mean(values):{sign}.2f}"
-    if len(values) == 1:
-        return mean
-    return f"{mean} ({100 * min(values):{sign}.2f} .. {100 * max(values):{sign}.2f})"
 
 
 def continued(record: dict, path: Path) -> tuple[dict, set, dict]:

@@ -19,8 +19,8 @@ NAMES = {"accuracy": "accuracy", "f1": "F1", "mcc": "Matthews corr.", "pearson":
          "spearman": "Spearman"}
 
 
-def cell(values: list[float], signed: bool = False) -> str:
-    """Mean (min .. max) in points; the mean alone for one value."""
+def spread(values: list[float], signed: bool = False) -> str:
+    """Mean (min .. max) of fractions, in points; the mean alone for one value."""
     sign = "+" if signed else ""
     points = [100 * v for v in values]
     mean = f"{sum(points) / len(points):{sign}.2f}"
@@ -54,8 +54,8 @@ def table(all_rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in all_rows:
         lines.append(f"| {r['task']} | {NAMES.get(r['metric'], r['metric'])} ({r['split']}) | "
-                     f"{cell(r['bert_np'])} | {cell(r['torch'])} | "
-                     f"{cell(r['difference'], signed=True)} | {r['recipe']} | "
+                     f"{spread(r['bert_np'])} | {spread(r['torch'])} | "
+                     f"{spread(r['difference'], signed=True)} | {r['recipe']} | "
                      f"{' '.join(map(str, r['seeds']))} | {r['commit']} |")
     return "\n".join(lines)
 
