@@ -67,11 +67,10 @@ def table(all_rows: list[dict]) -> str:
     lines = ["| task | model | metric | bert_np | PyTorch | difference | recipe | seeds | commit |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in all_rows:
-        lines.append(f"| {r['task']} | {r['model']} | {NAMES.get(r['metric'], r['metric'])} "
-                     f"({r['split']}) | "
-                     f"{spread(r['bert_np'])} | {spread(r['torch'])} | "
-                     f"{spread(r['difference'], signed=True)} | {r['recipe']} | "
-                     f"{' '.join(map(str, r['seeds']))} | {r['commit']} |")
+        metric = f"{NAMES.get(r['metric'], r['metric'])} ({r['split']})"
+        lines.append(f"| {r['task']} | {r['model']} | {metric} | {spread(r['bert_np'])} | "
+                     f"{spread(r['torch'])} | {spread(r['difference'], signed=True)} | "
+                     f"{r['recipe']} | {' '.join(map(str, r['seeds']))} | {r['commit']} |")
     return "\n".join(lines)
 
 
