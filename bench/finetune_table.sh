@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Every row of the README's accuracy table beside PyTorch, by the protocol of bench/README.md
+# ("Choosing each task's recipe", "IMDB at full size"): per task, bert_np's grid on seed 0
+# (batch {16, 32} x lr {1e-4, 5e-5, 3e-5}), the choice by select_recipe.py, then both frameworks
+# at the choice. A finished record is skipped and a comparison stopped during PyTorch's side
+# resumes with PyTorch alone, so the same command after a stop continues where the work was.
+#
+#   BERT_NP_DATA=../shared/data bash bench/finetune_table.sh [TASK ...]
+#
+# TASK: cola stsb sst2 mrpc rte imdb (default: all, in that order). Records go to
+# bench/results/finetune_compare/ (grid: TASK-bB-lrLR-eE-s0-DATE.json; choice: TASK-chosen.json);
+# each run's output to $LOGS/TASK_....out and one line per run (start, end, exit status, wall
+# seconds, commit) to $LOGS/runs.log, LOGS defaulting to runs/finetune_table/. Hours of CPU:
+# about 40 min for CoLA, 1.5 h for STS-B, MRPC or RTE, 3 h for SST-2, 3 h for IMDB on 2 cores.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+R=bench/results/finetune_compare
+LOGS=${LOGS:-runs/finetune_table}
+mkdir -p "$LOGS"
+say() { echo "$(date -u +%FT%TZ) $*" | tee -a "$LOGS/runs.log"; }
+
+run() {  # run NAME ARGS...: one finetune_compare.py invocation, logged
+    local name=$1; shift
+    local t0; t0=$(date +%s)
+    say "start $name @ $(git rev-parse --short HEAD): python bench/finetune_compare.py $*"
+    python bench/finetune_compare.py "$@" > "$LOGS/$name.out" 2>&1
+    local rc=$?
+    say "end $name rc=$rc wall=$(( $(date +%s) - t0 ))s"
+    if [ $rc -ne 0 ]; then say "stopped: see $LOGS/$name.out"; exit $rc; fi
+}
+
+unfinished() {  # unfinished RECORD: true if a seed is missing or waits for PyTorch's side
+    python - "$1" <<'EOF'
+import json, sys
+record = json.load(open(sys.argv[1]))
+done = [r for r in record["runs"] if "torch_pending" not in r]
+sys.exit(0 if len(done) < len(record["seeds"]) else 1)
+EOF
+}
+
+grid() {  # grid TASK EPOCHS ARGS...: bert_np alone, seed 0, one run per (batch, lr)
+    local task=$1 epochs=$2; shift 2
+    local b lr
+    for b in 16 32; do for lr in 1e-4 5e-5 3e-5; do
+        if compgen -G "$R/$task-b$b-lr$(python -c "print(float('$lr'))")-e$epochs-s0-2*.json" \
+                > /dev/null; then
+            continue
+        fi
+        run "${task}_b${b}_lr$lr" --task "$task" --batch-size $b --lr $lr --epochs "$epochs" \
+            --seed 0 --bert-np-only "$@"
+    done; done
+}
+
+compare() {  # compare TASK ARGS...: both frameworks into $R/TASK-chosen.json
+    local task=$1; shift
+    local out=$R/$task-chosen.json
+    if [ ! -f "$out" ]; then
+        run "${task}_chosen" "$@" --out "$out"
+    elif unfinished "$out"; then
+        run "${task}_chosen_resume" "$@" --out "$out" --resume
+    fi
+}
+
+tasks=("$@")
+[ ${#tasks[@]} -eq 0 ] && tasks=(cola stsb sst2 mrpc rte imdb)
+imdb=(--max-seq-length 256 --truncation head_tail)   # IMDB's settings besides batch and lr
+for task in "${tasks[@]}"; do
+    case $task in
+        cola|stsb|sst2|mrpc|rte)
+            epochs=4; [ "$task" = sst2 ] && epochs=2
+            grid "$task" $epochs --max-train-examples 0
+            choice=$(python bench/select_recipe.py "$R/$task"-*-e$epochs-s0-2*.json) || exit 1
+            echo "$choice" > "$LOGS/${task}_choice.txt"
+            eval "set -- $(tail -n 1 <<< "$choice")"   # python bench/finetune_compare.py ARGS
+            compare "$task" "${@:3}" ;;
+        imdb)
+            grid imdb 1 "${imdb[@]}" --max-train-examples 4000
+            choice=$(python bench/select_recipe.py "$R"/imdb-*-e1-s0-2*.json) || exit 1
+            echo "$choice" > "$LOGS/imdb_choice.txt"
+            eval "set -- $(tail -n 1 <<< "$choice")"
+            while [ $# -gt 0 ]; do
+                case $1 in --batch-size) b=$2 ;; --lr) lr=$2 ;; esac; shift
+            done
+            compare imdb --task imdb "${imdb[@]}" --epochs 1 --batch-size "$b" --lr "$lr" \
+                --seed 0 --max-train-examples 0 --test ;;
+        *) echo "finetune_table.sh: unknown task $task (cola stsb sst2 mrpc rte imdb)" >&2
+           exit 2 ;;
+    esac
+done
+say "every requested task has its records: python bench/results_table.py $R/*-chosen.json"
