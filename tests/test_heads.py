@@ -14,10 +14,10 @@ Compared, with the tolerances of test_parity.py and for the same reasons:
   float64: every output (logits, start/end logits, every hidden state, every attention map)
       <= 1e-10 relative; the loss <= 1e-10 relative; every parameter gradient <= 1e-9 relative,
       except those whose exact gradient is zero, where both sides hold rounding noise and the
-      comparison is absolute, <= 1e-12: attention.self.key.bias (softmax ignores a shift), and in
+      comparison is absolute, <= 1e-12: attention.self.key.bias (softmax ignores a shift), in
       question answering qa_outputs.bias and the last layer's output.LayerNorm.bias (each adds
       the same number to every position's start (end) logit, which the softmax over positions
-      ignores).
+      ignores), in multiple choice classifier.bias (the same number on every choice's logit).
   float32: every output <= 1e-5 absolute.
   round trips (bert_np save -> transformers load, transformers save -> bert_np load): the file
       holds the same float64 numbers, so outputs agree to rounding, <= 1e-12 relative.
@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 
 import bert_np
-from reference import abs_error, perturb_params, rel_error, to_transformers, torch_inputs
+from reference import (abs_error, compare_gradients, perturb_params, rel_error, to_transformers,
+                       torch_inputs)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -115,6 +116,17 @@ def make_labels(model, inputs, rng):
     return dict(labels=rng.integers(0, cfg.num_labels, B))
 
 
+def exactly_zero(model):
+    """The parameters besides the key biases whose exact gradient is 0 in this head's loss."""
+    name = type(model).__name__
+    if name == "BertForQuestionAnswering":   # each shifts every position's start (end) logit
+        last = model.config.num_hidden_layers - 1
+        return {"qa_outputs.bias", f"bert.encoder.layer.{last}.output.LayerNorm.bias"}
+    if name == "BertForMultipleChoice":      # shifts every choice's logit
+        return {"classifier.bias"}
+    return set()
+
+
 def compare_outputs(ours, theirs, tol, measure, tag, report, relative=True, main=True):
     """Every output transformers returns that bert_np returns too (with main=True at least one
     task output), then the hidden states and attentions one by one; returns the worst error.
@@ -171,22 +183,7 @@ def test_float64_outputs_hidden_states_attentions_loss_and_gradients(case, parit
                     "heads float64 training outputs (rel)", tag, parity_report, main=False)
     hf_params = dict(hf_model.named_parameters())
     assert set(grads) == set(model.params) and set(model.params) <= set(hf_params)
-    exactly_zero = set()
-    if case == "QuestionAnswering":
-        last = model.config.num_hidden_layers - 1
-        exactly_zero = {"qa_outputs.bias", f"bert.encoder.layer.{last}.output.LayerNorm.bias"}
-    worst_grad, worst_key_bias = 0.0, 0.0
-    for key, grad in grads.items():
-        ref = hf_params[key].grad
-        ref = np.zeros_like(grad) if ref is None else ref.numpy()   # unused by the loss
-        if key.endswith("attention.self.key.bias") or key in exactly_zero:
-            err = abs_error(grad, ref)
-            worst_key_bias = max(worst_key_bias, err)
-            assert err <= 1e-12, f"{tag} {key}: absolute error {err:.2e}"
-        else:
-            err = rel_error(grad, ref)
-            worst_grad = max(worst_grad, err)
-            assert err <= 1e-9, f"{tag} grad {key}: relative error {err:.2e}"
+    worst_grad, worst_key_bias = compare_gradients(grads, hf_model, tag, exactly_zero(model))
     parity_report.append(("heads float64 gradients (rel)", tag, worst_grad))
     parity_report.append(("heads float64 zero gradients (abs)", tag, worst_key_bias))
 
