@@ -76,11 +76,11 @@ for task in "${tasks[@]}"; do
         cola|stsb|sst2|mrpc|rte)
             epochs=4; [ "$task" = sst2 ] && epochs=2
             grid "$task" $epochs --max-train-examples 0
-            choice=$(python bench/select_recipe.py "$R/$task"-*-e$epochs-s0-2*.json) || exit 1
+            seeds=(0 1); case $task in cola|mrpc|rte) seeds=(0 1 2 3 4 5) ;; esac
+            choice=$(python bench/select_recipe.py "$R/$task"-*-e$epochs-s0-2*.json \
+                     --seeds "${seeds[@]}") || exit 1
             echo "$choice" > "$LOGS/${task}_choice.txt"
-            command=$(tail -n 1 <<< "$choice")   # python bench/finetune_compare.py ARGS
-            case $task in cola|mrpc|rte) command=${command/--seed 0 1 /--seed 0 1 2 3 4 5 } ;; esac
-            eval "set -- $command"
+            eval "set -- $(tail -n 1 <<< "$choice")"   # python bench/finetune_compare.py ARGS
             compare "$task" "${@:3}" ;;
         imdb)
             grid imdb 1 "${imdb[@]}" --max-train-examples 4000

@@ -4,9 +4,10 @@ The rule (bench/README.md): among every (batch size, learning rate, epochs of th
 k) of the records, on the selection seed (default 0), the one with the best bert_np dev main
 metric; ties go to the earlier epoch k, then the larger batch, then the larger learning rate.
 PyTorch gets the same choice: the script prints the finetune_compare command that runs both
-frameworks with it (`--epoch k`, seeds 0 and 1), whose seed 1 was not used to choose.
+frameworks with it (`--epoch k`, seeds 0 and 1, or those of `--seeds`), whose seeds other than the
+selection seed were not used to choose.
 
-    python bench/select_recipe.py bench/results/finetune_compare/mrpc-*.json
+    python bench/select_recipe.py bench/results/finetune_compare/mrpc-*.json [--seeds 0 1 2 3 4 5]
 """
 from __future__ import annotations
 
@@ -41,10 +42,11 @@ def choose(rows: list[dict]) -> dict:
     return max(rows, key=lambda r: (r["value"], -r["epoch"], r["batch_size"], r["lr"]))
 
 
-def final_command(best: dict, task: str) -> str:
+def final_command(best: dict, task: str, seeds=(0, 1)) -> str:
     argv = ["python", "bench/finetune_compare.py", "--task", task,
             "--batch-size", str(best["batch_size"]), "--lr", f"{best['lr']:g}",
-            "--epochs", str(best["epochs"]), "--epoch", str(best["epoch"]), "--seed", "0", "1"]
+            "--epochs", str(best["epochs"]), "--epoch", str(best["epoch"]),
+            "--seed", *map(str, seeds)]
     settings = dict(best["settings"])
     if settings.get("max_train_examples") is None:
         settings["max_train_examples"] = 0  # all: said explicitly, SST-2's default is a subset
@@ -76,6 +78,8 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("records", nargs="+", type=Path, help="JSON records of finetune_compare.py")
     p.add_argument("--seed", type=int, default=0, help="the selection seed (default 0)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                   help="the seeds of the printed comparison command (default 0 1)")
     args = p.parse_args(argv)
     task, records = load(args.records)
     rows = candidates(records, args.seed)
@@ -89,7 +93,7 @@ def main(argv=None):
     best = choose(rows)
     print(f"chosen: batch {best['batch_size']}, lr {best['lr']:g}, {best['epochs']}-epoch "
           f"schedule, epoch {best['epoch']} ({100 * best['value']:.2f}; {best['path']})")
-    print(final_command(best, task))
+    print(final_command(best, task, args.seeds))
     return best
 
 

@@ -57,3 +57,15 @@ def test_records_of_other_tasks_or_other_fixed_settings_are_refused(tmp_path):
     other = record(tmp_path, 32, 1e-4, {0: [0.8]}, max_seq_length=64)
     with pytest.raises(SystemExit, match="differ in model, max_train_examples"):
         select_recipe.main([str(one), str(other)])
+
+
+def test_seeds_sets_the_comparison_seeds_and_only_them(tmp_path, capsys):
+    """--seeds widens the printed comparison (the small tasks run six); the choice itself still
+    comes from the selection seed alone."""
+    paths = [str(record(tmp_path, 16, 1e-4, {0: [0.80, 0.84], 1: [0.99, 0.99]})),
+             str(record(tmp_path, 32, 5e-5, {0: [0.81, 0.86]}))]
+    best = select_recipe.main([*paths, "--seeds", "0", "1", "2", "3", "4", "5"])
+    assert (best["batch_size"], best["epoch"]) == (32, 2)
+    command = shlex.split(capsys.readouterr().out.strip().splitlines()[-1])
+    seeds = command[command.index("--seed") + 1:command.index("--model")]
+    assert seeds == ["0", "1", "2", "3", "4", "5"]
