@@ -22,17 +22,18 @@ additions): the loss, every hidden state and every attention map (the probabilit
 dropout, as transformers returns them) <= 1e-10 relative, every parameter gradient <= 1e-9
 relative, those whose exact gradient is 0 <= 1e-12 absolute (the key bias, and test_heads.py's
 exactly_zero: in question answering two biases, in multiple choice the classifier bias, which
-adds the same number to every choice's logit, a shift the softmax over choices ignores). The loss must also differ from
-the loss with dropout off, so that a pass which dropped nothing on both sides cannot pass.
+adds the same number to every choice's logit, a shift the softmax over choices ignores). The
+loss must also differ from the loss with dropout off, so that a pass which dropped nothing on both
+sides cannot pass.
 """
 import numpy as np
 import pytest
 
-import bert_np
 import bert_np.kernels as kernels
 from bert_np.layers.dropout import dropout_forward
-from reference import compare_gradients, perturb_params, to_transformers, torch_inputs
+from reference import compare_gradients, to_transformers, torch_inputs
 from test_heads import CASES, ODD, compare_outputs, exactly_zero, make_inputs, make_labels
+from test_heads import build as heads_build
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -49,13 +50,9 @@ UNSET_CLASSIFIER_DROPOUT = {"SequenceClassification-regression-3", "MultipleChoi
 
 
 def build(case, classifier_dropout):
-    class_name, fields = CASES[case]
-    cfg = bert_np.BertConfig(**ODD, **fields, hidden_dropout_prob=HIDDEN_P,
-                             attention_probs_dropout_prob=ATTENTION_P,
-                             classifier_dropout=classifier_dropout)
-    model = getattr(bert_np, class_name)(cfg, seed=0, dtype=np.float64)
-    perturb_params(model, 1)
-    return model
+    return heads_build(case, np.float64, hidden_dropout_prob=HIDDEN_P,
+                       attention_probs_dropout_prob=ATTENTION_P,
+                       classifier_dropout=classifier_dropout)
 
 
 def record_dropout(monkeypatch):

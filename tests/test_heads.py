@@ -58,10 +58,11 @@ OUTPUTS = ("logits", "start_logits", "end_logits", "seq_relationship_logits", "p
            "last_hidden_state", "pooler_output")
 
 
-def build(case, dtype, seed=0):
+def build(case, dtype, seed=0, **dropout):
+    """The case's model on ODD, parameters perturbed; dropout off unless `dropout` gives rates."""
     class_name, fields = CASES[case]
-    cfg = bert_np.BertConfig(**ODD, **fields, hidden_dropout_prob=0.0,
-                             attention_probs_dropout_prob=0.0)
+    rates = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, **dropout}
+    cfg = bert_np.BertConfig(**ODD, **fields, **rates)
     model = getattr(bert_np, class_name)(cfg, seed=seed, dtype=dtype)
     perturb_params(model, seed + 1)
     return model
