@@ -20,7 +20,7 @@ hand from the architecture (embeddings 1, each layer 3, the classification heads
 test_heads.py and for the same reasons (float64, the two sides differ only in the order of
 additions): the loss, every hidden state and every attention map (the probabilities after
 dropout, as transformers returns them) <= 1e-10 relative, every parameter gradient <= 1e-9
-relative, those whose exact gradient is 0 <= 1e-12 absolute (the key bias, and test_heads.py's
+relative, those whose exact gradient is 0 <= 1e-12 absolute (the key bias, and head_cases.py's
 exactly_zero: in question answering two biases, in multiple choice the classifier bias, which
 adds the same number to every choice's logit, a shift the softmax over choices ignores). The
 loss must also differ from the loss with dropout off, so that a pass which dropped nothing on both
@@ -32,8 +32,8 @@ import pytest
 import bert_np.kernels as kernels
 from bert_np.layers.dropout import dropout_forward
 from reference import compare_gradients, to_transformers, torch_inputs
-from test_heads import CASES, ODD, compare_outputs, exactly_zero, make_inputs, make_labels
-from test_heads import build as heads_build
+from head_cases import CASES, ODD, compare_outputs, exactly_zero, make_inputs, make_labels
+from head_cases import build as heads_build
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
