@@ -38,7 +38,7 @@ def test_rows_give_means_ranges_and_differences_in_points(tmp_path, capsys):
                         "batch 16, lr 5e-05, epoch 3 of 4 | 0 1 | 0123456 |")
     assert lines[3].startswith("| mrpc | all-MiniLM-L6-v2 | accuracy (dev) | 81.00 (80.00 .. 82.00) | "
                                "81.00 ")
-    assert lines[-1] == "main dev metric within 1 point(s) of PyTorch: every task"
+    assert lines[-1] == "main dev metric within 1 point(s) of PyTorch: every task compared"
 
 
 def test_a_task_outside_the_goal_is_named_and_fails(tmp_path, capsys):
@@ -71,3 +71,30 @@ def test_a_local_model_and_a_resumed_record_are_named(tmp_path, capsys):
     assert results_table.main([path]) == 0
     assert ("| imdb | tiny_d3/best | accuracy (test) | 87.64 | 87.58 | +0.06 | "
             "batch 16, lr 5e-05, epoch 3 of 4 | 0 | 0123456+fedcba9 |") in capsys.readouterr().out
+
+
+def test_a_seed_whose_pytorch_side_is_pending_is_shown_and_fails_the_goal(tmp_path, capsys):
+    # RTE, seed 0 compared (0.60 / 0.605 -> -0.50), seed 1 stopped after bert_np's side
+    # (finetune_compare.py's "torch_pending"): dev 0.62 at the chosen epoch 3, no test split.
+    # The compared row covers seed 0 alone; seed 1 gets a row of its own, PyTorch "pending";
+    # the goal is not shown while a side is missing, so the exit status is 1.
+    path = record(tmp_path, "rte", "accuracy", {"dev accuracy": ([0.60], [0.605])}, seeds=(0,))
+    saved = json.loads(Path(path).read_text())
+    saved["runs"].append({"seed": 1, "chosen_epoch": 3, "torch": None, "torch_pending": {},
+                          "bert_np": {"epochs": [{"dev": {"accuracy": a}} for a in (0.5, 0.58, 0.62)],
+                                      "test": None}})
+    Path(path).write_text(json.dumps(saved))
+    assert results_table.main([path]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == ("| rte | all-MiniLM-L6-v2 | accuracy (dev) | 60.00 | 60.50 | -0.50 | "
+                        "batch 16, lr 5e-05, epoch 3 of 4 | 0 | 0123456 |")
+    assert lines[3] == ("| rte | all-MiniLM-L6-v2 | accuracy (dev) | 62.00 | pending |  | "
+                        "batch 16, lr 5e-05, epoch 3 of 4 | 1 | 0123456 |")
+    assert lines[-1] == ("main dev metric within 1 point(s) of PyTorch: every task compared; "
+                         "PyTorch pending (--resume runs it) for rte (all-MiniLM-L6-v2) seed 1")
+
+
+def test_a_record_with_no_run_at_all_is_a_one_line_error(tmp_path):
+    path = record(tmp_path, "sst2", "accuracy", {}, seeds=())
+    with pytest.raises(SystemExit, match="sst2-chosen.json has no run"):
+        results_table.main([path])
