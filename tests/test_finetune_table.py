@@ -110,3 +110,22 @@ def test_an_unknown_task_is_refused_by_name(repo):
     done, calls = run(repo, "qnli")
     assert done.returncode == 2 and calls == []
     assert "unknown task qnli" in done.stderr
+
+
+def test_sst2_runs_its_grid_on_8000_sentences_and_its_choice_on_all_with_one_seed(repo):
+    # no grid record yet: the six 2-epoch runs on the 8,000-sentence subset come first. Then the
+    # choice: (16, 3e-5) reaches 0.84 after epoch 2, the best of the hand-made records written
+    # below as the stand-in's grid; the comparison trains on all sentences, seed 0, and compares
+    # at bert_np's best dev epoch (no --epoch: the subset's epoch says little about the full set's).
+    done, calls = run(repo, "sst2")
+    assert done.returncode != 0                       # the stand-in wrote no grid record
+    assert calls == [f"--task sst2 --batch-size {b} --lr {lr} --epochs 2 --seed 0 --bert-np-only "
+                     "--max-train-examples 8000" for b in (16, 32) for lr in ("1e-4", "5e-5", "3e-5")]
+    for batch, lr in GRID:
+        grid_record(repo, "sst2", batch, lr, [0.80, 0.84] if (batch, lr) == (16, 3e-5) else
+                    [0.80, 0.82], epochs=2)
+    (repo / "calls.txt").unlink()
+    done, calls = run(repo, "sst2")
+    assert done.returncode == 0, done.stderr
+    assert calls == ["--task sst2 --epochs 2 --batch-size 16 --lr 3e-05 --seed 0 "
+                     "--max-train-examples 0 --out bench/results/finetune_compare/sst2-chosen.json"]
