@@ -5,9 +5,10 @@
 # at the choice (seeds 0 and 1; 0 to 5 for the small tasks CoLA, MRPC and RTE, whose dev metric
 # moves by 3 to 8 points from one seed to the next). SST-2 and IMDB, whose epochs are hours, run
 # their grid on a training subset (8,000 sentences, 4,000 reviews) and the choice on all of it,
-# seed 0 (batch and lr chosen; the epoch is bert_np's best). A finished record is skipped, a comparison
-# stopped during PyTorch's side resumes with PyTorch alone and one with fewer seeds gains the
-# missing ones (`--resume`), so the same command after a stop continues where the work was.
+# seed 0 (batch and lr chosen; the epoch is bert_np's best). A finished record is skipped, a
+# comparison stopped during PyTorch's side resumes with PyTorch alone and one with fewer seeds
+# gains the missing ones (`--resume`), so the same command after a stop continues where the work
+# was.
 #
 #   BERT_NP_DATA=../shared/data bash bench/finetune_table.sh [TASK ...]
 #
@@ -60,16 +61,20 @@ grid() {  # grid TASK EPOCHS ARGS...: bert_np alone, seed 0, one run per (batch,
     done; done
 }
 
-chosen_batch_and_lr() {  # chosen_batch_and_lr TASK RECORDS...: "B LR" of select_recipe.py's choice
-    local task=$1; shift
-    local choice b lr
-    choice=$(python bench/select_recipe.py "$@") || exit 1
+choose() {  # choose TASK ARGS...: select_recipe.py ARGS, saved to $LOGS/TASK_choice.txt; prints
+    local task=$1; shift    # the choice's last line: python bench/finetune_compare.py ARGS
+    local choice
+    choice=$(python bench/select_recipe.py "$@") || return 1
     echo "$choice" > "$LOGS/${task}_choice.txt"
-    eval "set -- $(tail -n 1 <<< "$choice")"   # python bench/finetune_compare.py ARGS
-    while [ $# -gt 0 ]; do
-        case $1 in --batch-size) b=$2 ;; --lr) lr=$2 ;; esac; shift
+    tail -n 1 <<< "$choice"
+}
+
+option() {  # option NAME ARGS...: the value after NAME in ARGS
+    local name=$1; shift
+    while [ $# -gt 1 ]; do
+        if [ "$1" = "$name" ]; then echo "$2"; return; fi
+        shift
     done
-    echo "$b $lr"
 }
 
 compare() {  # compare TASK ARGS...: both frameworks into $R/TASK-chosen.json, every seed
@@ -91,21 +96,22 @@ for task in "${tasks[@]}"; do
             epochs=4
             grid "$task" $epochs --max-train-examples 0
             seeds=(0 1); case $task in cola|mrpc|rte) seeds=(0 1 2 3 4 5) ;; esac
-            choice=$(python bench/select_recipe.py "$R/$task"-*-e$epochs-s0-2*.json \
-                     --seeds "${seeds[@]}") || exit 1
-            echo "$choice" > "$LOGS/${task}_choice.txt"
-            eval "set -- $(tail -n 1 <<< "$choice")"   # python bench/finetune_compare.py ARGS
+            line=$(choose "$task" "$R/$task"-*-e$epochs-s0-2*.json --seeds "${seeds[@]}") || exit 1
+            eval "set -- $line"
             compare "$task" "${@:3}" ;;
         sst2)
             grid sst2 2 --max-train-examples 8000
-            read -r b lr < <(chosen_batch_and_lr sst2 "$R"/sst2-*-e2-s0-2*.json) || exit 1
-            compare sst2 --task sst2 --epochs 2 --batch-size "$b" --lr "$lr" --seed 0 \
-                --max-train-examples 0 ;;
+            line=$(choose sst2 "$R"/sst2-*-e2-s0-2*.json) || exit 1
+            eval "set -- $line"
+            compare sst2 --task sst2 --epochs 2 --batch-size "$(option --batch-size "$@")" \
+                --lr "$(option --lr "$@")" --seed 0 --max-train-examples 0 ;;
         imdb)
             grid imdb 1 "${imdb[@]}" --max-train-examples 4000
-            read -r b lr < <(chosen_batch_and_lr imdb "$R"/imdb-*-e1-s0-2*.json) || exit 1
-            compare imdb --task imdb "${imdb[@]}" --epochs 1 --batch-size "$b" --lr "$lr" \
-                --seed 0 --max-train-examples 0 --test ;;
+            line=$(choose imdb "$R"/imdb-*-e1-s0-2*.json) || exit 1
+            eval "set -- $line"
+            compare imdb --task imdb "${imdb[@]}" --epochs 1 \
+                --batch-size "$(option --batch-size "$@")" --lr "$(option --lr "$@")" --seed 0 \
+                --max-train-examples 0 --test ;;
         *) echo "finetune_table.sh: unknown task $task (cola stsb sst2 mrpc rte imdb)" >&2
            exit 2 ;;
     esac
