@@ -57,6 +57,7 @@ from bert_np.train.finetune import (FinetuneSettings, encode_examples,  # noqa: 
                                     evaluate_classifier, finetune, load_tokenizer, predict_logits,
                                     subset, training_batches, warmup_and_total_steps)
 from bert_np.train.metrics import compute_metrics, format_metrics  # noqa: E402
+from bert_np.train.progress import progress_bar  # noqa: E402
 from results_table import spread  # noqa: E402  (bench/, on the path above)
 
 REPO = Path(_HERE).parent
@@ -94,7 +95,7 @@ def run_bert_np(settings, task, examples, test, chosen_epoch, log):
         if test is not None and (epoch == chosen_epoch or (chosen_epoch is None and improved)):
             seen["snapshot"] = {k: v.copy() for k, v in model.params.items()}
 
-    result = finetune(settings, progress=sys.stderr.isatty(), train_examples=examples["train"],
+    result = finetune(settings, progress=True, train_examples=examples["train"],
                       dev_examples=examples["dev"], log=lambda m: log(f"bert_np {m}"),
                       on_eval=on_eval)
     losses = epoch_losses(Path(settings.out) / "log.jsonl")
@@ -109,7 +110,7 @@ def run_bert_np(settings, task, examples, test, chosen_epoch, log):
         for k, v in seen["snapshot"].items():
             model.params[k][...] = v
         started = time.perf_counter()
-        run["test"] = evaluate_classifier(model, test, task, examples["pad_id"])
+        run["test"] = evaluate_classifier(model, test, task, examples["pad_id"], progress=True)
         run["eval_seconds"] += time.perf_counter() - started
     return run, seen["head"], seen["logits"]
 
@@ -130,8 +131,9 @@ def torch_logits(model, split, pad_id, num_labels, batch_size=64):
     """Logits of every example in eval mode, batched by length like bert_np's predict_logits."""
     import torch
     logits = np.zeros((len(split.ids), num_labels), dtype=np.float32)
+    batches = length_sorted_batches([len(x) for x in split.ids], batch_size)
     with torch.inference_mode():
-        for rows in length_sorted_batches([len(x) for x in split.ids], batch_size):
+        for rows in progress_bar(batches, desc="torch evaluate", unit="batch", leave=False):
             batch = pad_batch(split, rows, pad_id, np.float32, regression=True)
             batch.pop("labels")
             logits[rows] = model(**{k: torch.tensor(v) for k, v in batch.items()}).logits.numpy()
@@ -178,7 +180,9 @@ def run_torch(settings, task, examples, test, chosen_epoch, head, first_logits, 
     model.train()
     for epoch in range(1, settings.epochs + 1):
         started, losses = time.perf_counter(), []
-        for rows in training_batches(lengths, settings.batch_size, settings.seed, epoch):
+        batches = training_batches(lengths, settings.batch_size, settings.seed, epoch)
+        bar = progress_bar(total=len(batches), desc=f"torch epoch {epoch}", unit="step")
+        for rows in batches:
             batch = pad_batch(train, rows, pad_id, np.float32, task.is_regression)
             optimizer.zero_grad(set_to_none=True)
             loss = model(**{k: torch.tensor(v) for k, v in batch.items()}).loss
@@ -187,6 +191,9 @@ def run_torch(settings, task, examples, test, chosen_epoch, head, first_logits, 
             optimizer.step()
             schedule.step()
             losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        bar.close()
         run["train_seconds"] += time.perf_counter() - started
         run["epochs"].append({"epoch": epoch, "dev": evaluate(dev),
                               "train_loss": float(np.mean(losses))})

@@ -104,7 +104,7 @@ def ok(args, capsys):
 def user_error(args, capsys, match):
     status, err = run_cli(args, capsys)
     lines = [line for line in err.splitlines()
-             if line.strip() and not re.search(r"\d+%\|", line)]  # progress bars aside
+             if line.strip() and not re.search(r"\d+%\||\(\d+%\), ", line)]  # progress aside
     assert status != 0, err
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith(f"bert-np {args[0]}: error: "), err

@@ -2,6 +2,7 @@
 
     loop.py         the loop: batches -> gradients -> clip -> AdamW, the non-finite guard, the
                     JSONL log, the progress bar, evaluation and checkpoint hooks, resume state
+    progress.py     progress: tqdm's bar on a terminal or in Jupyter, a line a minute in a log file
     checkpoints.py  training checkpoints that resume bit for bit; the JSONL log
     settings.py     settings fields carrying their default and help (the CLI's options)
     parallel.py     data-parallel training on MPI and gradient accumulation: shards, micro-batches,

@@ -37,6 +37,7 @@ from .parallel import NullLog, is_main_process
 from .metrics import compute_metrics, format_metrics
 from .plots import plot_training_curves
 from .pretrain import input_digests, resume_state
+from .progress import progress_bar
 from .settings import check_dropout, check_number, check_positive, setting
 
 # (standard vocabulary, lower-case the text) for a model without a vocabulary of its own. Chinese
@@ -216,10 +217,9 @@ def predict_logits(model: BertForSequenceClassification, split: EncodedSplit, pa
                    desc: str = "evaluate") -> np.ndarray:
     """Logits of every example, batched by length (sorted), returned in the original order;
     `desc` labels the progress bar."""
-    from tqdm.auto import tqdm
     logits = np.zeros((len(split.ids), model.config.num_labels), dtype=model.dtype)
     batches = length_sorted_batches([len(x) for x in split.ids], batch_size)
-    for rows in tqdm(batches, desc=desc, disable=not progress, leave=False):
+    for rows in progress_bar(batches, desc=desc, enabled=progress, leave=False, unit="batch"):
         batch = pad_batch(split, rows, pad_id, model.dtype, regression=True)  # labels stay float
         batch.pop("labels")                    # (NaN for unlabelled rows) and are not used here
         logits[rows] = model.forward(**batch)["logits"]

@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 from ..optim import AdamW, clip_grad_norm
 from .checkpoints import JsonlLog
 from .parallel import split_step_grads, world
+from .progress import progress_bar
 
 
 class NonFiniteLossError(RuntimeError):
@@ -129,15 +130,13 @@ def run_loop(model, optimizer: AdamW, epoch_batches: Callable[[int, int], Iterat
 
     epoch_batches(epoch, start) yields the batches of an epoch from batch `start` on (dicts of
     model inputs and labels); total_steps only sizes the progress bar (default max_steps)."""
-    from tqdm.auto import tqdm
-
     state = LoopState() if state is None else state
     callbacks = Callbacks() if callbacks is None else callbacks
     main = world().rank == 0                  # rank 0 writes the log and shows the progress bar
     progress = progress and main
     started, tokens, tokens_per_s, out_of_time = time.perf_counter(), 0, 0.0, False
-    bar = tqdm(total=total_steps or settings.max_steps, initial=state.step, desc=desc,
-               disable=not progress, unit="step")
+    bar = progress_bar(total=total_steps or settings.max_steps, initial=state.step, desc=desc,
+                       enabled=progress, unit="step")
     batches = epoch_batches(state.epoch, state.batch_in_epoch)
     while settings.max_steps is None or state.step < settings.max_steps:
         batch = next(batches, None)
