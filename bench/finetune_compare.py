@@ -16,7 +16,8 @@ zh_sentiment; STS-B is a regression trained with MSE):
    `bert-np finetune` keeps in best/); PyTorch is read at the same epoch. With `--test` both
    are evaluated at that epoch on the task's test split too (labelled: MRPC, IMDB, TNEWS,
    zh_sentiment).
-It prints the metrics of both per epoch, the difference at the chosen epoch, its spread over the
+It prints the metrics of both per epoch (and each side's progress: a bar on a terminal, a line a
+minute in a log file), the difference at the chosen epoch, its spread over the
 seeds, and writes a JSON record (command, commit, machine, settings, per-seed metrics per epoch,
 wall times) under bench/results/finetune_compare/ (or --out). bench/README.md gives the command
 for each task and the rule that picks the recipe.
