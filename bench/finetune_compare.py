@@ -18,8 +18,9 @@ zh_sentiment; STS-B is a regression trained with MSE):
    zh_sentiment).
 It prints the metrics of both per epoch (and each side's progress: a bar on a terminal, a line a
 minute in a log file), the difference at the chosen epoch, its spread over the seeds, and writes
-a JSON record (command, commit, machine, settings, per-seed metrics per epoch, wall times) under bench/results/finetune_compare/ (or --out). bench/README.md gives the command
-for each task and the rule that picks the recipe.
+a JSON record (command, commit, machine, settings, per-seed metrics per epoch, wall times) under
+bench/results/finetune_compare/ (or --out). bench/README.md gives the command for each task and
+the rule that picks the recipe.
 
     BERT_NP_DATA=../shared/data python bench/finetune_compare.py                  # SST-2, 8,000
     BERT_NP_DATA=../shared/data python bench/finetune_compare.py --task mrpc --batch-size 16 \\
