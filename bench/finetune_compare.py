@@ -432,12 +432,14 @@ def main(argv=None):
     args = parse_args(argv)
     task = get_task(args.task)
     bert_np.tune_process()
-    threads = numba.get_num_threads()
     if not args.bert_np_only:
+        # PyTorch first: started after Numba's OpenMP threads (numba.get_num_threads() starts
+        # them), its own ran ~10x slower here (256 IMDB reviews at 256 tokens: 67 s against 5 s)
         import torch
         import transformers
-        torch.set_num_threads(threads)  # the same thread count as bert_np's kernels
+        torch.set_num_threads(numba.config.NUMBA_NUM_THREADS)  # as many as bert_np's kernels
         transformers.logging.set_verbosity_error()  # its load report lists the new head
+    threads = numba.get_num_threads()
 
     def log(message):
         print(message, flush=True)
