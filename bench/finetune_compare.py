@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import os
 import platform
@@ -432,13 +433,15 @@ def main(argv=None):
     args = parse_args(argv)
     task = get_task(args.task)
     bert_np.tune_process()
+    # Loading order (docs/kernels.md, "The thread pool"; bench/import_order.py): torch before
+    # Numba's libgomp, or PyTorch runs on Numba's copy, 2-10x slower; bert_np's pool before
+    # numba.get_num_threads(), which would load libgomp with its default spin.
     if not args.bert_np_only:
-        # PyTorch first: started after Numba's OpenMP threads (numba.get_num_threads() starts
-        # them), its own ran ~10x slower here (256 IMDB reviews at 256 tokens: 67 s against 5 s)
         import torch
         import transformers
         torch.set_num_threads(numba.config.NUMBA_NUM_THREADS)  # as many as bert_np's kernels
         transformers.logging.set_verbosity_error()  # its load report lists the new head
+    importlib.import_module("bert_np.kernels.common")  # loads Numba's thread pool bert_np's way
     threads = numba.get_num_threads()
 
     def log(message):
@@ -502,4 +505,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    # With torch imported first, the short spin bert_np sets as it loads its pool does not reach
+    # the libgomp its kernels run on, and its short SST-2 steps ran ~1.5x slower (200 steps: 42
+    # against 28 s). Set in the environment, for this process only, before main() imports torch.
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # bert_np.kernels.common.SPIN_COUNT
     main()
