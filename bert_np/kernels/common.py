@@ -27,7 +27,7 @@ NUMBA_THREADING_LAYER says otherwise, and on Numba's own "workqueue" pool where 
     default spin, and Numba's pool would run on it: then the kernels take the workqueue pool,
     unless GOMP_SPINCOUNT is set. Measured with torch imported first, B=32 T=128 unless said:
     BERT-tiny fine-tuning 141 (that libgomp) / 110 (workqueue) / 102 ms (OpenMP, short spin),
-    BERT-mini fine-tuning 600 / 528 / 485 ms, MiniLM fine-tuning at B=16 T=14 200 / 150 / 128 ms.
+    BERT-mini fine-tuning 600 / 528 / 485 ms, MiniLM fine-tuning at B=16 T=14 196 / 144 / 128 ms.
 
 On CPUs with AVX-512, LLVM's default tuning ("prefer-256-bit") vectorises with 256-bit registers,
 half the width the hardware has. The GEMM micro-kernel is written for one 512-bit vector per tile
